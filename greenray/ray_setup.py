@@ -1,0 +1,33 @@
+"""Joining a Ray cluster, or starting a local Ray, the same way for every command."""
+
+from __future__ import annotations
+
+import os
+
+from greenray.errors import UsageError
+
+# Set before Ray is imported anywhere: no usage reporting, no Train V2 migration noise.
+_QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Join the cluster at `address` ("auto" or host:port), or start a local Ray without a
+    dashboard; a Ray this process already joined is reused (tests share one)."""
+    for key, value in _QUIET.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address is None:
+        # A private local Ray needs no token; a cluster keeps its own authentication.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, logging_level="WARNING")
+        return
+    try:
+        ray.init(address=address, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UsageError(
+            f"cannot reach a Ray cluster at --address {address} ({exc.__class__.__name__}); "
+            "start one with `ray start --head` or `ray up cluster.yaml`, or drop --address"
+        ) from None

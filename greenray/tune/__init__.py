@@ -1,0 +1,1 @@
+"""The training study on Ray Tune: search spaces, searchers, the trainable and the study."""

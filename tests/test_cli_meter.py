@@ -1,0 +1,77 @@
+"""`greenray meter` and `greenray doctor` as a user runs them: a real process each."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def greenray(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "greenray.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_meter_measures_a_real_command_as_json():
+    result = greenray(
+        "meter",
+        "--json",
+        "--energy",
+        "simulated",
+        "--",
+        sys.executable,
+        "-c",
+        "import time; time.sleep(0.6); print('done')",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert "done" in result.stderr  # the command's stdout is moved aside in --json mode
+    assert data["exit_code"] == 0
+    assert 0.6 <= data["seconds"] < 5
+    assert data["energy_source"] == "simulated"
+    assert data["joules"] == pytest.approx(250.0 * data["seconds"], rel=1e-3)
+
+
+def test_meter_passes_the_command_exit_code_through():
+    result = greenray("meter", "--energy", "none", "--", sys.executable, "-c", "raise SystemExit(3)")
+    assert result.returncode == 3
+    assert "energy not measured" in result.stderr
+
+
+def test_meter_idle_prints_a_baseline():
+    result = greenray("meter", "--json", "--energy", "simulated", "--idle", "0.2")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["idle_w"] == {"sim:0": pytest.approx(60.0)}
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["meter"], "give a command"),
+        (["meter", "--", "surely-no-such-command-x"], "command not found"),
+        (["meter", "--idle", "-1"], "positive number of seconds"),
+        (["meter", "--energy", "none", "--require-energy", "--", "true"], "no energy source"),
+        (["meter", "--energy", "rapl", "--", "true"], "not available"),
+        (["meter", "--energy", "bogus", "--", "true"], "bogus"),
+    ],
+)
+def test_bad_input_ends_in_one_sentence_and_exit_2(args, phrase, tmp_path):
+    result = greenray(*args, env={"GREENRAY_POWERCAP": str(tmp_path)})
+    assert result.returncode == 2
+    assert phrase in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    if "bogus" not in args:  # typer's own message box for a bad choice
+        assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_doctor_reports_what_it_finds():
+    result = greenray("doctor")
+    assert result.returncode == 0, result.stderr
+    for phrase in ("NVML", "RAPL", "ray", "torch", "energy source with --energy auto"):
+        assert phrase in result.stdout

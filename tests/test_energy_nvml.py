@@ -1,0 +1,130 @@
+import logging
+
+import pytest
+from fake_nvml import FakeGpu, FakeNvml, four_gpus
+from helpers import FakeClock
+
+from greenray.energy import EnergyMeter, EnergyUnavailable
+from greenray.energy.nvml import NvmlBackend, resolve_visible
+
+UUIDS = ["GPU-aaaa-1", "GPU-bbbb-2", "GPU-cccc-3", "GPU-ccdd-4"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (None, [0, 1, 2, 3]),
+        ("", []),
+        ("0", [0]),
+        ("2,0", [2, 0]),
+        ("3,1,0,2", [3, 1, 0, 2]),
+        ("1, 3", [1, 3]),
+        ("GPU-cccc-3,GPU-aaaa-1", [2, 0]),
+        ("GPU-b,2", [1, 2]),  # a unique UUID prefix is enough, and forms may mix
+        ("GPU-cc,1", []),  # an ambiguous prefix names nothing and ends the list
+        ("1,7,2", [1]),  # like CUDA: the first invalid entry ends the list
+        ("-1", []),
+        ("2,2", [2]),
+    ],
+)
+def test_cuda_visible_devices_map_to_nvml_indices(spec, expected):
+    assert resolve_visible(spec, UUIDS) == expected
+
+
+def test_devices_are_named_as_the_process_sees_them_and_read_by_uuid():
+    backend = NvmlBackend(nvml=four_gpus(), visible="GPU-cccccccc-0000,0")
+    devices = backend.devices()
+    assert [d.key for d in devices] == ["cuda:0", "cuda:1"]
+    assert [d.index for d in devices] == [2, 0]
+    assert [d.uuid for d in devices] == ["GPU-cccccccc-0000", "GPU-aaaaaaaa-0000"]
+    # cuda:0 is NVML device 2, which draws 300 W
+    assert backend.read_power_w(devices[0]) == pytest.approx(300.0)
+    assert backend.read_power_w(devices[1]) == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("visible", ["3,1", "GPU-dddd,GPU-bbbb"])
+def test_a_window_measures_the_permuted_devices(visible):
+    clock = FakeClock(10.0)
+    nvml = FakeNvml(
+        [FakeGpu(uuid=f"GPU-{c * 4}", power_w=100.0 * (i + 1), clock=clock) for i, c in enumerate("abcd")]
+    )
+    meter = EnergyMeter([NvmlBackend(nvml=nvml, visible=visible)], clock=clock)
+    meter.begin_window("w")
+    clock.t = 12.0
+    m = meter.end_window("w")
+    assert m.energy_source == "nvml-counter"
+    assert [d.joules for d in m.devices] == [pytest.approx(800.0), pytest.approx(400.0)]
+    assert m.joules == pytest.approx(1200.0)
+    assert m.power_field == "instant"
+    assert m.to_row()["device_uuid"] == "GPU-dddd,GPU-bbbb"
+
+
+def test_without_a_counter_energy_comes_from_power_samples():
+    clock = FakeClock(0.0)
+    nvml = FakeNvml([FakeGpu(uuid="GPU-old", power_w=150.0, counter=False, instant=False, clock=clock)])
+    backend = NvmlBackend(nvml=nvml)
+    assert not backend.has_counter(backend.devices()[0])
+    assert backend.power_field == "average"
+    meter = EnergyMeter([backend], clock=clock)
+    meter.begin_window("w")
+    for step in range(1, 100):
+        clock.t = step * 0.01
+        meter.sample()
+    clock.t = 1.0
+    m = meter.end_window("w")
+    assert m.energy_source == "nvml-power"
+    assert m.joules == pytest.approx(150.0)
+    assert nvml.calls.get("counter", 0) == 1  # the probe only
+
+
+def test_counter_reads_happen_at_window_edges_only():
+    clock = FakeClock(0.0)
+    nvml = FakeNvml([FakeGpu(uuid="GPU-x", clock=clock)])
+    meter = EnergyMeter([NvmlBackend(nvml=nvml)], clock=clock)
+    probes = nvml.calls["counter"]
+    meter.begin_window("w")
+    for step in range(1, 200):
+        clock.t = step * 0.01
+        meter.sample()
+    clock.t = 2.0
+    meter.end_window("w")
+    assert nvml.calls["counter"] - probes == 2
+    meter.begin_window("batch", counter=False)
+    meter.end_window("batch")
+    assert nvml.calls["counter"] - probes == 2
+
+
+def test_a_gpu_lost_mid_window_gives_none_and_one_warning(caplog):
+    clock = FakeClock(0.0)
+    gpu = FakeGpu(uuid="GPU-x", clock=clock)
+    meter = EnergyMeter([NvmlBackend(nvml=FakeNvml([gpu]))], clock=clock)
+    with caplog.at_level(logging.WARNING, logger="greenray.energy"):
+        meter.begin_window("w")
+        clock.t = 0.5
+        meter.sample()
+        gpu.lost = True
+        for step in range(6, 20):
+            clock.t = step * 0.1
+            meter.sample()
+        m = meter.end_window("w")
+        meter.begin_window("after")
+        clock.t = 3.0
+        after = meter.end_window("after")
+    assert m.energy_source == "none" and m.joules is None
+    assert after.energy_source == "none"
+    assert len([r for r in caplog.records if "no longer measured" in r.message]) == 1
+
+
+def test_nvml_missing_raises_energy_unavailable():
+    with pytest.raises(EnergyUnavailable, match="could not start"):
+        NvmlBackend(nvml=FakeNvml([], fail_init=True))
+
+
+def test_auto_without_gpu_or_rapl_runs_unmeasured():
+    # this machine has neither; on a GPU machine this test checks the opposite case
+    with EnergyMeter.create("auto") as meter, meter.window("w") as w:
+        pass
+    if meter.devices:
+        assert w.measurement.energy_source in {"nvml-counter", "nvml-power", "rapl"}
+    else:
+        assert w.measurement.energy_source == "none"
