@@ -152,3 +152,16 @@ def test_the_trace_is_trimmed_once_no_window_needs_it():
     meter.end_window("w")
     times, _ = meter.trace()
     assert times[0] >= 100.0 - 30.0 - 0.1
+
+
+def test_an_idle_baseline_travels_between_meters_by_uuid():
+    from fake_nvml import four_gpus
+
+    from greenray.energy.nvml import NvmlBackend
+
+    first = EnergyMeter([NvmlBackend(nvml=four_gpus(), visible="0,1")], idle_w={"cuda:1": 42.0})
+    assert first.baseline() == {"GPU-bbbbbbbb-0000": 42.0}
+    # another process sees the same GPU as cuda:0
+    second = EnergyMeter([NvmlBackend(nvml=four_gpus(), visible="1")])
+    second.use_baseline(first.baseline())
+    assert second.idle_w == {"cuda:0": 42.0}

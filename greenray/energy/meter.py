@@ -290,6 +290,18 @@ class EnergyMeter:
                 self.idle_w[reading.device.key] = reading.joules / measurement.seconds
         return dict(self.idle_w)
 
+    def baseline(self) -> dict[str, float]:
+        """The idle baseline keyed by device UUID (the key where a device has none), the
+        form that travels between processes: another process names the same GPU otherwise."""
+        return {(d.uuid or d.key): self.idle_w[d.key] for d in self.devices if d.key in self.idle_w}
+
+    def use_baseline(self, by_uuid: dict[str, float]) -> None:
+        """Adopt a baseline measured elsewhere (see `baseline`) for the devices this meter has."""
+        for device in self.devices:
+            watts = by_uuid.get(device.uuid or device.key)
+            if watts is not None:
+                self.idle_w[device.key] = watts
+
     # ---- the power trace -----------------------------------------------------------
 
     def sample(self) -> None:
