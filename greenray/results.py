@@ -30,28 +30,92 @@ ENERGY_COLUMNS = (
 
 # The columns each table must have; tables may carry more.
 TABLES: dict[str, tuple[str, ...]] = {
+    # One row per training trial (greenray hpo); the hyperparameters are columns too.
     "trials": (
         "trial_id",
         "strategy",
         "net",
         "dataset",
+        "params",
+        "n_conv",
+        "n_linear",
+        "relu",
+        "epochs",
         "round",
         "repetition",
+        "config",  # the hyperparameters as JSON
         "accuracy",
-        "status",
+        "loss",
+        "status",  # ok or failed
+        "error",
+        "gpus_per_trial",
         *ENERGY_COLUMNS,
     ),
+    # One row per epoch of a training trial; the epoch window's energy (training only).
+    "epochs": ("trial_id", "epoch", "accuracy", "loss", "epoch_seconds", "epoch_energy_j", "energy_source"),
+    # One row per serving run (greenray serve-bench); energy summed over the run's replicas.
     "runs": (
         "run_id",
+        "status",  # ok or failed
         "model",
-        "policy",
+        "precision",
+        "weights",  # torchvision:IMAGENET1K_V1, random or file:PATH
+        "policy",  # fixed:N, fixed:N@MS or greedy[:CAP]
         "frequency_hz",
-        "requests",
-        "energy_per_image_j",
-        "max_latency_s",
+        "arrival",  # constant, jitter or poisson
+        "requests",  # the target: the run ends once this many are served
+        "served",  # answered by batches that ended inside the run window (>= requests)
+        "excluded",  # sent but not served: drained after the run, or failed
+        "replicas",
+        "model_device",  # where the model ran, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu"
+        "preprocess_in_window",  # uint8 -> float and normalisation inside the batch windows
+        "energy_per_image_j",  # energy_j / served (idle included, as the study)
+        "idle_free_energy_per_image_j",
+        "max_latency_s",  # response times at the caller, served requests only
+        "p50_latency_s",
+        "p99_latency_s",
+        "achieved_rate_hz",  # requests sent per second, as measured at the caller
+        "mean_batch_size",
+        "idle_w",
         *ENERGY_COLUMNS,
     ),
-    "requests": ("run_id", "request_id", "submitted_s", "completed_s", "latency_s"),
+    # One row per replica per serving run: its own device's energy (the run row is their sum).
+    "replica_runs": ("run_id", "replica", "model_device", "served", "batches", "idle_w", *ENERGY_COLUMNS),
+    # One row per request; *_s are Unix seconds: submitted/completed/latency on the caller's
+    # clock, enqueued/batch_* on the replica's.
+    "requests": (
+        "run_id",
+        "request_id",
+        "replica",
+        "scheduled_s",
+        "submitted_s",
+        "completed_s",
+        "latency_s",
+        "enqueued_s",
+        "batch_id",
+        "batch_started_s",
+        "batch_ended_s",
+        "queue_wait_s",
+        "served",
+        "error",
+    ),
+    # One row per batch a replica ran during or right after (drain) a serving run.
+    "batches": (
+        "run_id",
+        "replica",
+        "batch_id",
+        "size",
+        "started_s",
+        "ended_s",
+        "compute_s",
+        "queue_wait_max_s",
+        "queue_wait_mean_s",
+        "energy_j",  # integrated from power samples: approximate for short batches
+        "peak_power_w",
+        "energy_source",
+        "in_run",
+        "preprocess_in_window",
+    ),
 }
 
 

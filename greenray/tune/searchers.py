@@ -1,62 +1,350 @@
 """The study's three searchers as Ray Tune Searchers: partial grid, random, and Bayesian
-optimisation with Probability of Improvement.
+optimisation with Probability of Improvement (PI).
 
-Each is built like Ray's own: Cls(space=..., metric=..., mode=..., seed=...), where space maps
-names to tune.uniform / tune.loguniform domains. (Work in progress: RandomSearch first.)
+Each is built like Ray's own, Cls(space, metric=..., mode=..., seed=...), where space maps names to
+tune.uniform / tune.loguniform domains; give metric, mode and space in the constructor and pass no
+param_space to the Tuner. All three work with several trials in flight, under Repeater (which adds
+`__trial_index__` to the configs it hands out; the searchers never read configs back) and
+ConcurrencyLimiter, save/restore through Tuner.restore, and ignore failed trials (error=True, no
+result, or a missing or non-finite metric): a failure is never turned into a made-up observation.
+
+Every searcher works in the unit cube: a value u in [0, 1] per parameter, mapped linearly onto the
+range, or onto log(range) where the domain is log-uniform.
+
+- PartialGridSearch: `points_per_dim` values per parameter, lower + i (upper - lower) / n for
+  i = 0..n-1 on the parameter's own scale (the study's formula: the upper bound is never used), so
+  3 parameters give 125 points and 5 give 3,125; points come in a seeded random order without
+  replacement, and when the grid is used up the searcher says so once and returns FINISHED.
+- RandomSearch: independent uniform draws in the unit cube.
+- PIBayesSearch: bayesian-optimization's GP and its ProbabilityOfImprovement acquisition, with
+  these choices (the package's default GP, one length scale for all inputs, falls well short of
+  Optuna's TPE; docs/BENCHMARKS.md, "Searchers", compares them on the same budget):
+  * kernel: amplitude x ARD Matern 5/2 (one length scale per input, fitted; a parameter that does
+    not matter gets a long one) + a fitted white-noise term for noisy metrics; targets normalised
+    (normalize_y); set through the optimizer's own set_gp_params;
+  * xi is given in units of the observed targets' standard deviation (default 0.01), so it means
+    the same whether the metric is an accuracy or a loss; optional exploration_decay as in the package;
+  * the first `n_initial` points (default 5) are a seeded Latin hypercube, and suggestions stay random
+    until at least one trial has succeeded;
+  * pending trials: the package's ConstantLiar registers every point still in flight with the mean
+    observed target (a trial that fails or finishes leaves the liar set), so concurrent suggestions
+    differ; a suggestion that still lands on a pending or observed point is replaced by a random one;
+  * mode "min" is handled by registering -metric (the package maximises).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import pickle
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from bayes_opt import BayesianOptimization, acquisition
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Float, LogUniform, Uniform
+from scipy.stats import qmc
+from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+from threadpoolctl import threadpool_limits
+
+logger = logging.getLogger(__name__)
 
 
-def _bounds(space: dict) -> dict[str, tuple[float, float, bool]]:
-    """(low, high, log) per parameter; only continuous uniform and log-uniform domains."""
-    bounds = {}
-    for name, domain in space.items():
-        sampler = getattr(domain, "sampler", None)
-        if not isinstance(domain, Float) or not isinstance(sampler, Uniform | LogUniform):
-            raise ValueError(f"{name}: greenray's searchers take tune.uniform or tune.loguniform domains")
-        bounds[name] = (float(domain.lower), float(domain.upper), isinstance(sampler, LogUniform))
-    return bounds
+@dataclass(frozen=True)
+class UnitCube:
+    """Maps points of [0, 1]^d onto a search space's values and back (log where the domain is log)."""
+
+    names: tuple[str, ...]
+    lows: np.ndarray
+    highs: np.ndarray
+    logs: np.ndarray
+
+    @classmethod
+    def from_space(cls, space: dict) -> UnitCube:
+        names, lows, highs, logs = [], [], [], []
+        for name, domain in space.items():
+            sampler = getattr(domain, "sampler", None)
+            if not isinstance(domain, Float) or not isinstance(sampler, Uniform | LogUniform):
+                raise ValueError(f"{name}: greenray's searchers take tune.uniform or tune.loguniform domains")
+            log = isinstance(sampler, LogUniform)
+            low, high = float(domain.lower), float(domain.upper)
+            names.append(name)
+            lows.append(math.log(low) if log else low)
+            highs.append(math.log(high) if log else high)
+            logs.append(log)
+        if not names:
+            raise ValueError("the search space is empty")
+        return cls(tuple(names), np.array(lows), np.array(highs), np.array(logs, dtype=bool))
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def to_config(self, unit: np.ndarray) -> dict[str, float]:
+        scaled = self.lows + np.asarray(unit, dtype=float) * (self.highs - self.lows)
+        values = np.where(self.logs, np.exp(scaled), scaled)
+        return {name: float(value) for name, value in zip(self.names, values, strict=True)}
+
+    def to_unit(self, config: dict[str, float]) -> np.ndarray:
+        values = np.array([float(config[name]) for name in self.names])
+        scaled = np.where(self.logs, np.log(values), values)
+        return (scaled - self.lows) / (self.highs - self.lows)
 
 
-class RandomSearch(Searcher):
-    """Each value drawn independently from its range (log-uniform where the domain is)."""
-
-    def __init__(self, space: dict, metric: str | None = None, mode: str | None = None, seed: int | None = None):
-        super().__init__(metric=metric, mode=mode)
-        self._bounds = _bounds(space)
-        self._rng = np.random.default_rng(seed)
-
-    def suggest(self, trial_id: str) -> dict:
-        config = {}
-        for name, (low, high, log) in self._bounds.items():
-            if log:
-                config[name] = float(np.exp(self._rng.uniform(np.log(low), np.log(high))))
-            else:
-                config[name] = float(self._rng.uniform(low, high))
-        return config
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        pass
+class _PicklingSearcher(Searcher):
+    """save/restore by pickling the searcher's own attributes (numpy generators included)."""
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.__dict__, handle)
+            pickle.dump(self._state(), handle)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
-            self.__dict__.update(pickle.load(handle))
+            self._set_state(pickle.load(handle))
+
+    def _state(self) -> dict:
+        return dict(self.__dict__)
+
+    def _set_state(self, state: dict) -> None:
+        self.__dict__.update(state)
 
 
-SEARCHERS = {"random": RandomSearch}
+def _objective(result: dict | None, error: bool, metric: str | None) -> float | None:
+    """The finished trial's metric, or None when it failed or reported nothing usable."""
+    if error or not result or metric is None or metric not in result:
+        return None
+    try:
+        value = float(result[metric])
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
-def make_searcher(strategy: str, space: dict, *, metric: str, mode: str, seed: int | None = None, **options) -> Searcher:
-    """The searcher for a strategy name (grid, random, bayes)."""
+class PartialGridSearch(_PicklingSearcher):
+    """The study's partial grid: `points_per_dim` values per parameter (lower + i (upper - lower) / n,
+    i = 0..n-1, on the parameter's own scale), grid points drawn at random without replacement,
+    FINISHED once all have been handed out."""
+
+    def __init__(
+        self,
+        space: dict,
+        metric: str | None = None,
+        mode: str | None = None,
+        seed: int | None = None,
+        points_per_dim: int = 5,
+    ):
+        super().__init__(metric=metric, mode=mode)
+        if points_per_dim < 1:
+            raise ValueError("points_per_dim must be at least 1")
+        self._cube = UnitCube.from_space(space)
+        self._levels = np.arange(points_per_dim) / points_per_dim
+        self._order = np.random.default_rng(seed).permutation(points_per_dim**self._cube.dim)
+        self._next = 0
+        self._told_finished = False
+
+    @property
+    def size(self) -> int:
+        """How many points the grid has."""
+        return len(self._order)
+
+    def suggest(self, trial_id: str) -> dict | str:
+        if self._next >= len(self._order):
+            if not self._told_finished:
+                logger.warning(
+                    "partial grid: all %d points have been suggested; the search is finished", self.size
+                )
+                self._told_finished = True
+            return Searcher.FINISHED
+        index = np.unravel_index(self._order[self._next], (len(self._levels),) * self._cube.dim)
+        self._next += 1
+        return self._cube.to_config(self._levels[list(index)])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass  # the grid does not learn from results
+
+
+class RandomSearch(_PicklingSearcher):
+    """Each value drawn independently from its range (log-uniform where the domain is)."""
+
+    def __init__(
+        self, space: dict, metric: str | None = None, mode: str | None = None, seed: int | None = None
+    ):
+        super().__init__(metric=metric, mode=mode)
+        self._cube = UnitCube.from_space(space)
+        self._rng = np.random.default_rng(seed)
+
+    def suggest(self, trial_id: str) -> dict:
+        return self._cube.to_config(self._rng.uniform(size=self._cube.dim))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass  # independent draws: results change nothing
+
+
+def default_kernel(dim: int, length_scale_bounds: tuple[float, float] = (1e-2, 1e2)):
+    """Amplitude x ARD Matern 5/2 + white noise, for inputs in the unit cube and normalised targets."""
+    matern = Matern(length_scale=np.full(dim, 0.5), length_scale_bounds=length_scale_bounds, nu=2.5)
+    return ConstantKernel(1.0, (1e-2, 1e2)) * matern + WhiteKernel(1e-4, (1e-8, 1e-1))
+
+
+@contextmanager
+def _xi_in_target_units(pi: acquisition.ProbabilityOfImprovement, scale: float) -> Iterator[None]:
+    """Lets PI see xi in target units for one suggestion while it is kept (and decayed by the
+    package) in units of the targets' standard deviation."""
+    pi.xi *= scale
+    try:
+        yield
+    finally:
+        pi.xi /= scale
+
+
+class PIBayesSearch(_PicklingSearcher):
+    """Bayesian optimisation: bayesian-optimization's GP with an ARD Matern kernel on the unit cube and
+    its Probability of Improvement acquisition (see the module docstring for the choices).
+
+    n_initial: random (Latin hypercube) points before the GP; xi: PI's margin, in units of the
+    observed targets' standard deviation; exploration_decay: xi's factor per model suggestion
+    (None: constant); liar: the value pending points are registered with ("min", "mean", "max" of
+    the targets, or a number); kernel: "ard" (the default above), any scikit-learn kernel, or None
+    for the package's own GP; n_restarts_optimizer: extra starts of the GP's hyperparameter fit."""
+
+    def __init__(
+        self,
+        space: dict,
+        metric: str | None = None,
+        mode: str | None = None,
+        seed: int | None = None,
+        n_initial: int = 5,
+        xi: float = 0.01,
+        exploration_decay: float | None = None,
+        liar: str = "mean",
+        kernel: Any = "ard",
+        n_restarts_optimizer: int = 3,
+    ):
+        super().__init__(metric=metric, mode=mode)
+        if n_initial < 1:
+            raise ValueError("n_initial must be at least 1")
+        if xi < 0:
+            raise ValueError("xi must be at least 0")
+        self._cube = UnitCube.from_space(space)
+        self._options = {
+            "xi": xi,
+            "exploration_decay": exploration_decay,
+            "liar": liar,
+            "kernel": kernel,
+            "n_restarts_optimizer": n_restarts_optimizer,
+        }
+        self._random_state = np.random.RandomState(seed)
+        self._initial = qmc.LatinHypercube(d=self._cube.dim, rng=np.random.default_rng(seed)).random(
+            n_initial
+        )
+        self._observed: list[tuple[np.ndarray, float]] = []  # (unit point, target to maximise)
+        self._pending: dict[str, np.ndarray] = {}  # trial id -> unit point in flight
+        self._n_suggested = 0
+        self._build_optimizer()
+
+    def _build_optimizer(self) -> None:
+        options = self._options
+        self._pi = acquisition.ProbabilityOfImprovement(
+            xi=options["xi"], exploration_decay=options["exploration_decay"]
+        )
+        self._liar = acquisition.ConstantLiar(self._pi, strategy=options["liar"])
+        self._optimizer = BayesianOptimization(
+            f=None,
+            pbounds={name: (0.0, 1.0) for name in self._cube.names},
+            acquisition_function=self._liar,
+            random_state=self._random_state,
+            allow_duplicate_points=True,
+            verbose=0,
+        )
+        kernel = default_kernel(self._cube.dim) if options["kernel"] == "ard" else options["kernel"]
+        if kernel is not None:  # None keeps the package's default GP
+            self._optimizer.set_gp_params(
+                kernel=kernel, normalize_y=True, n_restarts_optimizer=options["n_restarts_optimizer"]
+            )
+        for point, target in self._observed:
+            self._optimizer.register(self._as_params(point), target)
+
+    def _as_params(self, point: np.ndarray) -> dict[str, float]:
+        return {name: float(value) for name, value in zip(self._cube.names, point, strict=True)}
+
+    @property
+    def n_observations(self) -> int:
+        """How many finished trials the GP has learnt from."""
+        return len(self._observed)
+
+    def suggest(self, trial_id: str) -> dict:
+        if self._mode not in ("min", "max") or not self._metric:
+            raise ValueError("PIBayesSearch needs metric and mode ('min' or 'max') in its constructor")
+        if self._n_suggested < len(self._initial):
+            point = self._initial[self._n_suggested]
+        elif not self._observed:
+            point = self._random_state.uniform(size=self._cube.dim)
+        else:
+            point = self._model_suggestion()
+        self._n_suggested += 1
+        self._pending[trial_id] = point
+        return self._cube.to_config(point)
+
+    def _model_suggestion(self) -> np.ndarray:
+        targets = np.array([target for _, target in self._observed])
+        scale = float(targets.std()) or 1.0
+        keys = list(self._optimizer.space.keys)
+        # The liar set is exactly what is in flight now (the package's own list would keep points of
+        # failed trials forever).
+        self._liar.dummies = [
+            self._optimizer.space.params_to_array(self._as_params(p)) for p in self._pending.values()
+        ]
+        # One BLAS thread: the GP's matrices have a few dozen rows, and more threads only spin against
+        # the trials for the CPU (2.5x the CPU time on a busy 2-core machine).
+        with warnings.catch_warnings(), _xi_in_target_units(self._pi, scale), threadpool_limits(1):
+            warnings.simplefilter("ignore")  # sklearn's convergence warnings on tiny data sets
+            suggestion = self._optimizer.suggest()
+        point = np.clip(np.array([suggestion[key] for key in keys]), 0.0, 1.0)
+        taken = [p for p, _ in self._observed] + list(self._pending.values())
+        if any(np.allclose(point, other, atol=1e-6) for other in taken):
+            logger.debug("PI suggested a point already taken; drawing a random one instead")
+            point = self._random_state.uniform(size=self._cube.dim)
+        return point
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        point = self._pending.pop(trial_id, None)
+        if point is None:
+            return
+        value = _objective(result, error, self._metric)
+        if value is None:
+            logger.warning(
+                "trial %s failed or reported no finite %s; not learnt from", trial_id, self._metric
+            )
+            return
+        target = value if self._mode == "max" else -value
+        self._observed.append((point, target))
+        self._optimizer.register(self._as_params(point), target)
+
+    def _state(self) -> dict:
+        state = dict(self.__dict__)
+        for rebuilt in ("_optimizer", "_pi", "_liar"):
+            del state[rebuilt]
+        state["xi_now"] = self._pi.xi
+        return state
+
+    def _set_state(self, state: dict) -> None:
+        xi_now = state.pop("xi_now")
+        self.__dict__.update(state)
+        self._build_optimizer()
+        self._pi.xi = xi_now
+
+
+SEARCHERS = {"grid": PartialGridSearch, "random": RandomSearch, "bayes": PIBayesSearch}
+
+
+def make_searcher(
+    strategy: str, space: dict, *, metric: str, mode: str, seed: int | None = None, **options
+) -> Searcher:
+    """The searcher for a strategy name (grid, random, bayes); options go to its constructor."""
+    if strategy not in SEARCHERS:
+        raise ValueError(f"unknown search strategy {strategy!r}: use one of {', '.join(SEARCHERS)}")
     return SEARCHERS[strategy](space=space, metric=metric, mode=mode, seed=seed, **options)

@@ -1,0 +1,81 @@
+"""What the serving benchmarks share: a bare PyTorch loop to compare against, and a serve-bench
+run whose tables come back as data frames."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from greenray import zoo
+from greenray.serve.bench import BenchSettings, run_bench
+
+
+def bare_batch_s(
+    model: str,
+    batch: int,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    image_size: int | None = None,
+    threads: int | None = None,
+    seconds: float = 2.0,
+) -> float:
+    """Median seconds of one forward pass (with argmax and the answers copied back), the model
+    fed one float batch back to back as reference/h100.md measured it."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    loaded = zoo.load_model(model, "none", image_size)
+    net = loaded.model.to(device)
+    size = loaded.spec.image_size
+    x = torch.rand((batch, 3, size, size), device=device)
+    times = []
+    with torch.inference_mode(), zoo.autocast(precision, torch.device(device).type):
+        for _ in range(3):
+            net(x).argmax(dim=1).tolist()
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(times) < 5:
+            start = time.perf_counter()
+            net(x).argmax(dim=1).tolist()
+            times.append(time.perf_counter() - start)
+    return float(pd.Series(times).median())
+
+
+def serve(settings: BenchSettings) -> dict[str, pd.DataFrame]:
+    """Run serve-bench and read its tables back."""
+    if settings.out == BenchSettings.out:
+        settings = replace(settings, out=Path(tempfile.mkdtemp(prefix="greenray-bench-")))
+    out = settings.out
+    run_bench(settings)
+    return {t: pd.read_parquet(out / f"{t}.parquet") for t in ("runs", "requests", "batches")} | {"out": out}
+
+
+def steady_images_per_s(batches: pd.DataFrame) -> float:
+    """Served images per second between the first and the last batch of a run (the queue's
+    filling before the first batch left is not serving time)."""
+    counted = batches[batches["in_run"]].sort_values("started_s")
+    return counted["size"].iloc[1:].sum() / (counted["ended_s"].iloc[-1] - counted["ended_s"].iloc[0])
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A data frame as a markdown table (pandas' to_markdown needs tabulate, not a dependency)."""
+
+    def cell(value) -> str:
+        return "-" if pd.isna(value) else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    import torch
+
+    python = platform.python_version()
+    return f"{platform.node()} ({platform.machine()}), Python {python}, torch {torch.__version__}"

@@ -1,0 +1,2 @@
+"""Statistics, tables and figures from stored greenray results (hpo and serve-bench folders);
+nothing here runs a model."""

@@ -1,0 +1,203 @@
+"""The study's data sets (FashionMNIST, CIFAR-10 from torchvision) and two that need no download
+(scikit-learn's 8x8 digits, seeded synthetic data), held as normalised tensors on the training
+device and shuffled there by index, so small nets are not starved by a DataLoader."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from greenray.errors import UsageError
+
+DATASETS = ("digits", "synthetic", "fashionmnist", "cifar10")
+DEFAULT_BATCH_SIZE = 512  # the study's
+DEFAULT_DATA_DIR = Path("~/.cache/greenray/data")
+# The digits split is fixed (not the study's seed): every study trains on the same 80%.
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """A train/test split as tensors: x float32 (N, C, H, W) normalised per channel with the
+    training split's mean and std, y int64 class indices."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    n_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        channels, height, width = self.train_x.shape[1:]
+        return int(channels), int(height), int(width)
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def to(self, device: torch.device | str) -> TensorData:
+        """The same data on `device` (one copy, made once: batches are then slices of it)."""
+        return TensorData(
+            self.name,
+            self.train_x.to(device),
+            self.train_y.to(device),
+            self.test_x.to(device),
+            self.test_y.to(device),
+            self.n_classes,
+        )
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Seeded class-clustered images: `shape` per image, `train`/`test` samples."""
+
+    shape: tuple[int, int, int] = (1, 28, 28)
+    n_classes: int = 10
+    train: int = 6000
+    test: int = 1000
+    seed: int = 0
+
+
+def load(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    synthetic: SyntheticSpec | None = None,
+) -> TensorData:
+    """A data set on the CPU. fashionmnist and cifar10 come from `data_dir` in torchvision's own
+    layout (downloaded there first with `download`); missing offline, a UsageError says how."""
+    if name == "digits":
+        return _digits()
+    if name == "synthetic":
+        return _synthetic(synthetic or SyntheticSpec())
+    if name in ("fashionmnist", "cifar10"):
+        return _torchvision(name, Path(data_dir or DEFAULT_DATA_DIR).expanduser(), download)
+    raise UsageError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+
+
+@functools.lru_cache(maxsize=2)
+def load_on(
+    name: str,
+    device: str,
+    data_dir: str | None = None,
+    download: bool = False,
+    synthetic: SyntheticSpec | None = None,
+) -> TensorData:
+    """`load` moved to `device`, cached for the life of the process: a Ray worker that runs
+    trial after trial (reused actors) loads its data once."""
+    return load(name, data_dir=data_dir, download=download, synthetic=synthetic).to(device)
+
+
+def batch_bounds(n: int, batch_size: int) -> list[int]:
+    """Slice edges covering 0..n in batches of `batch_size`; a last batch of one sample is
+    merged into the one before (BatchNorm cannot train on one value per channel)."""
+    if batch_size < 1:
+        raise ValueError(f"the batch size must be positive, not {batch_size}")
+    bounds = [*range(0, n, batch_size), n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return bounds
+
+
+def shuffled_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled batches, every sample once: a permutation drawn on the data's own
+    device (the generator must live there too), then gathers by slices of it."""
+    order = torch.randperm(x.shape[0], device=x.device, generator=generator)
+    bounds = batch_bounds(x.shape[0], batch_size)
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        index = order[start:end]
+        yield x[index], y[index]
+
+
+def _normalised(train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both splits scaled per channel by the training split's mean and std."""
+    mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
+    std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return (train_x - mean) / std, (test_x - mean) / std
+
+
+def _tensor_data(name, train_x, train_y, test_x, test_y, n_classes) -> TensorData:
+    train_x, test_x = _normalised(
+        torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(test_x, dtype=torch.float32)
+    )
+    return TensorData(
+        name,
+        train_x.contiguous(),
+        torch.as_tensor(train_y, dtype=torch.int64),
+        test_x.contiguous(),
+        torch.as_tensor(test_y, dtype=torch.int64),
+        n_classes,
+    )
+
+
+def _digits() -> TensorData:
+    """scikit-learn's 8x8 digits (1,797 images, shipped inside scikit-learn), split 80/20,
+    stratified by class, always the same way."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32)[:, None] / 16.0  # pixel values are 0..16
+    train_x, test_x, train_y, test_y = train_test_split(
+        images,
+        digits.target,
+        test_size=DIGITS_TEST_FRACTION,
+        stratify=digits.target,
+        random_state=DIGITS_SPLIT_SEED,
+    )
+    return _tensor_data("digits", train_x, train_y, test_x, test_y, 10)
+
+
+def _synthetic(spec: SyntheticSpec) -> TensorData:
+    """Images drawn around one random prototype per class, plus noise: learnable, any shape."""
+    if spec.n_classes < 2 or spec.train < 1 or spec.test < 1 or min(spec.shape) < 1:
+        raise UsageError(f"synthetic data needs 2+ classes, samples and a positive shape, not {spec}")
+    generator = torch.Generator().manual_seed(spec.seed)
+    prototypes = torch.randn(spec.n_classes, *spec.shape, generator=generator)
+    n = spec.train + spec.test
+    labels = torch.randint(spec.n_classes, (n,), generator=generator)
+    images = prototypes[labels] + 1.5 * torch.randn(n, *spec.shape, generator=generator)
+    return _tensor_data(
+        "synthetic",
+        images[: spec.train],
+        labels[: spec.train],
+        images[spec.train :],
+        labels[spec.train :],
+        spec.n_classes,
+    )
+
+
+def _torchvision(name: str, root: Path, download: bool) -> TensorData:
+    """FashionMNIST or CIFAR-10 from torchvision, read whole from its arrays (no per-image
+    transform): uint8 pixels to [0, 1], then normalised."""
+    from torchvision import datasets
+
+    cls = datasets.FashionMNIST if name == "fashionmnist" else datasets.CIFAR10
+    try:
+        train = cls(root=str(root), train=True, download=download)
+        test = cls(root=str(root), train=False, download=download)
+    except (RuntimeError, OSError) as exc:  # not found offline; a failed download (URLError)
+        found = "could not be downloaded into" if download else "is not in"
+        raise UsageError(
+            f"{name} {found} --data-dir {root} ({exc.__class__.__name__}): pass --download where this "
+            f"machine is online, or copy torchvision's {cls.__name__} files into {root}"
+        ) from None
+    return _tensor_data(name, *_arrays(train), *_arrays(test), len(train.classes))
+
+
+def _arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(images N x C x H x W in [0, 1], labels) from a torchvision FashionMNIST or CIFAR10."""
+    images = np.asarray(dataset.data, dtype=np.float32) / 255.0
+    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # grey, or HWC colour
+    return images, np.asarray(dataset.targets)

@@ -1,0 +1,1 @@
+"""The inference study on Ray Serve: batching policies, the model deployment, load generation, the bench."""

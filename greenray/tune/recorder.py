@@ -1,0 +1,211 @@
+"""Ray Tune callbacks of the study's driver: one row per trial written to the results folder as
+each trial ends (ok or failed), and a rich progress bar in place of Tune's console reporter.
+
+Tune pickles callbacks into its own state (and unpickles them on `Tuner.restore`), so these
+hold only plain values; the results folder is found from the trial's own path, which a
+restore updates, and rows are keyed by (round, repetition) so a re-run never adds a row twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from ray import cloudpickle
+from ray.tune import Callback
+
+from greenray.results import ENERGY_COLUMNS, ResultStore
+from greenray.tune.trainable import REPETITION_KEY, ROUND_KEY, TrialFailed
+
+# What a trial's last report adds to its row beside the energy columns.
+RESULT_COLUMNS = (
+    "accuracy",
+    "loss",
+    "test_loss",
+    "epochs_done",
+    "trial_seed",
+    "train_device",
+    "train_seconds",
+    "train_energy_j",
+    "train_idle_free_energy_j",
+    "images_per_s",
+)
+EPOCH_COLUMNS = (
+    "epoch",
+    "accuracy",
+    "loss",
+    "test_loss",
+    "epoch_seconds",
+    "epoch_energy_j",
+    "epoch_idle_free_energy_j",
+    "energy_source",
+)
+
+
+def study_root(trial) -> Path:
+    """The results folder DIR of a trial stored at DIR/tune/<trial>."""
+    return Path(trial.path).parents[1]
+
+
+def hyperparameters(config: dict) -> dict:
+    return {k: v for k, v in config.items() if not k.startswith("__")}
+
+
+def slot(config: dict) -> tuple[int, int]:
+    """(round, repetition): the trial's place in the budget."""
+    return int(config[ROUND_KEY]), int(config[REPETITION_KEY])
+
+
+def trial_error(trial) -> BaseException | None:
+    """The exception a trial failed with. Tune writes it on the driver first (trial.local_path)
+    and syncs it to storage later, so it is read from there (get_pickled_error reads storage)."""
+    path = trial.pickled_error_file
+    if not path or not Path(path).exists():
+        return None
+    try:
+        return cloudpickle.loads(Path(path).read_bytes())
+    except Exception:  # an error class this process cannot import; error.txt keeps its text
+        return None
+
+
+def one_line(exc: BaseException | None) -> str:
+    """The root cause of a trial's error, as one line."""
+    cause = getattr(exc, "cause", None) or exc
+    if cause is None:
+        return "the trial failed (no error was kept)"
+    lines = [line for line in str(cause).strip().splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}".strip()
+
+
+class TrialRecorder(Callback):
+    """Appends DIR/trials.{parquet,csv} (one row per trial) and DIR/epochs.{parquet,csv}
+    through ResultStore as each trial completes or fails."""
+
+    def __init__(self, study: dict) -> None:
+        self.study = dict(study)  # columns every row carries: strategy, net, dataset, ...
+        self._epochs: dict[str, list[dict]] = {}
+        self._stores: dict[Path, tuple[ResultStore, set]] = {}
+
+    def __getstate__(self) -> dict:
+        return {"study": self.study, "_epochs": {}, "_stores": {}}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._epochs.setdefault(trial.trial_id, []).append({k: result.get(k) for k in EPOCH_COLUMNS})
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        result = trial.last_result or {}
+        measured = {k: result.get(k) for k in (*ENERGY_COLUMNS, *RESULT_COLUMNS)}
+        self._write(trial, measured | {"status": "ok", "error": None})
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        exc = trial_error(trial)
+        cause = getattr(exc, "cause", None) or exc
+        measured = dict.fromkeys((*ENERGY_COLUMNS, *RESULT_COLUMNS))
+        measured["energy_source"] = "none"
+        measured["accuracy"] = math.nan
+        if isinstance(cause, TrialFailed):
+            measured |= {k: v for k, v in cause.row.items() if k in measured}
+        self._write(trial, measured | {"status": "failed", "error": one_line(exc)})
+
+    def _write(self, trial, measured: dict) -> None:
+        store, written = self._store(study_root(trial))
+        key = slot(trial.config)
+        epochs = self._epochs.pop(trial.trial_id, [])
+        if key in written:  # a trial re-run after a resume: its slot already has its row
+            return
+        params = hyperparameters(trial.config)
+        row = {
+            "trial_id": trial.trial_id,
+            **self.study,
+            "round": key[0],
+            "repetition": key[1],
+            **params,
+            "config": json.dumps(params, sort_keys=True),
+            "finished_at": time.time(),
+            **measured,
+        }
+        store.append("trials", [row])
+        if epochs:
+            store.append("epochs", [{"trial_id": trial.trial_id, **e} for e in epochs])
+        written.add(key)
+
+    def _store(self, root: Path) -> tuple[ResultStore, set]:
+        if root not in self._stores:
+            store = ResultStore(root)
+            frame = store.read("trials")
+            written = {(int(r), int(k)) for r, k in zip(frame["round"], frame["repetition"], strict=True)}
+            self._stores[root] = (store, written)
+        return self._stores[root]
+
+
+class TrialProgress(Callback):
+    """A rich progress bar over the study's trials: ended / budget, failures, best accuracy.
+    A trial counts once it completed or failed (Tune also marks trials it stops on Ctrl-C as
+    terminated; those run again on a resume)."""
+
+    def __init__(self, budget: int, metric: str = "accuracy") -> None:
+        self.budget = budget
+        self.metric = metric
+        self._reset()
+
+    def _reset(self) -> None:
+        self._progress = None
+        self._task = None
+        self._ended: dict[str, bool] = {}  # trial id -> failed
+        self._best: float | None = None
+        self._scanned = False
+
+    def __getstate__(self) -> dict:
+        return {"budget": self.budget, "metric": self.metric}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def setup(self, **info) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=Console(stderr=True),
+        )
+        self._task = self._progress.add_task("", total=self.budget)
+        self._progress.start()
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if not self._scanned:  # a resumed study: count what ended before
+            self._scanned = True
+            for trial in trials:
+                if trial.status in ("TERMINATED", "ERROR"):
+                    self._end(trial, trial.status == "ERROR")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._end(trial, failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._end(trial, failed=True)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def _end(self, trial, failed: bool) -> None:
+        self._ended[trial.trial_id] = failed
+        score = (trial.last_result or {}).get(self.metric)
+        if not failed and isinstance(score, int | float) and math.isfinite(score):
+            self._best = score if self._best is None else max(self._best, score)
+        if self._progress is None:
+            return
+        parts = [f"best {self.metric} {self._best:.4f}"] if self._best is not None else []
+        failures = sum(self._ended.values())
+        if failures:
+            parts.append(f"[red]failed {failures}[/]")
+        self._progress.update(self._task, completed=len(self._ended), description=" · ".join(parts))

@@ -1,0 +1,125 @@
+"""`greenray serve-bench`: a real run on CPU with a tiny model (its rows checked against each
+other), and bad input ending in one sentence and exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from greenray.cli import app
+from greenray.results import TABLES
+
+
+@pytest.fixture(scope="module")
+def bench_dir(ray_local, tmp_path_factory):
+    from ray import serve
+
+    out = tmp_path_factory.mktemp("serve-bench")
+    args = [
+        "serve-bench",
+        "--model", "shufflenet_x0_5",
+        "--weights", "none",
+        "--image-size", "32",
+        "--device", "cpu",
+        "--policy", "fixed:4,greedy",
+        "--frequency", "100",
+        "--requests", "40",
+        "--warmup-batches", "2",
+        "--energy", "simulated",
+        "--idle-seconds", "0",
+        "--out", str(out),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    yield out
+    serve.shutdown()
+
+
+def test_a_run_per_policy_with_every_table_written(bench_dir):
+    runs = pd.read_parquet(bench_dir / "runs.parquet")
+    assert list(runs["policy"]) == ["fixed:4", "greedy"]
+    for table in ("runs", "requests", "batches", "replica_runs"):
+        frame = pd.read_parquet(bench_dir / f"{table}.parquet")
+        assert set(TABLES[table]) <= set(frame.columns), table
+        assert (bench_dir / f"{table}.csv").exists()
+    assert (runs["status"] == "ok").all()
+    assert (runs["served"] >= 40).all()
+    assert (runs["energy_source"] == "simulated").all()
+    assert (runs["model"] == "shufflenet_v2_x0_5").all() and (runs["weights"] == "random").all()
+    assert runs.set_index("policy").loc["fixed:4", "mean_batch_size"] == 4.0
+    assert (runs["achieved_rate_hz"].between(90, 110)).all()
+
+
+def test_energy_per_image_is_run_energy_over_served_images(bench_dir):
+    runs = pd.read_parquet(bench_dir / "runs.parquet")
+    replicas = pd.read_parquet(bench_dir / "replica_runs.parquet")
+    assert np.allclose(runs["energy_per_image_j"], runs["energy_j"] / runs["served"])
+    assert np.allclose(runs["idle_free_energy_per_image_j"], runs["idle_free_energy_j"] / runs["served"])
+    assert np.allclose(runs["energy_j"] - runs["idle_free_energy_j"], 60.0 * runs["seconds"])
+    merged = runs.merge(replicas, on="run_id", suffixes=("", "_replica"))
+    assert np.allclose(merged["energy_j"], merged["energy_j_replica"])  # one replica: the sum is its own
+
+
+def test_latencies_and_batches_match_the_request_rows(bench_dir):
+    runs = pd.read_parquet(bench_dir / "runs.parquet").set_index("run_id")
+    requests = pd.read_parquet(bench_dir / "requests.parquet")
+    batches = pd.read_parquet(bench_dir / "batches.parquet")
+    for run_id, rows in requests.groupby("run_id"):
+        served = rows[rows["served"]]
+        run = runs.loc[run_id]
+        in_run = batches[(batches.run_id == run_id) & batches.in_run]
+        assert len(served) == run["served"] == in_run["size"].sum()
+        assert run["max_latency_s"] == pytest.approx(served["latency_s"].max())
+        assert run["p99_latency_s"] == pytest.approx(np.percentile(served["latency_s"], 99))
+        assert np.allclose(served["latency_s"], served["completed_s"] - served["submitted_s"])
+        # the replica's part of a response time fits inside the caller's
+        inside = served["batch_ended_s"] - served["enqueued_s"]
+        assert (inside <= served["latency_s"] + 0.005).all()
+        assert (served["queue_wait_s"] >= 0).all()
+        assert run["excluded"] == len(rows) - len(served)
+
+
+def test_bench_json_keeps_settings_versions_and_the_idle_baseline(bench_dir):
+    about = json.loads((bench_dir / "bench.json").read_text())
+    assert about["settings"]["policies"] == ["fixed:4", "greedy"]
+    assert about["versions"]["torch"]
+    model = about["models"]["shufflenet_v2_x0_5"]
+    assert model["idle_baseline_w"] == [{"SIM-0": 60.0}]
+    assert model["replicas"][0]["weights_source"] == "random"
+    assert "served" in about["notes"]
+
+
+def greenray(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # "no GPU" also on a machine with one
+    return subprocess.run(
+        [sys.executable, "-m", "greenray.cli", "serve-bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
+        (["--policy", "fixed:0"], "fixed:0 needs a batch size"),
+        (["--frequency", "16,0"], "--frequency values must be positive"),
+        (["--requests", "0"], "--requests must be at least 1"),
+        (["--device", "cuda"], "--device cuda needs a GPU"),
+        (["--precision", "fp16", "--device", "cpu"], "fp16 needs a GPU"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_exit_2(args, message, tmp_path):
+    result = greenray(*args, "--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written

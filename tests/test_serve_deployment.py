@@ -1,0 +1,160 @@
+"""The model deployment on a real Ray Serve: batch sizes under each policy, bad requests, and the
+run/batch energy bookkeeping against the simulated backend. One Serve application for the module."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from greenray.serve.bench import Replicas
+from greenray.serve.deployment import ServerConfig
+from greenray.serve.loadgen import LoadGenerator, arrival_offsets
+from greenray.serve.policy import parse_policy
+
+SIZE = 32
+IDLE_W, BUSY_W = 60.0, 250.0  # the simulated backend's defaults
+
+
+@pytest.fixture(scope="module")
+def server(ray_local):
+    from ray import serve
+
+    config = ServerConfig(
+        model="shufflenet_x0_5", weights="none", image_size=SIZE, energy="simulated", device="cpu"
+    )
+    replicas = Replicas.deploy(config, 1, num_cpus=0.5, num_gpus=0)
+    info = replicas.call("info")[0]
+    assert info["setup_error"] is None
+    assert replicas.call("measure_idle", 0.0) == [{"SIM-0": IDLE_W}]  # the model's idle, no wait
+    yield replicas.handles[0]
+    replicas.delete()
+    serve.shutdown()
+
+
+def image(seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8, generator=generator)
+
+
+def use(handle, policy: str) -> None:
+    p = parse_policy(policy)
+    handle.set_policy.remote(p.max_batch_size, p.batch_wait_timeout_s).result()
+
+
+def run(handle, run_id: str, send) -> tuple[dict, dict]:
+    """begin_run, send(), end_run, take_records: what the bench does around a run."""
+    handle.begin_run.remote(run_id).result()
+    send()
+    end = handle.end_run.remote(run_id).result()
+    return end, handle.take_records.remote().result()
+
+
+def test_fixed_batches_leave_full_and_the_remainder_only_after_the_max_wait(server):
+    use(server, "fixed:4@1500")  # long enough for 10 requests to arrive on a loaded machine
+
+    def send():
+        answers = [server.remote(image(i), request_id=i) for i in range(10)]
+        assert all(0 <= a.result() < 1000 for a in answers)
+
+    end, records = run(server, "fixed-max-wait", send)
+    batches = records["batches"]
+    assert [b["size"] for b in batches] == [4, 4, 2]
+    assert batches[2]["queue_wait_max_s"] >= 1.5  # the 2 left through the max wait
+    assert max(b["queue_wait_max_s"] for b in batches[:2]) < 1.5
+    assert end["served"] == 10 and end["batches"] == 3
+    assert sorted(records["requests"]) == list(range(10))
+
+
+def answered(answers, count: int, within_s: float) -> int:
+    """How many of `answers` are in once `count` are (or `within_s` has passed); no answer is
+    cancelled on the way (a cancelled request would leave its batch)."""
+    done: set[int] = set()
+    deadline = time.monotonic() + within_s
+    while len(done) < count and time.monotonic() < deadline:
+        for i, answer in enumerate(answers):
+            if i not in done:
+                try:
+                    answer.result(timeout_s=0.01)
+                    done.add(i)
+                except TimeoutError:
+                    pass
+    return len(done)
+
+
+def test_fixed_without_max_wait_holds_a_partial_batch_until_it_is_filled(server):
+    use(server, "fixed:4")
+    answers = [server.remote(image(i)) for i in range(6)]  # they may reach the replica in any order
+    assert answered(answers, 4, within_s=30) == 4
+    assert answered(answers, 6, within_s=1.0) == 4  # two wait for a full batch, however long
+    # Serve fixes a batch's timeout when its first request arrives: a new one does not free it,
+    # two more requests do (this is how the bench drains a run).
+    use(server, "greedy:4")
+    assert answered(answers, 6, within_s=0.5) == 4
+    fillers = [server.remote(image()) for _ in range(2)]
+    assert answered(answers + fillers, 8, within_s=30) == 8
+
+
+def test_greedy_never_exceeds_its_cap(server):
+    use(server, "greedy:8")
+
+    def send():
+        busy = server.warmup.remote(20, 64)  # holds the replica between batches: requests queue up
+        answers = [server.remote(image(i), request_id=i) for i in range(40)]
+        [a.result() for a in answers]
+        busy.result()
+
+    _, records = run(server, "greedy-cap", send)
+    sizes = [b["size"] for b in records["batches"]]
+    assert sum(sizes) == 40
+    assert max(sizes) == 8  # some batch is full, none above the cap
+
+
+def test_a_malformed_request_gets_an_error_and_the_others_are_served(server):
+    use(server, "fixed:4@100")
+    good = [server.remote(image(1)), server.remote(np.random.rand(3, SIZE, SIZE).astype(np.float32))]
+    bad = [
+        server.remote(torch.zeros((3, 16, 16), dtype=torch.uint8)),
+        server.remote(torch.zeros((3, SIZE, SIZE), dtype=torch.int64)),
+        server.remote("not an image"),
+    ]
+    assert all(isinstance(a.result(), int) for a in good)  # sent together with the bad ones
+    messages = ["3x32x32 image", "uint8 or float", "tensor or numpy array"]
+    for answer, message in zip(bad, messages, strict=True):
+        with pytest.raises(ValueError, match=message):
+            answer.result()
+    assert isinstance(server.remote(image(2)).result(), int)  # and it keeps serving
+
+
+def test_run_energy_adds_up_from_idle_and_batch_windows(server):
+    use(server, "greedy")
+
+    def send():
+        async def go():
+            generator = LoadGenerator(
+                lambda i: server.remote(image(i), request_id=i), arrival_offsets("constant", 50.0)
+            )
+            await generator.run(asyncio.Event(), max_requests=25)
+            await generator.drain(timeout_s=30)
+            time.sleep(0.2)  # an idle tail inside the run
+
+        asyncio.run(go())
+
+    end, records = run(server, "energy", send)
+    energy = end["energy"]
+    batches = [b for b in records["batches"] if b["in_run"]]
+    busy_s = sum(b["compute_s"] for b in batches)
+    assert energy["energy_source"] == "simulated"
+    assert end["served"] == 25 == sum(b["size"] for b in batches)
+    # idle-free = the run's energy less idle W x its seconds ...
+    assert energy["energy_j"] - energy["idle_free_energy_j"] == pytest.approx(IDLE_W * energy["seconds"])
+    assert end["idle_w"] == pytest.approx(IDLE_W)
+    # ... which is the extra power of the batch windows only (busy=True), the run window is idle
+    assert energy["idle_free_energy_j"] == pytest.approx((BUSY_W - IDLE_W) * busy_s, rel=0.05, abs=0.05)
+    assert sum(b["energy_j"] for b in batches) == pytest.approx(BUSY_W * busy_s, rel=1e-6)
+    assert sum(b["energy_j"] for b in batches) < energy["energy_j"]
+    assert all(b["peak_power_w"] == BUSY_W for b in batches)
+    run_start, run_end = end["started_at"], end["started_at"] + energy["seconds"]
+    assert all(run_start <= b["started_s"] <= b["ended_s"] <= run_end + 1e-3 for b in batches)
+    assert energy["seconds"] > 0.5 and busy_s < energy["seconds"]
