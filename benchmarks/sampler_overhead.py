@@ -51,12 +51,10 @@ def main() -> None:
     samples = len(meter.trace()[0])
     meter.close()
     off, on = times[False], times[True]
-    print(
-        f"machine: {platform.node()} {platform.processor() or platform.machine()}, python {platform.python_version()}"
-    )
-    print(
-        f"energy backend: {','.join(sorted(meter.sources)) or 'none'}; interval {args.interval_ms} ms; {samples} samples kept"
-    )
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {platform.node()} {cpu}, python {platform.python_version()}")
+    backend = ",".join(sorted(meter.sources)) or "none"
+    print(f"energy backend: {backend}; interval {args.interval_ms} ms; {samples} samples kept")
     print(f"loop off: median {statistics.median(off):.4f} s, min {min(off):.4f} s (n={args.repeats})")
     print(f"loop on:  median {statistics.median(on):.4f} s, min {min(on):.4f} s")
     print(

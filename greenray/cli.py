@@ -376,7 +376,7 @@ def serve_bench(
     ] = "constant",
     seed: Annotated[int, typer.Option(help="Seeds the arrivals and the images.")] = 0,
     image_size: Annotated[
-        int | None, typer.Option(help="Input size in pixels [default: the weights' own, 224].")
+        int | None, typer.Option(help="Input size in pixels (default: the weights' own, 224).")
     ] = None,
     idle_seconds: Annotated[float, typer.Option(help="Idle baseline per replica before warm-up.")] = 5.0,
     preprocess_in_window: Annotated[
@@ -384,7 +384,7 @@ def serve_bench(
     ] = False,
     resume: Annotated[bool, typer.Option(help="Skip runs already stored in --out.")] = False,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Results folder [default: greenray-results/serve-TIME].")
+        Path | None, typer.Option("--out", help="Results folder (default: greenray-results/serve-TIME).")
     ] = None,
     address: Annotated[str | None, typer.Option(help="A Ray cluster to join (auto or host:port).")] = None,
     energy: EnergyOpt = "auto",

@@ -159,6 +159,21 @@ def test_energy_until_a_target_accuracy():
     assert summary.loc["bayes", "reached_target"] == 1 and summary.loc["random", "reached_target"] == 0
 
 
+def test_a_failed_trials_energy_counts_as_spent_but_its_accuracy_does_not():
+    trials = _search_trials()
+    stats_ = hpo.search_stats(ok_rows(trials), "idle_free_energy_j", spent=trials)
+    best = stats_.best.set_index("strategy")
+    assert best.loc["random", "best_accuracy"] == pytest.approx(0.7)  # not the failed 0.99
+    assert best.loc["random", "energy_until_best_j"] == pytest.approx(21.0 + 1e6 + 41.0)
+    # a round in which every repetition failed keeps its energy and has no accuracy
+    lost = trials.iloc[[0]].assign(round=3, repetition=0, status="failed", idle_free_energy_j=5.0)
+    trials = pd.concat([trials, lost], ignore_index=True)
+    curves = hpo.search_stats(ok_rows(trials), "idle_free_energy_j", spent=trials).curves
+    last = curves.set_index(["strategy", "round"]).loc[("random", 3)]
+    assert math.isnan(last["round_accuracy"]) and last["best_so_far"] == pytest.approx(0.7)
+    assert last["energy_so_far_j"] == pytest.approx(21.0 + 1e6 + 41.0 + 61.0 + 5.0)
+
+
 def test_a_round_without_energy_leaves_the_running_total_unknown():
     trials = ok_rows(_search_trials())
     trials.loc[(trials["strategy"] == "random") & (trials["round"] == 1), "idle_free_energy_j"] = np.nan

@@ -75,3 +75,20 @@ def test_doctor_reports_what_it_finds():
     assert result.returncode == 0, result.stderr
     for phrase in ("NVML", "RAPL", "ray", "torch", "energy source with --energy auto"):
         assert phrase in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("address", "phrase"), [("127.0.0.1:1", "cannot reach"), ("nonsense", "not host:port")]
+)
+def test_an_unreachable_cluster_address_is_one_sentence(address, phrase):
+    from greenray.errors import UsageError
+    from greenray.ray_setup import _probe
+
+    with pytest.raises(UsageError, match=phrase):
+        _probe(address)
+
+
+def test_hpo_against_an_unreachable_cluster_exits_2_at_once():
+    result = greenray("hpo", "--address", "127.0.0.1:1", timeout=60)
+    assert result.returncode == 2
+    assert "cannot reach a Ray cluster" in result.stderr and "Traceback" not in result.stderr

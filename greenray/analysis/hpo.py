@@ -44,32 +44,49 @@ def _varies_within(trials: pd.DataFrame, column: str, groups: list[str]) -> bool
     return bool((trials.groupby(groups, dropna=False)[column].nunique(dropna=True) > 1).any())
 
 
-def search_stats(trials: pd.DataFrame, energy: str | None, target: float | None = None) -> SearchStats:
-    """All search statistics of some ok trials; `energy` is the column to sum (None: no energy)."""
+def search_stats(
+    trials: pd.DataFrame, energy: str | None, target: float | None = None, spent: pd.DataFrame | None = None
+) -> SearchStats:
+    """All search statistics of some ok trials; `energy` is the column to sum (None: no energy)
+    and `spent` the trials whose energy counts (failed ones too: their Joules were spent)."""
     keys = study_keys(trials)
-    curves = convergence(trials, keys, energy)
+    curves = convergence(trials, keys, energy, spent)
     best = best_accuracy(trials, curves, keys)
     best = best.merge(until_target(curves, best, keys, target), on=keys, how="left")
     return SearchStats(keys, curves, best, strategy_summary(best))
 
 
-def convergence(trials: pd.DataFrame, keys: list[str], energy: str | None) -> pd.DataFrame:
-    """One row per search and round: the round's mean accuracy over its repetitions, the best
-    so far, and the energy of the round and of every round up to it."""
-    frame = trials.assign(_energy=pd.to_numeric(trials[energy]) if energy else float("nan"))
-    rounds = (
-        frame.groupby([*keys, "round"], dropna=False)
-        .agg(
-            round_accuracy=("accuracy", "mean"),
-            repetitions=("accuracy", "size"),
-            round_energy_j=("_energy", lambda s: s.sum(min_count=1)),
-        )
+def convergence(
+    trials: pd.DataFrame, keys: list[str], energy: str | None, spent: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per search and round: the round's mean accuracy over its ok repetitions, the
+    best so far, and the energy of the round and of every round up to it. The energy is that
+    of `spent` (default: `trials`): pass every trial, failed ones included, since a failed
+    trial's Joules were spent all the same; a round where every repetition failed keeps its
+    energy and has no accuracy."""
+    spent = trials if spent is None else spent
+    accuracy = (
+        trials.groupby([*keys, "round"], dropna=False)
+        .agg(round_accuracy=("accuracy", "mean"), repetitions=("accuracy", "size"))
         .reset_index()
+    )
+    frame = spent.assign(_energy=pd.to_numeric(spent[energy]) if energy else float("nan"))
+    joules = (
+        frame.groupby([*keys, "round"], dropna=False)["_energy"]
+        .agg(lambda s: s.sum(min_count=1))
+        .rename("round_energy_j")
+        .reset_index()
+    )
+    rounds = (
+        accuracy.merge(joules, on=[*keys, "round"], how="outer")
+        .astype({"repetitions": "Int64"})
         .sort_values([*keys, "round"], kind="stable")
         .reset_index(drop=True)
     )
+    rounds["repetitions"] = rounds["repetitions"].fillna(0)
     grouped = rounds.groupby(keys, dropna=False, sort=False)
     rounds["best_so_far"] = grouped["round_accuracy"].cummax()
+    rounds["best_so_far"] = rounds.groupby(keys, dropna=False, sort=False)["best_so_far"].ffill()
     rounds["energy_so_far_j"] = grouped["round_energy_j"].cumsum()
     # A round without energy leaves the running total unknown from there on.
     unknown = grouped["round_energy_j"].transform(lambda s: s.isna().cumsum()) > 0

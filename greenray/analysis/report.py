@@ -77,7 +77,7 @@ def build_report(paths: list[Path], out: Path, target: float | None = None) -> R
     report = Report(out, simulated=SIMULATED in sources, cannot=list(loaded.notes))
     trials = loaded.table("trials")
     if trials is not None:
-        _search_section(report, ok_rows(trials), target)
+        _search_section(report, ok_rows(trials), target, spent=trials)
         _architecture_section(report, ok_rows(trials))
     else:
         report.cannot.append("no training statistics: no hpo folder (trials.parquet) was given.")
@@ -181,12 +181,12 @@ def _experiments(paths: list[Path]) -> list[dict]:
     return found
 
 
-def _search_section(report: Report, trials: pd.DataFrame, target: float | None) -> None:
+def _search_section(report: Report, trials: pd.DataFrame, target: float | None, spent: pd.DataFrame) -> None:
     if trials.empty:
         report.cannot.append("no search statistics: every trial failed.")
         return
     energy = choose_energy(trials, "idle_free_energy_j", "energy_j", "no idle baseline was stored")
-    stats = hpo.search_stats(trials, energy.column, target)
+    stats = hpo.search_stats(trials, energy.column, target, spent=spent)
     target_words = (
         f"target accuracy {target:g}"
         if target is not None

@@ -166,6 +166,7 @@ class EnergyMeter:
         interval_s: float = DEFAULT_INTERVAL_S,
         idle_w: dict[str, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        warn_if_empty: bool = True,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("the sampling interval must be positive")
@@ -183,15 +184,16 @@ class EnergyMeter:
         self._warned: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if not self._devices:
+        if not self._devices and warn_if_empty:
             self._warn_once("no energy source (neither NVML nor RAPL is readable): energy is not measured")
 
     # ---- construction and lifetime -------------------------------------------------
 
     @classmethod
     def create(cls, energy: str = "auto", **kwargs) -> EnergyMeter:
-        """A meter over the backends named by `energy` (see `open_backends`)."""
-        return cls(open_backends(energy), **kwargs)
+        """A meter over the backends named by `energy` (see `open_backends`); `none` asked
+        for is not warned about."""
+        return cls(open_backends(energy), warn_if_empty=energy != "none", **kwargs)
 
     @property
     def devices(self) -> list[Device]:
