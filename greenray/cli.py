@@ -382,6 +382,10 @@ def serve_bench(
     preprocess_in_window: Annotated[
         bool, typer.Option(help="Convert and normalise images inside each batch's energy window.")
     ] = False,
+    replicas: Annotated[
+        int, typer.Option(help="Replicas of the model, one per GPU (with --device cuda), on any node.")
+    ] = 1,
+    cpus_per_replica: Annotated[float, typer.Option(help="CPUs Ray reserves for each replica.")] = 0.5,
     resume: Annotated[bool, typer.Option(help="Skip runs already stored in --out.")] = False,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder (default: greenray-results/serve-TIME).")
@@ -417,6 +421,8 @@ def serve_bench(
         require_energy=require_energy,
         idle_seconds=idle_seconds,
         preprocess_in_window=preprocess_in_window,
+        replicas=replicas,
+        replica_cpus=cpus_per_replica,
         resume=resume,
         out=out_dir or Path("greenray-results") / f"serve-{time.strftime('%Y%m%d-%H%M%S')}",
         address=address,

@@ -49,6 +49,8 @@ TABLES: dict[str, tuple[str, ...]] = {
         "status",  # ok or failed
         "error",
         "gpus_per_trial",
+        "gpu_sharers_max",  # most trials on the trial's GPU at once (fractional GPUs share)
+        "node_id",  # Ray's node id (the energy columns' `node` is the hostname)
         *ENERGY_COLUMNS,
     ),
     # One row per epoch of a training trial; the epoch window's energy (training only).
@@ -77,10 +79,20 @@ TABLES: dict[str, tuple[str, ...]] = {
         "achieved_rate_hz",  # requests sent per second, as measured at the caller
         "mean_batch_size",
         "idle_w",
+        "node_id",  # the replicas' Ray node ids, comma-separated
         *ENERGY_COLUMNS,
     ),
     # One row per replica per serving run: its own device's energy (the run row is their sum).
-    "replica_runs": ("run_id", "replica", "model_device", "served", "batches", "idle_w", *ENERGY_COLUMNS),
+    "replica_runs": (
+        "run_id",
+        "replica",
+        "node_id",
+        "model_device",
+        "served",
+        "batches",
+        "idle_w",
+        *ENERGY_COLUMNS,
+    ),
     # One row per request; *_s are Unix seconds: submitted/completed/latency on the caller's
     # clock, enqueued/batch_* on the replica's.
     "requests": (
@@ -117,6 +129,11 @@ TABLES: dict[str, tuple[str, ...]] = {
         "preprocess_in_window",
     ),
 }
+
+
+# Tables of one row per request or batch grow to hundreds of thousands of rows in a study:
+# Parquet only, since rewriting a CSV of that size after every run would cost minutes.
+PARQUET_ONLY = frozenset({"requests", "batches"})
 
 
 class ResultsError(UsageError):
@@ -156,7 +173,8 @@ class ResultStore:
         held.extend(rows)
         frame = pd.DataFrame(held)
         atomic_write(self.path(table), lambda p: frame.to_parquet(p, index=False))
-        atomic_write(self.path(table, "csv"), lambda p: frame.to_csv(p, index=False))
+        if table not in PARQUET_ONLY:
+            atomic_write(self.path(table, "csv"), lambda p: frame.to_csv(p, index=False))
 
     def read(self, table: str) -> pd.DataFrame:
         path = self.path(table)

@@ -78,6 +78,8 @@ class BenchSettings:
             raise UsageError(f"--idle-seconds cannot be negative ({self.idle_seconds:g})")
         if self.replicas < 1:
             raise UsageError(f"--replicas must be at least 1, not {self.replicas}")
+        if not self.replica_cpus > 0:
+            raise UsageError(f"--cpus-per-replica must be a positive number, not {self.replica_cpus:g}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--device must be auto, cpu or cuda, not {self.device!r}")
         zoo.check_weights(self.weights)
@@ -394,6 +396,7 @@ def _rows(ctx: _Context, run_id: str, frequency: float, policy: BatchPolicy, res
         common
         | {
             "replica": i,
+            "node_id": ctx.infos[i]["node_id"],
             "model_device": ctx.infos[i]["model_device"],
             "served": end["served"],
             "batches": end["batches"],
@@ -420,6 +423,7 @@ def _rows(ctx: _Context, run_id: str, frequency: float, policy: BatchPolicy, res
             "failed": result.errors,
             "never_answered": result.still_pending,
             "replicas": n,
+            "node_id": ",".join(sorted({str(info["node_id"]) for info in ctx.infos})),
             "model_device": ",".join(info["model_device"] for info in ctx.infos),
             "max_batch_size": policy.max_batch_size,
             "max_wait_ms": policy.max_wait_ms,

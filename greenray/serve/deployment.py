@@ -229,6 +229,7 @@ class ModelServer:
             "weights_source": getattr(self, "weights_source", None),
             "model_device": str(self.device) + ("" if name == "cpu" else f" ({name})"),
             "node": socket.gethostname(),
+            "node_id": _node_id(),
             "pid": os.getpid(),
             "energy_devices": [d.key for d in self.meter.devices],
             "energy_sources": sorted(self.meter.sources),
@@ -311,6 +312,13 @@ class ModelServer:
                 f"--energy {config.energy} is not available on the replica's node ({exc}); use --energy auto"
             )
             return EnergyMeter([], interval_s=interval_s), None
+
+
+def _node_id() -> str | None:
+    """Ray's id of this replica's node (hostnames may repeat across nodes)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def server_app(config: ServerConfig, *, name: str, num_cpus: float, num_gpus: float):

@@ -31,6 +31,10 @@ RESULT_COLUMNS = (
     "train_energy_j",
     "train_idle_free_energy_j",
     "images_per_s",
+    "node_id",  # Ray's node id: hostnames may repeat across nodes
+    "node_ip",  # added to every result by Tune
+    "gpu_ids",  # the GPU(s) Ray gave the trial, as Ray numbers them on its node
+    "gpu_sharers_max",  # most trials on the trial's GPU at once during its window, itself included
 )
 EPOCH_COLUMNS = (
     "epoch",
@@ -105,6 +109,8 @@ class TrialRecorder(Callback):
         measured = dict.fromkeys((*ENERGY_COLUMNS, *RESULT_COLUMNS))
         measured["energy_source"] = "none"
         measured["accuracy"] = math.nan
+        last = trial.last_result or {}  # a trial lost with its node says at least where it ran
+        measured |= {k: last.get(k) for k in ("node_id", "node_ip", "gpu_ids", "epochs_done")}
         if isinstance(cause, TrialFailed):
             measured |= {k: v for k, v in cause.row.items() if k in measured}
         self._write(trial, measured | {"status": "failed", "error": one_line(exc)})

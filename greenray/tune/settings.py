@@ -38,6 +38,7 @@ class TrialSettings:
     energy: str = "auto"
     interval_ms: float = 10.0
     baseline: dict[str, dict[str, float]] = field(default_factory=dict)
+    share_counter: str | None = None  # the named ShareCounter actor, when trials hold GPUs
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class StudySettings:
             relu=default_relu(net) if self.relu is None else self.relu,
         )
 
-    def trial(self, baseline: dict[str, dict[str, float]]) -> TrialSettings:
+    def trial(self, baseline: dict[str, dict[str, float]], share_counter: str | None = None) -> TrialSettings:
         return TrialSettings(
             net=self.net,
             dataset=self.dataset,
@@ -139,6 +140,7 @@ class StudySettings:
             energy=self.energy,
             interval_ms=self.interval_ms,
             baseline=baseline,
+            share_counter=share_counter,
         )
 
     def to_json(self) -> dict:

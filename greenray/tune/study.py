@@ -5,6 +5,7 @@ from its results folder (DIR/study.json, DIR/trials.parquet, Tune's own state in
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -123,7 +124,8 @@ def start_study(
     store.write_json(STUDY_FILE, _study_record(settings, readings, baseline, out))
     budget = f"{settings.trials} trials: {settings.rounds} rounds x {settings.repetitions} repetitions"
     say(f"results: {out} ({budget})")
-    tuner = _new_tuner(settings, baseline, out, searcher)
+    counter = _share_counter(settings, out)  # held until the trials end: Ray collects it after
+    tuner = _new_tuner(settings, baseline, out, searcher, counter)
     with _quiet_trial_errors():
         tuner.fit()
     return StudyRun(out, settings, len(store.read("trials")))
@@ -152,18 +154,24 @@ def resume_study(out: Path, *, address: str | None = None, say=print) -> StudyRu
     if done >= settings.trials:
         return StudyRun(out, settings, done)
     _quiet_tune()
+    counter = _share_counter(settings, out)
     with _quiet_trial_errors():
         if tune.Tuner.can_restore(str(out / TUNE_DIR)):
-            tuner = tune.Tuner.restore(
-                str(out / TUNE_DIR), trainable=_trainable(settings, baseline), resume_unfinished=True
-            )
+            trainable = _trainable(settings, baseline, counter)
+            tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable=trainable, resume_unfinished=True)
         else:  # stopped before Tune saved any state: start over; recorded slots keep their rows
-            tuner = _new_tuner(settings, baseline, out)
+            tuner = _new_tuner(settings, baseline, out, counter=counter)
         tuner.fit()
     return StudyRun(out, settings, len(store.read("trials")))
 
 
-def _new_tuner(settings: StudySettings, baseline: dict, out: Path, searcher: Searcher | None = None):
+def _new_tuner(
+    settings: StudySettings,
+    baseline: dict,
+    out: Path,
+    searcher: Searcher | None = None,
+    counter: _Counter | None = None,
+):
     """A Tuner for a new study; `searcher` replaces the one --strategy names (tests script one)."""
     from ray import tune
 
@@ -177,11 +185,13 @@ def _new_tuner(settings: StudySettings, baseline: dict, out: Path, searcher: Sea
     # Bayes learns from every round before the next; grid and random need not wait.
     sequential = settings.strategy == "bayes"
     search_alg: Searcher = RoundRepeater(searcher, repeat=settings.repetitions, sequential=sequential)
-    if settings.max_concurrent:
-        search_alg = ConcurrencyLimiter(search_alg, max_concurrent=settings.max_concurrent)
+    # Tune keeps only one trial pending for a custom searcher unless a ConcurrencyLimiter says
+    # how many may run: without it, short trials run one after another on one node.
+    limit = settings.max_concurrent or _trial_slots(settings)
+    search_alg = ConcurrencyLimiter(search_alg, max_concurrent=limit)
     recorder = TrialRecorder(_row_fields(settings))
     return tune.Tuner(
-        _trainable(settings, baseline),
+        _trainable(settings, baseline, counter),
         # No param_space: the searcher holds the space, metric and mode (Tune would otherwise
         # call set_search_properties, which these searchers do not take).
         tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=settings.trials, reuse_actors=True),
@@ -213,13 +223,50 @@ def _quiet_tune() -> None:
         os.environ.setdefault(key, value)
 
 
-def _trainable(settings: StudySettings, baseline: dict):
-    """The trial function with its settings and resources (the same on a resume, as Tune asks)."""
+@dataclass(frozen=True)
+class _Counter:
+    """The study's ShareCounter: its name (trials look it up) and the handle that keeps it alive."""
+
+    name: str
+    handle: object
+
+
+def _share_counter(settings: StudySettings, out: Path) -> _Counter | None:
+    """The actor that counts trials per GPU, on this node (None when trials hold no GPU)."""
+    from greenray.tune.sharing import start_counter
+
+    if not (settings.gpus_per_trial or 0) > 0:
+        return None
+    name = f"greenray-gpu-shares-{hashlib.sha1(str(out).encode()).hexdigest()[:12]}"
+    return _Counter(name, start_counter(name))
+
+
+def _trainable(settings: StudySettings, baseline: dict, counter: _Counter | None = None):
+    """The trial function with its settings and resources (the same on a resume, as Tune asks);
+    `counter` is the study's ShareCounter, when trials hold GPUs."""
     from ray import tune
 
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial or 0.0}
-    trial: TrialSettings = settings.trial(baseline)
+    name = counter.name if counter is not None else None
+    trial: TrialSettings = settings.trial(baseline, name)
     return tune.with_resources(tune.with_parameters(train_trial, settings=trial), resources)
+
+
+def _trial_slots(settings: StudySettings) -> int:
+    """How many trials the cluster's alive nodes can run at once with the trial's resources."""
+    import ray
+
+    cpus, gpus = settings.cpus_per_trial, settings.gpus_per_trial or 0.0
+    slots = 0
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        resources = node.get("Resources", {})
+        fits = math.floor(resources.get("CPU", 0) / cpus + 1e-9)
+        if gpus > 0:
+            fits = min(fits, math.floor(resources.get("GPU", 0) / gpus + 1e-9))
+        slots += fits
+    return max(slots, 1)
 
 
 def _row_fields(settings: StudySettings) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from greenray.energy import EnergyMeter, Measurement
 from greenray.nets import build_net
 from greenray.tune.idle import worker_meter
 from greenray.tune.settings import TrialSettings
+from greenray.tune.sharing import gpu_sharing
 from greenray.tune.space import adam_kwargs
 
 # Keys Repeater and the study add to a configuration beside the hyperparameters.
@@ -76,13 +78,30 @@ def run_trial(config: dict, settings: TrialSettings, report: Callable[[dict], No
     # fused Adam: one kernel per step for all parameters on CUDA (torch's fast path there)
     optimizer = torch.optim.Adam(model.parameters(), **adam_kwargs(config), fused=device.type == "cuda")
     generator = torch.Generator(device=device).manual_seed(seed)
-    fixed = {"trial_seed": seed, "train_device": str(device), "epochs": settings.epochs}
-    with worker_meter(settings.energy, settings.interval_ms) as meter:
+    fixed = {"trial_seed": seed, "train_device": str(device), "epochs": settings.epochs} | _placement()
+    counter = settings.share_counter if fixed["node_id"] is not None else None
+    with (
+        worker_meter(settings.energy, settings.interval_ms) as meter,
+        gpu_sharing(counter, uuid.uuid4().hex) as sharers,
+    ):
         meter.use_baseline(settings.baseline.get(socket.gethostname(), {}))
-        return _train(model, optimizer, data, generator, settings, meter, report, fixed)
+        return _train(model, optimizer, data, generator, settings, meter, report, fixed, sharers)
 
 
-def _train(model, optimizer, data, generator, settings, meter, report, fixed) -> dict:
+def _placement() -> dict:
+    """Where Ray put this trial: its node (Ray's id: hostnames may repeat) and GPU ids."""
+    import ray
+
+    if not ray.is_initialized():
+        return {"node_id": None, "gpu_ids": None}
+    gpus = ray.get_gpu_ids()
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "gpu_ids": ",".join(str(g) for g in gpus) if gpus else None,
+    }
+
+
+def _train(model, optimizer, data, generator, settings, meter, report, fixed, sharers) -> dict:
     # The trial window holds no work of its own (busy=False): its work is in the epoch and test
     # windows, and the waits for Tune between reports are idle (the simulated backend draws
     # idle W then, as a GPU would).
@@ -102,11 +121,12 @@ def _train(model, optimizer, data, generator, settings, meter, report, fixed) ->
                 report(row)
     except torch.cuda.OutOfMemoryError as exc:
         failure = TrialFailed(f"CUDA out of memory in epoch {epoch}: {str(exc).splitlines()[0]}")
-        raise _closed(failure, meter, fixed, epoch) from None
+        raise _closed(failure, meter, fixed | {"gpu_sharers_max": sharers()}, epoch) from None
     except TrialFailed as failure:
-        raise _closed(failure, meter, fixed, epoch) from None
+        raise _closed(failure, meter, fixed | {"gpu_sharers_max": sharers()}, epoch) from None
     trial = meter.end_window("trial")
     row |= trial.to_row() | {f"train_{k}": v for k, v in train.items()}
+    row["gpu_sharers_max"] = sharers()
     row["images_per_s"] = data.train_x.shape[0] * settings.epochs / train["seconds"]
     report(row)
     return row

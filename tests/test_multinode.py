@@ -1,0 +1,143 @@
+"""Scale-out on a local multi-node Ray cluster (ray.cluster_utils.Cluster): three worker nodes
+with one fake GPU each and the simulated energy backend. Trials and replicas must land on every
+node, every row must name its node, energies must add up, and losing a node mid-study must
+lose no result."""
+
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from greenray.results import ResultStore
+from greenray.tune.settings import StudySettings
+from greenray.tune.study import start_study
+
+WORKERS = 3
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head without CPUs (the driver's node, as in cluster.yaml) and three 1-CPU, 1-GPU
+    workers. The session's local Ray is stopped first and started again after."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from greenray.ray_setup import connect
+
+    was_up = ray.is_initialized()
+    if was_up:
+        ray.shutdown()
+    local = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [local.add_node(num_cpus=1, num_gpus=1) for _ in range(WORKERS)]
+    local.wait_for_nodes()
+    ray.init(address=local.address, logging_level="WARNING")
+    yield local, workers
+    ray.shutdown()
+    local.shutdown()
+    if was_up:
+        connect(num_cpus=2)
+
+
+def study(**overrides) -> StudySettings:
+    base = dict(
+        strategy="random",
+        net="dense-poly",
+        dataset="digits",
+        rounds=6,
+        repetitions=2,
+        epochs=2,
+        gpus_per_trial=0.5,
+        cpus_per_trial=0.5,
+        energy="simulated",
+        idle_seconds=0.1,
+    )
+    return StudySettings(**(base | overrides))
+
+
+def test_serve_bench_spreads_replicas_over_nodes_and_adds_their_energy(cluster, tmp_path):
+    from ray import serve
+
+    from greenray.serve.bench import BenchSettings, run_bench
+    from greenray.serve.policy import parse_policy
+
+    local, _ = cluster
+    settings = BenchSettings(
+        models=("shufflenet_x0_5",),
+        policies=(parse_policy("greedy"),),
+        frequencies=(40.0,),
+        requests=30,
+        warmup_batches=1,
+        weights="none",
+        image_size=32,
+        device="cpu",
+        energy="simulated",
+        idle_seconds=0.1,
+        replicas=2,
+        replica_cpus=1.0,  # one replica per 1-CPU node
+        out=tmp_path,
+        address=local.address,
+    )
+    try:
+        (run,) = run_bench(settings)
+    finally:
+        serve.shutdown()
+    replicas = pd.read_parquet(tmp_path / "replica_runs.parquet")
+    assert len(replicas) == 2
+    assert replicas["node_id"].nunique() == 2  # each replica on its own node
+    assert set(run["node_id"].split(",")) == set(replicas["node_id"])
+    assert run["energy_j"] == pytest.approx(replicas["energy_j"].sum())
+    assert run["idle_free_energy_j"] == pytest.approx(replicas["idle_free_energy_j"].sum())
+    assert run["served"] == replicas["served"].sum() >= 30
+    assert (replicas["served"] > 0).all()  # round robin reached both
+    assert run["energy_source"] == "simulated"
+
+
+def test_a_study_spreads_trials_over_every_node_and_says_who_shared_a_gpu(cluster, tmp_path):
+    local, _ = cluster
+    run = start_study(study(), tmp_path, address=local.address, say=lambda *a: None)
+    assert run.complete
+    trials = ResultStore(tmp_path).read("trials")
+    assert len(trials) == 12 and trials["trial_id"].is_unique
+    assert (trials["status"] == "ok").all()
+    assert trials["node_id"].nunique() == WORKERS  # trials ran on every node
+    assert trials["gpu_ids"].notna().all()
+    # half a GPU each: two trials share a GPU at times, never more
+    assert set(trials["gpu_sharers_max"]) <= {1, 2} and trials["gpu_sharers_max"].max() == 2
+    assert (trials["energy_source"] == "simulated").all()
+    # the idle baseline measured per node and device was adopted: idle-free = total - idle W x s
+    idle_free = trials["energy_j"] - 60.0 * trials["seconds"]
+    assert trials["idle_free_energy_j"].to_numpy() == pytest.approx(idle_free.to_numpy())
+    assert (trials["train_energy_j"] <= trials["energy_j"] + 1e-9).all()  # epochs within the trial
+
+
+def test_losing_a_node_mid_study_loses_no_result(cluster, tmp_path):
+    local, workers = cluster
+    victim = workers[0]
+    killed_at: list[float] = []
+
+    def kill_when_trials_end() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            path = tmp_path / "trials.parquet"
+            if path.exists() and len(pd.read_parquet(path)) >= 2:
+                local.remove_node(victim, allow_graceful=False)
+                killed_at.append(time.time())
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_when_trials_end, daemon=True)
+    killer.start()
+    run = start_study(study(rounds=8, epochs=3), tmp_path, address=local.address, say=lambda *a: None)
+    killer.join()
+    trials = ResultStore(tmp_path).read("trials")
+    # every slot of the budget has exactly one row: finished, or failed with the node
+    assert run.complete and len(trials) == 16
+    assert not trials.duplicated(["round", "repetition"]).any()
+    assert (trials["status"] == "ok").sum() >= 2
+    failed = trials[trials["status"] == "failed"]
+    assert failed["error"].notna().all()
+    # the node is gone, and trials that ended well after it went ran on the nodes left
+    assert killed_at and victim not in local.list_all_nodes()
+    later = trials[(trials["status"] == "ok") & (trials["finished_at"] > killed_at[0] + 5)]
+    assert victim.node_id not in set(later["node_id"])
