@@ -201,7 +201,8 @@ def _search_section(report: Report, trials: pd.DataFrame, target: float | None, 
         stats.best,
         "search_best",
         f"**Best accuracy per search** (best round-mean accuracy, the first round that reached it, and "
-        f"the best single run), energy summed over ok trials until the best and until the {target_words}; "
+        f"the best single run), energy summed over every trial (failed ones too) until the best and "
+        f"until the {target_words}; "
         f"{energy.caption()}.",
     )
     layout = hpo.study_layout(stats.best, stats.keys)
