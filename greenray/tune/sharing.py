@@ -11,8 +11,7 @@ from contextlib import contextmanager
 import ray
 
 
-@ray.remote(num_cpus=0)
-class ShareCounter:
+class GpuShares:
     """Trials on each GPU (keyed by node and Ray's GPU id) and, per trial, the most that were
     on its GPU at once since it started, itself included."""
 
@@ -32,6 +31,9 @@ class ShareCounter:
     def leave(self, gpu: str, trial: str) -> None:
         self._holders.get(gpu, set()).discard(trial)
         self._most.pop(trial, None)
+
+
+ShareCounter = ray.remote(num_cpus=0)(GpuShares)
 
 
 def start_counter(name: str):
