@@ -1,17 +1,16 @@
 """How greenray measures Joules. Nothing else in the package talks to NVML or RAPL, and this
 package imports nothing else of greenray."""
 
-from greenray.energy.backend import ENERGY_SOURCES, Backend, Device, EnergyUnavailable
-from greenray.energy.meter import (
+from greenray.energy.backend import ENERGY_CHOICES, ENERGY_SOURCES, Backend, Device, EnergyUnavailable
+from greenray.energy.measurement import (
     DeviceEnergy,
-    EnergyMeter,
     Measurement,
-    WindowResult,
-    integrate,
-    open_backends,
+    combine,
+    combined_source,
+    sum_or_none,
 )
-
-ENERGY_CHOICES = ("auto", "nvml", "rapl", "simulated", "none")
+from greenray.energy.meter import EnergyMeter, WindowResult, integrate, open_backends
+from greenray.energy.open import EnergyRequestError, open_meter
 
 __all__ = [
     "ENERGY_CHOICES",
@@ -20,9 +19,14 @@ __all__ = [
     "Device",
     "DeviceEnergy",
     "EnergyMeter",
+    "EnergyRequestError",
     "EnergyUnavailable",
     "Measurement",
     "WindowResult",
+    "combine",
+    "combined_source",
     "integrate",
     "open_backends",
+    "open_meter",
+    "sum_or_none",
 ]

@@ -8,6 +8,8 @@ from typing import Protocol
 
 # Where a number of Joules came from; every result row carries one of these.
 ENERGY_SOURCES = ("nvml-counter", "nvml-power", "rapl", "simulated", "none")
+# The backends a user may ask for (auto: NVML GPUs, plus RAPL CPUs when readable).
+ENERGY_CHOICES = ("auto", "nvml", "rapl", "simulated", "none")
 
 
 class EnergyUnavailable(RuntimeError):
@@ -41,6 +43,10 @@ class Backend(Protocol):
         ...
 
     def read_power_w(self, device: Device) -> float: ...
+
+    def model_idle_w(self, device: Device) -> float | None:
+        """The idle power a modelled device draws by construction (W); None when measured."""
+        ...
 
     def set_busy(self, busy: bool) -> None:
         """Told when work starts or stops; only a simulated backend uses it."""

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import bisect
 import logging
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from greenray.energy.backend import Backend, Device, EnergyUnavailable
+from greenray.energy.measurement import DeviceEnergy, Measurement
 
 log = logging.getLogger("greenray.energy")
 
@@ -37,105 +37,6 @@ def integrate(times: np.ndarray, watts: np.ndarray, t0: float, t1: float) -> flo
     t = np.concatenate(([t0], times[inside], [t1]))
     p = np.concatenate(([edge0], watts[inside], [edge1]))
     return float(np.trapezoid(p, t))
-
-
-@dataclass(frozen=True)
-class DeviceEnergy:
-    """One device over one window."""
-
-    device: Device
-    joules: float | None
-    idle_free_joules: float | None
-    avg_power_w: float | None
-    peak_power_w: float | None
-    samples: int
-    source: str
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """What a window yields. `joules` is the energy of the compute devices: the GPUs when the
-    meter sees any, else the CPU packages; `cpu_joules` is the CPUs' beside GPUs."""
-
-    name: str
-    started_at: float  # Unix time
-    seconds: float
-    devices: tuple[DeviceEnergy, ...]
-    peak_power_w: float | None  # peak of the compute devices' summed power
-    power_field: str | None
-    approximate: bool
-    node: str = field(default_factory=socket.gethostname)
-
-    @property
-    def compute(self) -> tuple[DeviceEnergy, ...]:
-        gpus = tuple(d for d in self.devices if d.device.kind == "gpu")
-        return gpus or self.devices
-
-    @property
-    def joules(self) -> float | None:
-        return _sum(d.joules for d in self.compute)
-
-    @property
-    def idle_free_joules(self) -> float | None:
-        return _sum(d.idle_free_joules for d in self.compute)
-
-    @property
-    def cpu_joules(self) -> float | None:
-        cpus = [d for d in self.devices if d.device.kind == "cpu"]
-        if not cpus or cpus == list(self.compute):
-            return None
-        return _sum(d.joules for d in cpus)
-
-    @property
-    def avg_power_w(self) -> float | None:
-        joules = self.joules
-        return joules / self.seconds if joules is not None and self.seconds > 0 else None
-
-    @property
-    def energy_source(self) -> str:
-        sources = {d.source for d in self.compute}
-        if not sources or "none" in sources:
-            return "none"
-        if len(sources) == 1:
-            return sources.pop()
-        return "nvml-power"  # counter and samples mixed: name the less precise one
-
-    def to_row(self) -> dict:
-        """The flat energy columns every result row carries (see greenray.results)."""
-        return {
-            "seconds": self.seconds,
-            "energy_j": self.joules,
-            "idle_free_energy_j": self.idle_free_joules,
-            "cpu_energy_j": self.cpu_joules,
-            "avg_power_w": self.avg_power_w,
-            "peak_power_w": self.peak_power_w,
-            "energy_source": self.energy_source,
-            "power_field": self.power_field,
-            "energy_approximate": self.approximate,
-            "device": ",".join(d.device.key for d in self.compute),
-            "device_name": ",".join(sorted({d.device.name for d in self.compute})),
-            "device_uuid": ",".join(d.device.uuid or "" for d in self.compute),
-            "node": self.node,
-        }
-
-    def to_dict(self) -> dict:
-        """Everything, JSON-ready."""
-        out = asdict(self)
-        out.update(
-            joules=self.joules,
-            idle_free_joules=self.idle_free_joules,
-            cpu_joules=self.cpu_joules,
-            avg_power_w=self.avg_power_w,
-            energy_source=self.energy_source,
-        )
-        return out
-
-
-def _sum(values) -> float | None:
-    values = list(values)
-    if not values or any(v is None for v in values):
-        return None
-    return float(sum(values))
 
 
 @dataclass
@@ -171,10 +72,14 @@ class EnergyMeter:
         if interval_s <= 0:
             raise ValueError("the sampling interval must be positive")
         self.interval_s = interval_s
-        self.idle_w: dict[str, float] = dict(idle_w or {})
         self._clock = clock
         self._backends = backends
         self._devices: list[tuple[Backend, Device]] = [(b, d) for b in backends for d in b.devices()]
+        # A modelled device's idle is known exactly; a measured one's needs measure_idle.
+        self._model_idle = {
+            d.key: watts for b, d in self._devices if (watts := b.model_idle_w(d)) is not None
+        }
+        self.idle_w: dict[str, float] = self._model_idle | dict(idle_w or {})
         self._lock = threading.RLock()
         self._times: list[float] = []
         self._watts: list[tuple[float, ...]] = []
@@ -190,10 +95,10 @@ class EnergyMeter:
     # ---- construction and lifetime -------------------------------------------------
 
     @classmethod
-    def create(cls, energy: str = "auto", **kwargs) -> EnergyMeter:
+    def create(cls, energy: str = "auto", *, warn_if_empty: bool = True, **kwargs) -> EnergyMeter:
         """A meter over the backends named by `energy` (see `open_backends`); `none` asked
         for is not warned about."""
-        return cls(open_backends(energy), warn_if_empty=energy != "none", **kwargs)
+        return cls(open_backends(energy), warn_if_empty=warn_if_empty and energy != "none", **kwargs)
 
     @property
     def devices(self) -> list[Device]:
@@ -267,6 +172,21 @@ class EnergyMeter:
             self._trim()
         return measurement
 
+    def read_window(self, name: str) -> Measurement:
+        """What an open window has measured so far; it stays open (a trial reports its energy
+        after every epoch this way). Reads the counters when the window has them."""
+        _synchronize_cuda()
+        with self._lock:
+            if name not in self._open:
+                raise ValueError(f"no open window named {name!r}")
+            window = self._open[name]
+        before = self._clock()
+        counters = self._read_counters() if window.counters else {}
+        t1 = (before + self._clock()) / 2
+        self.sample()
+        with self._lock:
+            return self._measure(window, t1, counters)
+
     @contextmanager
     def window(self, name: str, *, counter: bool = True, busy: bool = True) -> Iterator[WindowResult]:
         """Context-manager form; the measurement is on the yielded object after the block."""
@@ -279,16 +199,19 @@ class EnergyMeter:
 
     def measure_idle(self, seconds: float) -> dict[str, float]:
         """Mean power per device over `seconds` with nothing of ours running; kept as the
-        baseline that idle-free energies subtract."""
+        baseline that idle-free energies subtract. Modelled devices keep their model's idle
+        (nothing is waited for when every device is modelled)."""
         if seconds <= 0:
             raise ValueError("the idle measurement needs a positive number of seconds")
+        if all(d.key in self._model_idle for d in self.devices):
+            return dict(self.idle_w)
         self.start()
         name = f"idle-{time.monotonic_ns()}"
         self.begin_window(name, busy=False)
         time.sleep(seconds)
         measurement = self.end_window(name)
         for reading in measurement.devices:
-            if reading.joules is not None:
+            if reading.joules is not None and reading.device.key not in self._model_idle:
                 self.idle_w[reading.device.key] = reading.joules / measurement.seconds
         return dict(self.idle_w)
 
@@ -323,6 +246,18 @@ class EnergyMeter:
             times = np.array(self._times[lo:hi], dtype=float)
             watts = np.array(self._watts[lo:hi], dtype=float).reshape(len(times), len(self._devices))
         return times, watts
+
+    def peak_power_w(self, t0: float, t1: float | None = None) -> float | None:
+        """Peak summed power of the compute devices (GPUs, else CPUs) over [t0, t1] of the
+        meter's clock, counting the samples just outside it: a window shorter than the
+        sampling interval may hold none of its own. Units: W."""
+        t1 = self._clock() if t1 is None else t1
+        _, watts = self.trace(t0 - self.interval_s, t1 + self.interval_s)
+        return _peak(watts[:, self._compute_columns()])
+
+    def _compute_columns(self) -> list[int]:
+        gpus = [i for i, (_, d) in enumerate(self._devices) if d.kind == "gpu"]
+        return gpus or list(range(len(self._devices)))
 
     def now(self) -> float:
         """The meter's clock, the one trace times use."""
@@ -384,9 +319,7 @@ class EnergyMeter:
             readings.append(
                 self._device_energy(window, t1, counters, backend, device, times, watts[:, column], in_window)
             )
-        compute = [i for i, r in enumerate(readings) if r.device.kind == "gpu"] or list(range(len(readings)))
-        summed = watts[in_window][:, compute].sum(axis=1) if compute else np.array([])
-        peak = float(np.nanmax(summed)) if summed.size and not np.isnan(summed).all() else None
+        peak = _peak(watts[in_window][:, self._compute_columns()])
         fields = {b.power_field for b, _ in self._devices}
         return Measurement(
             name=window.name,
@@ -420,6 +353,7 @@ class EnergyMeter:
             peak_power_w=peak,
             samples=samples,
             source=source,
+            idle_w=idle,
         )
 
     def _trim(self) -> None:
@@ -431,6 +365,14 @@ class EnergyMeter:
         if cut > 1024:  # trim in chunks: deleting a list prefix costs its length
             del self._times[:cut]
             del self._watts[:cut]
+
+
+def _peak(watts: np.ndarray) -> float | None:
+    """The highest summed power of some sample rows (NaN: a device that did not answer)."""
+    if watts.size == 0 or watts.shape[1] == 0:
+        return None
+    summed = watts.sum(axis=1)
+    return None if np.isnan(summed).all() else float(np.nanmax(summed))
 
 
 @dataclass

@@ -128,6 +128,9 @@ class NvmlBackend:
     def set_busy(self, busy: bool) -> None:
         pass
 
+    def model_idle_w(self, device: Device) -> float | None:
+        return None  # measured, not modelled
+
     def close(self) -> None:
         with contextlib.suppress(self._nvml.NVMLError):
             self._nvml.nvmlShutdown()

@@ -96,5 +96,8 @@ class RaplBackend:
     def set_busy(self, busy: bool) -> None:
         pass
 
+    def model_idle_w(self, device: Device) -> float | None:
+        return None  # measured, not modelled
+
     def close(self) -> None:
         pass

@@ -40,7 +40,6 @@ class SimulatedBackend:
             raise ValueError("simulated power cannot be negative")
         self.idle_w = idle_w
         self.busy_w = busy_w
-        self._kind = kind
         self._power_fn = power_fn
         self._energy_fn = energy_fn
         self._clock = clock
@@ -58,6 +57,10 @@ class SimulatedBackend:
 
     def has_counter(self, device: Device) -> bool:
         return self._power_fn is None or self._energy_fn is not None
+
+    def model_idle_w(self, device: Device) -> float | None:
+        """The model's idle power: the baseline is known, not measured."""
+        return self.idle_w
 
     def set_busy(self, busy: bool) -> None:
         with self._lock:

@@ -1,0 +1,75 @@
+"""What a job is asked to do, as typed configs that import neither torch nor Ray. The CLI and
+the experiment files build them, the pipelines take them whole, results folders store them
+(study.json, bench.json), and rows are built from them. Every setting is declared here once,
+with its default and its check; a bad value becomes one sentence (`usage_error`)."""
+
+from greenray.config.base import COMMAND, Config, Source, usage_error
+from greenray.config.jobs import (
+    STUDY_FREQUENCIES,
+    STUDY_POLICIES,
+    BenchConfig,
+    EnergyConfig,
+    ResourceConfig,
+    SearchConfig,
+    ServingConfig,
+    StudyConfig,
+    TrialConfig,
+)
+from greenray.config.policy import (
+    DEFAULT_GREEDY_CAP,
+    FOREVER_S,
+    POLICY_HELP,
+    BatchPolicy,
+    PolicyError,
+    parse_policy,
+)
+from greenray.config.vocab import (
+    ADAM_PARAMS,
+    ARRIVALS,
+    DATASETS,
+    DEFAULT_DATA_DIR,
+    DEVICES,
+    DOWNLOADABLE,
+    ENERGY_BACKENDS,
+    GRID_VALUES,
+    NET_NAMES,
+    PRECISIONS,
+    STRATEGIES,
+    canonical_net,
+    default_relu,
+)
+
+__all__ = [
+    "ADAM_PARAMS",
+    "ARRIVALS",
+    "COMMAND",
+    "DATASETS",
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_GREEDY_CAP",
+    "DEVICES",
+    "DOWNLOADABLE",
+    "ENERGY_BACKENDS",
+    "FOREVER_S",
+    "GRID_VALUES",
+    "NET_NAMES",
+    "POLICY_HELP",
+    "PRECISIONS",
+    "STRATEGIES",
+    "STUDY_FREQUENCIES",
+    "STUDY_POLICIES",
+    "BatchPolicy",
+    "BenchConfig",
+    "Config",
+    "EnergyConfig",
+    "PolicyError",
+    "ResourceConfig",
+    "SearchConfig",
+    "ServingConfig",
+    "Source",
+    "StudyConfig",
+    "TrialConfig",
+    "canonical_net",
+    "default_relu",
+    "parse_policy",
+    "usage_error",
+]

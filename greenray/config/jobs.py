@@ -1,0 +1,205 @@
+"""The jobs greenray runs, as configs: a training study (`greenray hpo`) and a serving bench
+(`greenray serve-bench`), each composed of smaller configs, with the energy settings shared.
+Defaults are what a user gets without flags; the study's own protocol (64 rounds x 8
+repetitions x 25 epochs) is in experiments/strategies.yaml."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import PlainSerializer, PlainValidator, model_validator
+
+from greenray.config.base import Config
+from greenray.config.policy import BatchPolicy, PolicyError, parse_policy
+from greenray.config.vocab import (
+    ADAM_PARAMS,
+    DEFAULT_DATA_DIR,
+    GRID_VALUES,
+    Arrival,
+    Count,
+    DataDir,
+    Dataset,
+    Device,
+    EnergyBackend,
+    Flag,
+    Frequency,
+    Gpus,
+    Index,
+    Listed,
+    MaybeCount,
+    MaybeFlag,
+    MaybePixels,
+    Net,
+    NotNegative,
+    ParamCount,
+    Positive,
+    Precision,
+    Shape,
+    Strategy,
+    Text,
+    Unique,
+    Weights,
+    default_relu,
+    problem,
+    sentence,
+)
+
+
+class EnergyConfig(Config):
+    """How energy is measured, wherever the work runs."""
+
+    FLAT = {"backend": "energy", "require": "require_energy"}
+
+    backend: EnergyBackend = "auto"  # auto: NVML GPUs, else RAPL; nvml, rapl, simulated, none
+    interval_ms: Positive = 10.0  # power sampling interval, milliseconds
+    require: Flag = False  # refuse to run where nothing is measurable (exit 2)
+    idle_seconds: NotNegative = 3.0  # idle baseline before the work, seconds; 0 skips it
+
+
+# ------------------------------------------------------------------------------ study
+
+
+class SearchConfig(Config):
+    """What the searcher proposes: `rounds` configurations, each trained `repetitions` times."""
+
+    strategy: Strategy = "bayes"  # grid (the study's partial grid), random, bayes (GP with PI)
+    params: ParamCount = 3  # 3 (lr, beta1, beta2) or 5 (+ eps, weight_decay)
+    uniform_lr: Flag = False  # draw lr uniformly as the study did (else log-uniform)
+    rounds: Count = 8
+    repetitions: Count = 2
+
+
+class TrialConfig(Config):
+    """What one trial trains: a net on a data set for some epochs."""
+
+    net: Net = "dense-poly"
+    dataset: Dataset = "digits"
+    data_dir: DataDir = DEFAULT_DATA_DIR  # torchvision's layout; made absolute (trials run elsewhere)
+    download: Flag = False
+    synthetic_shape: Shape = (1, 28, 28)  # CxHxW of --dataset synthetic
+    epochs: Count = 10
+    batch_size: Count = 512  # the study's
+    n_conv: Count = 2  # SimpleCNN's conv blocks
+    n_linear: Count = 3  # every net's linear layers
+    relu: MaybeFlag = None  # None: the net's studied default (on for cnn, off for the dense nets)
+
+    @property
+    def uses_relu(self) -> bool:
+        return default_relu(self.net) if self.relu is None else self.relu
+
+
+class ResourceConfig(Config):
+    """What Ray gives each trial, and how many run at once."""
+
+    gpus_per_trial: Gpus = None  # None: 1 where the cluster has GPUs, else 0; fractions share
+    cpus_per_trial: Positive = 1.0
+    max_concurrent: MaybeCount = None  # None: as many as the cluster's nodes hold
+
+
+class StudyConfig(Config):
+    """A training study (`greenray hpo`): stored whole in DIR/study.json."""
+
+    FLAGS = {"uniform_lr": "--uniform", "n_conv": "--conv-layers", "n_linear": "--linear-layers"}
+
+    seed: Index = 0  # seeds the searcher and, with round and repetition, each trial
+    search: SearchConfig = SearchConfig()
+    trial: TrialConfig = TrialConfig()
+    resources: ResourceConfig = ResourceConfig()
+    energy: EnergyConfig = EnergyConfig()
+
+    @model_validator(mode="after")
+    def _grid_fits(self) -> StudyConfig:
+        points = GRID_VALUES**self.search.params
+        if self.search.strategy == "grid" and self.search.rounds > points:
+            raise sentence(
+                f"--rounds {self.search.rounds} is more than the partial grid's {points} points with "
+                f"--params {self.search.params}: use at most that, or --strategy random"
+            )
+        return self
+
+    @property
+    def trials(self) -> int:
+        return self.search.rounds * self.search.repetitions
+
+    @property
+    def hyperparameters(self) -> tuple[str, ...]:
+        return ADAM_PARAMS[self.search.params]
+
+    def row_fields(self) -> dict[str, Any]:
+        """The columns every trial row of this study carries besides its own results."""
+        trial = self.trial
+        return {
+            "strategy": self.search.strategy,
+            "net": trial.net,
+            "dataset": trial.dataset,
+            "params": self.search.params,
+            "uniform_lr": self.search.uniform_lr,
+            "n_conv": trial.n_conv if trial.net == "cnn" else 0,  # the dense nets have none
+            "n_linear": trial.n_linear,
+            "relu": trial.uses_relu,
+            "epochs": trial.epochs,
+            "batch_size": trial.batch_size,
+            "seed": self.seed,
+            "gpus_per_trial": self.resources.gpus_per_trial,
+            "cpus_per_trial": self.resources.cpus_per_trial,
+        }
+
+
+# ------------------------------------------------------------------------------ bench
+
+STUDY_POLICIES = "fixed:16,fixed:32,fixed:64,fixed:128,greedy"
+STUDY_FREQUENCIES = (16.0, 32.0, 64.0, 128.0)
+
+
+def _policy(value: Any) -> BatchPolicy:
+    try:
+        return parse_policy(value)
+    except PolicyError as exc:
+        raise problem(f"a batching policy ({exc})") from None
+
+
+Policy = Annotated[BatchPolicy, PlainValidator(_policy), PlainSerializer(str, return_type=str)]
+
+
+class ServingConfig(Config):
+    """How a replica runs its model."""
+
+    weights: Weights = "default"  # default (pretrained when cached or online), none (random), a file
+    precision: Precision = "fp32"  # bf16/fp16 through torch.autocast; fp16 needs a GPU
+    device: Device = "auto"  # auto: a GPU where the cluster has one
+    image_size: MaybePixels = None  # None: the weights' own (224)
+    # uint8 -> float, normalisation and the copy to the device inside each batch's energy window
+    preprocess_in_window: Flag = False
+
+    @model_validator(mode="after")
+    def _fp16_needs_a_gpu(self) -> ServingConfig:
+        if self.precision == "fp16" and self.device == "cpu":
+            raise sentence("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        return self
+
+
+class BenchConfig(Config):
+    """A serving bench (`greenray serve-bench`): every model x frequency x policy; stored whole
+    in DIR/bench.json."""
+
+    FLAGS = {
+        "models": "--model",
+        "policies": "--policy",
+        "frequencies": "--frequency",
+        "replica_cpus": "--cpus-per-replica",
+    }
+
+    models: Annotated[tuple[Text, ...], Listed, Unique] = ("convnext",)
+    policies: Annotated[tuple[Policy, ...], Listed, Unique] = tuple(
+        map(parse_policy, STUDY_POLICIES.split(","))
+    )
+    frequencies: Annotated[tuple[Frequency, ...], Listed, Unique] = STUDY_FREQUENCIES
+    requests: Count = 8192  # a run ends once this many are served (the study's 2^13)
+    warmup_batches: Index = 256  # before each model's runs (the study's)
+    warmup_batch_size: Count = 32
+    arrival: Arrival = "constant"
+    seed: Index = 0  # seeds the arrivals and the images
+    replicas: Count = 1  # one per GPU with --device cuda
+    replica_cpus: Positive = 0.5  # CPUs Ray reserves per replica
+    serving: ServingConfig = ServingConfig()
+    energy: EnergyConfig = EnergyConfig(idle_seconds=5.0)
