@@ -3,7 +3,7 @@ images (CIFAR-10 when --data-dir holds it, else synthetic images of its size), t
 of 512, sampled through NVML's utilisation counter while greenray's trial trains, and while a
 bare PyTorch loop does the same work. The study's GPU ran at 40-60% load.
 
-    python benchmarks/gpu_utilisation.py [--data-dir DIR] [--epochs 5] [--interval-ms 50]
+    python benchmarks/gpu_utilisation.py [--data-dir DIR] [--epochs 20] [--interval-ms 50]
 
 Needs a CUDA GPU and nvidia-ml-py (pynvml). The GPU is found in NVML by the UUID torch reports,
 so CUDA_VISIBLE_DEVICES is honoured.
@@ -20,8 +20,9 @@ import time
 import torch
 from trainable_throughput import CONFIG, bare_loop
 
-from greenray.data import SyntheticSpec, load_on
-from greenray.tune.settings import TrialSettings
+from greenray.config import TrialConfig
+from greenray.energy import EnergyMeter
+from greenray.tune.data import SyntheticSpec, load_on
 from greenray.tune.trainable import run_trial
 
 
@@ -74,7 +75,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", default=None, help="a folder holding torchvision's CIFAR10")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=20)  # of 6,000 synthetic images (or CIFAR-10)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--interval-ms", type=float, default=50.0)
     parser.add_argument("--energy", default="auto")
@@ -82,30 +83,33 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU (torch.cuda.is_available() is False)")
 
-    dataset, synthetic = "synthetic", SyntheticSpec(shape=(3, 32, 32), train=50000, test=10000)
-    if args.data_dir:
-        dataset = "cifar10"
-    settings = TrialSettings(
+    dataset = "cifar10" if args.data_dir else "synthetic"
+    settings = TrialConfig(
         net="cnn",
         dataset=dataset,
-        data_dir=args.data_dir,
-        synthetic=synthetic,
+        data_dir=args.data_dir or TrialConfig().data_dir,
+        synthetic_shape=(3, 32, 32),
         n_conv=4,
         n_linear=7,
         relu=True,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        energy=args.energy,
     )
-    data = load_on(settings.dataset, "cuda", settings.data_dir, False, settings.synthetic)
+    synthetic = SyntheticSpec(shape=settings.synthetic_shape, seed=0)  # run_trial's, with seed 0
+    data = load_on(settings.dataset, "cuda", settings.data_dir, False, synthetic)
     images = len(data.train_y) * args.epochs
-    run_trial(CONFIG, settings, lambda r: None)  # warm up: data on the GPU, cuDNN's choices made
+    meter = EnergyMeter.create(args.energy).start()
+
+    def greenray_trial() -> None:
+        run_trial(CONFIG, settings, 0, lambda r: None, meter)
+
+    greenray_trial()  # warm up: data on the GPU, cuDNN's choices made
     with UtilisationSampler(args.interval_ms / 1000) as sampler:
         time.sleep(1.0)
         idle = sampler.between(0, time.monotonic())
         rows = {}
         for name, fn in (
-            ("greenray trial", lambda: run_trial(CONFIG, settings, lambda r: None)),
+            ("greenray trial", greenray_trial),
             ("bare loop", lambda: bare_loop(settings, torch.device("cuda"))),
         ):
             seconds, util = measured(fn, sampler)

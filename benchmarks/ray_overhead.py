@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from greenray.config import StudyConfig
 from greenray.ray_setup import connect
-from greenray.tune.settings import StudySettings
 from greenray.tune.study import start_study
 
 
@@ -41,15 +41,17 @@ def main() -> None:
     start = time.perf_counter()
     connect(num_cpus=args.cpus)
     ray_start = time.perf_counter() - start
-    settings = StudySettings(
-        strategy="random",
-        net=args.net,
-        rounds=args.rounds,
-        repetitions=args.repetitions,
-        epochs=args.epochs,
-        energy="none",
-        idle_seconds=0,
-        max_concurrent=args.max_concurrent,
+    settings = StudyConfig.from_flat(
+        {
+            "strategy": "random",
+            "net": args.net,
+            "rounds": args.rounds,
+            "repetitions": args.repetitions,
+            "epochs": args.epochs,
+            "energy": "none",
+            "idle_seconds": 0,
+            "max_concurrent": args.max_concurrent,
+        }
     )
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()

@@ -25,8 +25,8 @@ def one(nodes: int, args) -> tuple[float, int]:
     import ray
     from ray.cluster_utils import Cluster
 
+    from greenray.config import StudyConfig
     from greenray.results import ResultStore
-    from greenray.tune.settings import StudySettings
     from greenray.tune.study import start_study
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
@@ -34,16 +34,18 @@ def one(nodes: int, args) -> tuple[float, int]:
         cluster.add_node(num_cpus=args.cpus_per_node)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR")
-    settings = StudySettings(
-        strategy="random",
-        net=args.net,
-        dataset="digits",
-        rounds=args.trials // 2,
-        repetitions=2,
-        epochs=args.epochs,
-        energy="none",
-        idle_seconds=0,
-        cpus_per_trial=1.0,
+    settings = StudyConfig.from_flat(
+        {
+            "strategy": "random",
+            "net": args.net,
+            "dataset": "digits",
+            "rounds": args.trials // 2,
+            "repetitions": 2,
+            "epochs": args.epochs,
+            "energy": "none",
+            "idle_seconds": 0,
+            "cpus_per_trial": 1.0,
+        }
     )
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
-from greenray import zoo
-from greenray.serve.bench import BenchSettings, run_bench
+from greenray.config import BenchConfig
+from greenray.serve import zoo
+from greenray.serve.bench import run_bench
 
 
 def bare_batch_s(
@@ -47,12 +47,10 @@ def bare_batch_s(
     return float(pd.Series(times).median())
 
 
-def serve(settings: BenchSettings) -> dict[str, pd.DataFrame]:
-    """Run serve-bench and read its tables back."""
-    if settings.out == BenchSettings.out:
-        settings = replace(settings, out=Path(tempfile.mkdtemp(prefix="greenray-bench-")))
-    out = settings.out
-    run_bench(settings)
+def serve(config: BenchConfig, out: Path | None = None) -> dict[str, pd.DataFrame]:
+    """Run serve-bench (into a new temporary folder unless `out`) and read its tables back."""
+    out = out or Path(tempfile.mkdtemp(prefix="greenray-bench-"))
+    run_bench(config, out)
     return {t: pd.read_parquet(out / f"{t}.parquet") for t in ("runs", "requests", "batches")} | {"out": out}
 
 

@@ -17,8 +17,7 @@ from argparse import RawDescriptionHelpFormatter
 import numpy as np
 from serve_common import bare_batch_s, machine, serve
 
-from greenray.serve.bench import BenchSettings
-from greenray.serve.policy import parse_policy
+from greenray.config import BenchConfig
 
 
 def main() -> None:
@@ -31,16 +30,18 @@ def main() -> None:
     parser.add_argument("--energy", default="auto")
     args = parser.parse_args()
 
-    settings = BenchSettings(
-        models=(args.model,),
-        policies=(parse_policy(args.policy),),
-        frequencies=(args.frequency,),
-        requests=args.requests,
-        warmup_batches=16,
-        weights="none",
-        device=args.device,
-        energy=args.energy,
-        idle_seconds=0 if args.device == "cpu" else 5,
+    settings = BenchConfig.from_flat(
+        {
+            "models": args.model,
+            "policies": args.policy,
+            "frequencies": [args.frequency],
+            "requests": args.requests,
+            "warmup_batches": 16,
+            "weights": "none",
+            "device": args.device,
+            "energy": args.energy,
+            "idle_seconds": 0 if args.device == "cpu" else 5,
+        }
     )
     tables = serve(settings)
     run = tables["runs"].iloc[0]

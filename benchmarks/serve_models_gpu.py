@@ -20,10 +20,9 @@ from pathlib import Path
 import pandas as pd
 from serve_common import markdown
 
-from greenray.cli import _versions
-from greenray.serve.bench import BenchSettings, run_bench
-from greenray.serve.policy import parse_policies
-from greenray.zoo import STUDY_MODELS
+from greenray.config import BenchConfig
+from greenray.serve.bench import run_bench
+from greenray.serve.zoo import STUDY_MODELS
 
 POLICIES = "greedy,fixed:32,fixed:128"
 COLUMNS = (
@@ -73,21 +72,19 @@ def main() -> None:
     args = parser.parse_args()
 
     for precision in args.precisions.split(","):
-        run_bench(
-            BenchSettings(
-                models=tuple(args.models.split(",")),
-                policies=tuple(parse_policies(POLICIES)),
-                frequencies=(args.frequency,),
-                requests=args.requests,
-                precision=precision,
-                device="cuda",
-                energy="nvml",
-                require_energy=True,
-                resume=True,  # a rerun after an interruption does only what is missing
-                out=args.out,
-            ),
-            versions=_versions(),
+        config = BenchConfig.from_flat(
+            {
+                "models": args.models,
+                "policies": POLICIES,
+                "frequencies": [args.frequency],
+                "requests": args.requests,
+                "precision": precision,
+                "device": "cuda",
+                "energy": "nvml",
+                "require_energy": True,
+            }
         )
+        run_bench(config, args.out, resume=True)  # a rerun after an interruption does only what is missing
     runs = pd.read_parquet(args.out / "runs.parquet")
     # the batch size a policy aims at: N for fixed:N[@MS], 1 for greedy at 64 Hz on an H100
     runs["batch"] = runs["policy"].map(lambda p: int(p[6:].split("@")[0]) if p.startswith("fixed:") else 1)

@@ -15,8 +15,7 @@ from argparse import RawDescriptionHelpFormatter
 
 from serve_common import bare_batch_s, machine, serve, steady_images_per_s
 
-from greenray.serve.bench import BenchSettings
-from greenray.serve.policy import parse_policy
+from greenray.config import BenchConfig
 
 
 def main() -> None:
@@ -35,17 +34,19 @@ def main() -> None:
     options = {"device": args.device, "precision": args.precision, "threads": threads, "seconds": 4.0}
     bare = [args.batch / bare_batch_s(args.model, args.batch, **options)]
     frequency = round(1.1 * bare[0])
-    settings = BenchSettings(
-        models=(args.model,),
-        policies=(parse_policy(f"fixed:{args.batch}"),),
-        frequencies=(float(frequency),),
-        requests=args.batches * args.batch,
-        warmup_batches=8,
-        weights="none",
-        precision=args.precision,
-        device=args.device,
-        energy=args.energy,
-        idle_seconds=0 if args.device == "cpu" else 5,
+    settings = BenchConfig.from_flat(
+        {
+            "models": args.model,
+            "policies": f"fixed:{args.batch}",
+            "frequencies": [float(frequency)],
+            "requests": args.batches * args.batch,
+            "warmup_batches": 8,
+            "weights": "none",
+            "precision": args.precision,
+            "device": args.device,
+            "energy": args.energy,
+            "idle_seconds": 0 if args.device == "cpu" else 5,
+        }
     )
     print(f"machine: {machine()}; model {args.model}, {args.device}, {args.precision}, batch {args.batch}")
     print(f"requests sent at {frequency} Hz (1.1x the first bare loop)")

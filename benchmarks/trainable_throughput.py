@@ -23,19 +23,22 @@ import time
 import torch
 import torch.nn.functional as F
 
-from greenray.data import SyntheticSpec, load_on, shuffled_batches
-from greenray.nets import build_net
-from greenray.tune.settings import TrialSettings
+from greenray.config import TrialConfig
+from greenray.energy import EnergyMeter
+from greenray.tune.data import SyntheticSpec, load_on, shuffled_batches
+from greenray.tune.keys import REPETITION_KEY, ROUND_KEY, trial_seed
+from greenray.tune.nets import build_net
 from greenray.tune.space import adam_kwargs
-from greenray.tune.trainable import REPETITION_KEY, ROUND_KEY, run_trial, trial_seed
+from greenray.tune.trainable import run_trial
 
 CONFIG = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, ROUND_KEY: 0, REPETITION_KEY: 0}
 
 
-def bare_loop(settings: TrialSettings, device: torch.device) -> None:
+def bare_loop(settings: TrialConfig, device: torch.device) -> None:
     """What one writes by hand: tensors on the device, a permutation per epoch, Adam, a test pass."""
-    data = load_on(settings.dataset, str(device), settings.data_dir, settings.download, settings.synthetic)
-    seed = trial_seed(settings.seed, 0, 0)
+    synthetic = SyntheticSpec(shape=settings.synthetic_shape, seed=0)  # what run_trial loads with seed 0
+    data = load_on(settings.dataset, str(device), settings.data_dir, settings.download, synthetic)
+    seed = trial_seed(0, 0, 0)
     torch.manual_seed(seed)
     model = build_net(
         settings.net, data.input_shape, data.n_classes, n_conv=settings.n_conv, n_linear=settings.n_linear
@@ -76,7 +79,6 @@ def main() -> None:
     )
     parser.add_argument("--net", default="cnn")
     parser.add_argument("--shape", default="1x28x28", help="CxHxW of the synthetic images")
-    parser.add_argument("--train", type=int, default=10000, help="training images")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -90,23 +92,22 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # Ray gives a 1-CPU trial one thread
     device = torch.device(args.device)
     shape = tuple(int(p) for p in args.shape.split("x"))
-    settings = TrialSettings(
-        net=args.net,
-        dataset="synthetic",
-        synthetic=SyntheticSpec(shape=shape, train=args.train, test=args.train // 5),
-        epochs=args.epochs,
-        energy=args.energy,
-    )
+    settings = TrialConfig(net=args.net, dataset="synthetic", synthetic_shape=shape, epochs=args.epochs)
     if device.type == "cpu" and torch.cuda.is_available():
         raise SystemExit("run_trial takes the GPU when there is one: pass --device cuda here")
-    run_trial(CONFIG, settings, lambda r: None)  # warm up: data cached, kernels chosen
+    meter = EnergyMeter.create(args.energy).start()
+
+    def greenray_trial() -> None:
+        run_trial(CONFIG, settings, 0, lambda r: None, meter)
+
+    greenray_trial()  # warm up: data cached, kernels chosen
     bare_loop(settings, device)
     times: dict[str, list[float]] = {"bare": [], "greenray": []}
     cpu: dict[str, list[float]] = {"bare": [], "greenray": []}
     for _ in range(args.repeats):
         times["bare"].append(timed(lambda: bare_loop(settings, device), cpu["bare"]))
-        times["greenray"].append(timed(lambda: run_trial(CONFIG, settings, lambda r: None), cpu["greenray"]))
-    images = args.train * args.epochs
+        times["greenray"].append(timed(greenray_trial, cpu["greenray"]))
+    images = SyntheticSpec().train * args.epochs
     rate = {k: [images / t for t in v] for k, v in times.items()}
     best = {k: max(v) for k, v in rate.items()}
     median = {k: statistics.median(v) for k, v in rate.items()}
@@ -115,7 +116,8 @@ def main() -> None:
         torch.__version__,
     )
     print(
-        f"{args.net} on synthetic {args.shape}, {args.train} images x {args.epochs} epochs, {args.device}, "
+        f"{args.net} on synthetic {args.shape}, {SyntheticSpec().train} images x {args.epochs} epochs, "
+        f"{args.device}, "
         f"{torch.get_num_threads()} thread(s), energy {args.energy}, {args.repeats} runs each"
     )
     for k in ("bare", "greenray"):

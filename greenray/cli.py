@@ -1,29 +1,30 @@
 """The `greenray` command line: hpo, serve-bench, report, run, meter, doctor.
 
-Commands parse and check flags, then hand over to the package; heavy imports (torch, Ray)
-happen inside the commands so `--help` and bad flags answer at once.
+Each command turns its flags into a config (greenray.config: every default and check is
+declared there once; a flag is named after the setting it sets), hands it to a pipeline, and
+shows the result (greenray.ui). Heavy imports (torch, Ray) happen inside the commands, so
+`--help` and bad flags answer at once.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import platform
 import shutil
 import subprocess
 import sys
-from importlib import metadata
+import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from typer.exceptions import TyperException
 
-from greenray.energy import EnergyMeter, EnergyUnavailable, Measurement
+from greenray.config import BenchConfig, StudyConfig
+from greenray.energy import EnergyRequestError
 from greenray.errors import UsageError
+from greenray.ui import err, out, say
 
 app = typer.Typer(
     name="greenray",
@@ -32,55 +33,46 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# Piped output gets a wide console so tables are not cut to 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+STUDY, BENCH = StudyConfig.defaults(), BenchConfig.defaults()
 
 
 def user_errors(command):
-    """Turn a UsageError into one sentence on stderr and exit code 2."""
+    """Turn a user's mistake into one sentence on stderr and exit code 2."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         logging.basicConfig(level=logging.WARNING, format="greenray: %(message)s")
         try:
             return command(*args, **kwargs)
-        except UsageError as exc:
+        except (UsageError, EnergyRequestError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
 
 
-# Options shared by every command that measures energy.
-EnergyOpt = Annotated[
-    Literal["auto", "nvml", "rapl", "simulated", "none"],
+def settings(ctx: typer.Context, config: type[StudyConfig] | type[BenchConfig]) -> dict:
+    """The command's flags that are settings of `config`, by flat name."""
+    names = config.flat_paths()
+    return {name: value for name, value in ctx.params.items() if name in names}
+
+
+def _results(kind: str) -> Path:
+    return Path("greenray-results") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# Options every command that measures energy takes (their defaults are the hpo study's).
+Energy = Annotated[
+    str,
     typer.Option(
-        "--energy",
-        help="Energy backend: auto (NVML GPUs, else RAPL), nvml, rapl, simulated (labelled so), none.",
+        help="Energy backend: auto (NVML GPUs, else RAPL), nvml, rapl, simulated (labelled so), none."
     ),
 ]
-RequireEnergyOpt = Annotated[
+RequireEnergy = Annotated[
     bool, typer.Option("--require-energy", help="Exit 2 instead of running unmeasured.")
 ]
-IntervalOpt = Annotated[
-    float, typer.Option("--interval-ms", min=1.0, help="Power sampling interval in milliseconds.")
-]
-
-
-def open_meter(energy: str, interval_ms: float = 10.0, require_energy: bool = False) -> EnergyMeter:
-    """The meter a command asked for, or a UsageError saying why it cannot be had."""
-    try:
-        meter = EnergyMeter.create(energy, interval_s=interval_ms / 1000.0)
-    except EnergyUnavailable as exc:
-        raise UsageError(f"--energy {energy} is not available here ({exc}); use --energy auto") from None
-    if require_energy and not meter.devices:
-        meter.close()
-        raise UsageError(
-            "no energy source is readable here (no NVML GPU, no readable RAPL counter); "
-            "drop --require-energy or run where one is"
-        )
-    return meter
+IntervalMs = Annotated[float, typer.Option(help="Power sampling interval in milliseconds.")]
+Address = Annotated[str | None, typer.Option(help="A Ray cluster to join (auto or host:port).")]
 
 
 # ---------------------------------------------------------------------------- doctor
@@ -90,72 +82,36 @@ def open_meter(energy: str, interval_ms: float = 10.0, require_energy: bool = Fa
 @user_errors
 def doctor() -> None:
     """What this machine can measure: GPUs, energy counters, RAPL, Ray, torch and CUDA."""
+    from greenray.energy import EnergyUnavailable, open_meter
     from greenray.energy.nvml import NvmlBackend
     from greenray.energy.rapl import RaplBackend
+    from greenray.results import versions
+    from greenray.ui import gpu_table
 
     try:
         nvml = NvmlBackend()
     except EnergyUnavailable as exc:
         out.print(f"NVML: not available ({exc})")
-        nvml = None
-    if nvml is not None:
-        table = Table(title=f"NVIDIA GPUs (driver {nvml.driver_version()})")
-        for column in (
-            "device",
-            "name",
-            "NVML index",
-            "UUID",
-            "energy counter",
-            "power field",
-            "power limit W",
-            "power W",
-        ):
-            table.add_column(column)
-        for device in nvml.devices():
-            limit = nvml.power_limit_w(device)
-            table.add_row(
-                device.key,
-                device.name,
-                str(device.index),
-                device.uuid or "",
-                "yes" if nvml.has_counter(device) else "no (power samples instead)",
-                nvml.power_field,
-                f"{limit:.0f}" if limit else "?",
-                f"{nvml.read_power_w(device):.1f}",
-            )
-        out.print(table if nvml.devices() else "NVML: no GPU visible to this process")
+    else:
+        out.print(gpu_table(nvml) if nvml.devices() else "NVML: no GPU visible to this process")
         nvml.close()
     try:
-        rapl = RaplBackend()
-        out.print("RAPL: " + ", ".join(d.key for d in rapl.devices()))
+        out.print("RAPL: " + ", ".join(d.key for d in RaplBackend().devices()))
     except EnergyUnavailable as exc:
         out.print(f"RAPL: not available ({exc})")
-    out.print(f"energy source with --energy auto: {_auto_source()}")
-    for name, version in _versions().items():
-        out.print(f"{name}: {version}")
+    with open_meter("auto", quiet=True) as meter:
+        sources = ", ".join(sorted(meter.sources)) or "none (energy is not measured)"
+    out.print(f"energy source with --energy auto: {sources}")
+    for name, version in (versions() | _cuda()).items():
+        out.print(f"{name}: {version or 'not installed'}")
 
 
-def _auto_source() -> str:
-    with EnergyMeter.create("auto") as meter:
-        sources = sorted(meter.sources)
-    return ", ".join(sources) if sources else "none (energy is not measured)"
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("greenray", "ray", "torch", "torchvision", "bayesian-optimization", "nvidia-ml-py"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
+def _cuda() -> dict[str, str]:
     try:
         import torch
-
-        cuda = torch.version.cuda or "none (CPU build)"
-        versions["CUDA"] = f"{cuda}, available: {torch.cuda.is_available()}"
     except ImportError:
-        pass
-    return versions
+        return {}
+    return {"CUDA": f"{torch.version.cuda or 'none (CPU build)'}, available: {torch.cuda.is_available()}"}
 
 
 # ----------------------------------------------------------------------------- meter
@@ -171,11 +127,13 @@ def meter(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (the command's stdout goes to stderr).")
     ] = False,
-    energy: EnergyOpt = "auto",
-    interval_ms: IntervalOpt = 10.0,
-    require_energy: RequireEnergyOpt = False,
+    energy: Energy = STUDY.energy,
+    interval_ms: IntervalMs = STUDY.interval_ms,
+    require_energy: RequireEnergy = False,
 ) -> None:
     """Run a command and print its time and energy per device: greenray meter -- CMD ARGS..."""
+    from greenray.ui import print_idle, print_measurement
+
     if idle is not None and idle <= 0:
         raise UsageError(f"--idle needs a positive number of seconds, not {idle:g}")
     if not command and idle is None:
@@ -184,56 +142,20 @@ def meter(
         )
     if command and shutil.which(command[0]) is None:
         raise UsageError(f"command not found: {command[0]!r}; give a program on PATH or a path to one")
-    with open_meter(energy, interval_ms, require_energy) as power:
+    config = StudyConfig.from_flat(
+        {"energy": energy, "interval_ms": interval_ms, "require_energy": require_energy}
+    )
+    with config.energy.open_meter() as power:
         idle_w = power.measure_idle(idle) if idle is not None else {}
         if not command:
-            _print_idle(idle_w, power, as_json)
+            print_idle(idle_w, power.sources, as_json)
             return
         with power.window("command") as window:
             code = subprocess.run(command, stdout=sys.stderr if as_json else None).returncode
-    _print_measurement(window.measurement, command, code, idle_w, as_json)
+    print_measurement(window.measurement, command, code, idle_w, as_json)
     if require_energy and window.measurement.energy_source == "none":
         raise UsageError("the energy source stopped answering during the command (see the warning above)")
     raise typer.Exit(code)
-
-
-def _print_idle(idle_w: dict[str, float], power: EnergyMeter, as_json: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps({"idle_w": idle_w, "energy_sources": sorted(power.sources)}))
-        return
-    if not idle_w:
-        out.print("idle power: nothing measurable here (energy source: none)")
-    for key, watts in idle_w.items():
-        out.print(f"idle power {key}: {watts:.1f} W")
-
-
-def _print_measurement(m: Measurement, command: list[str], code: int, idle_w: dict, as_json: bool) -> None:
-    if as_json:
-        data = m.to_dict() | {"command": command, "exit_code": code, "idle_w": idle_w}
-        print(json.dumps(data, default=str))
-        return
-    label = " (simulated, not a measurement)" if m.energy_source == "simulated" else ""
-    table = Table(title=f"{' '.join(command)}: {m.seconds:.3f} s, exit code {code}{label}")
-    for column in ("device", "name", "J", "idle-free J", "avg W", "peak W", "samples", "source"):
-        table.add_column(column)
-    for d in m.devices:
-        table.add_row(
-            d.device.key,
-            d.device.name,
-            _fmt(d.joules),
-            _fmt(d.idle_free_joules),
-            _fmt(d.avg_power_w),
-            _fmt(d.peak_power_w),
-            str(d.samples),
-            d.source,
-        )
-    err.print(
-        table if m.devices else f"{' '.join(command)}: {m.seconds:.3f} s; energy not measured (source: none)"
-    )
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 # ------------------------------------------------------------------------------- hpo
@@ -242,111 +164,86 @@ def _fmt(value: float | None) -> str:
 @app.command()
 @user_errors
 def hpo(
+    ctx: typer.Context,
     strategy: Annotated[
         str, typer.Option(help="grid (the study's partial grid), random, or bayes (GP with PI).")
-    ] = "bayes",
+    ] = (STUDY.strategy),
     net: Annotated[
         str, typer.Option(help="dense-linear, dense-poly or cnn (or the class names).")
-    ] = "dense-poly",
-    dataset: Annotated[str, typer.Option(help="digits, synthetic, fashionmnist or cifar10.")] = "digits",
-    data_dir: Annotated[
-        str | None, typer.Option(help="torchvision's data folder (default ~/.cache/greenray/data).")
-    ] = None,
-    download: Annotated[bool, typer.Option(help="Download fashionmnist/cifar10 into --data-dir.")] = False,
-    synthetic_shape: Annotated[str, typer.Option(help="CxHxW of --dataset synthetic.")] = "1x28x28",
-    params: Annotated[int, typer.Option(help="3 (lr, beta1, beta2) or 5 (+ eps, weight_decay).")] = 3,
-    uniform: Annotated[
-        bool, typer.Option(help="Draw lr uniformly as the study did (else log-uniform).")
-    ] = False,
-    rounds: Annotated[int, typer.Option(help="Configurations to try (the study: 64).")] = 8,
-    repetitions: Annotated[int, typer.Option(help="Trainings per configuration (the study: 8).")] = 2,
-    epochs: Annotated[int, typer.Option(help="Epochs per training (the study: 25).")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Training batch size (the study's).")] = 512,
+    ] = STUDY.net,
+    dataset: Annotated[str, typer.Option(help="digits, synthetic, fashionmnist or cifar10.")] = STUDY.dataset,
+    data_dir: Annotated[str, typer.Option(help="torchvision's data folder.")] = STUDY.data_dir,
+    download: Annotated[
+        bool, typer.Option(help="Download fashionmnist/cifar10 into --data-dir.")
+    ] = STUDY.download,
+    synthetic_shape: Annotated[str, typer.Option(help="CxHxW of --dataset synthetic.")] = "x".join(
+        map(str, STUDY.synthetic_shape)
+    ),
+    params: Annotated[
+        int, typer.Option(help="3 (lr, beta1, beta2) or 5 (+ eps, weight_decay).")
+    ] = STUDY.params,
+    uniform_lr: Annotated[
+        bool, typer.Option("--uniform", help="Draw lr uniformly as the study did (else log-uniform).")
+    ] = STUDY.uniform_lr,
+    rounds: Annotated[int, typer.Option(help="Configurations to try (the study: 64).")] = STUDY.rounds,
+    repetitions: Annotated[
+        int, typer.Option(help="Trainings per configuration (the study: 8).")
+    ] = STUDY.repetitions,
+    epochs: Annotated[int, typer.Option(help="Epochs per training (the study: 25).")] = STUDY.epochs,
+    batch_size: Annotated[int, typer.Option(help="Training batch size (the study's).")] = STUDY.batch_size,
     seed: Annotated[
         int, typer.Option(help="Seeds the searcher and, with round and repetition, each trial.")
-    ] = 0,
+    ] = (STUDY.seed),
     gpus_per_trial: Annotated[
         float | None,
         typer.Option(
             help="GPUs per trial, fractions share a GPU (default 1 where the cluster has GPUs, else 0)."
         ),
-    ] = None,
-    cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial.")] = 1.0,
-    max_concurrent: Annotated[int | None, typer.Option(help="At most this many trials at once.")] = None,
-    conv_layers: Annotated[int, typer.Option(help="SimpleCNN's conv layers.")] = 2,
-    linear_layers: Annotated[int, typer.Option(help="Linear layers of every net.")] = 3,
+    ] = STUDY.gpus_per_trial,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial.")] = STUDY.cpus_per_trial,
+    max_concurrent: Annotated[int | None, typer.Option(help="At most this many trials at once.")] = (
+        STUDY.max_concurrent
+    ),
+    n_conv: Annotated[int, typer.Option("--conv-layers", help="SimpleCNN's conv layers.")] = STUDY.n_conv,
+    n_linear: Annotated[
+        int, typer.Option("--linear-layers", help="Linear layers of every net.")
+    ] = STUDY.n_linear,
     relu: Annotated[
         bool | None,
         typer.Option(
             "--relu/--no-relu", help="ReLU (default on for cnn, off for the dense nets, as studied)."
         ),
-    ] = None,
+    ] = STUDY.relu,
+    idle_seconds: Annotated[float, typer.Option(help="Idle baseline per GPU before the trials; 0 skips.")] = (
+        STUDY.idle_seconds
+    ),
+    energy: Energy = STUDY.energy,
+    interval_ms: IntervalMs = STUDY.interval_ms,
+    require_energy: RequireEnergy = STUDY.require_energy,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder (default greenray-results/hpo-TIME).")
     ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the interrupted study in this results folder.")
     ] = None,
-    address: Annotated[str | None, typer.Option(help="A Ray cluster to join (auto or host:port).")] = None,
-    idle_seconds: Annotated[
-        float, typer.Option(help="Idle baseline per GPU before the trials; 0 skips.")
-    ] = 3.0,
-    energy: EnergyOpt = "auto",
-    interval_ms: IntervalOpt = 10.0,
-    require_energy: RequireEnergyOpt = False,
+    address: Address = None,
 ) -> None:
     """Search Adam's hyperparameters on Ray Tune, measuring every trial's energy."""
-    import time
-
+    from greenray.analysis.summary import describe, summarize
     from greenray.results import ResultStore
-    from greenray.tune.settings import StudySettings
     from greenray.tune.study import resume_study, start_study
-    from greenray.tune.summary import describe, summarize
 
     if resume is not None:
-        run = resume_study(resume, address=address, say=err.print)
+        run = resume_study(resume, address=address, say=say)
     else:
-        settings = StudySettings(
-            strategy=strategy,
-            net=net,
-            dataset=dataset,
-            data_dir=data_dir or StudySettings.data_dir,
-            download=download,
-            synthetic_shape=_shape(synthetic_shape),
-            params=params,
-            uniform_lr=uniform,
-            rounds=rounds,
-            repetitions=repetitions,
-            epochs=epochs,
-            batch_size=batch_size,
-            seed=seed,
-            gpus_per_trial=gpus_per_trial,
-            cpus_per_trial=cpus_per_trial,
-            max_concurrent=max_concurrent,
-            energy=energy,
-            interval_ms=interval_ms,
-            require_energy=require_energy,
-            idle_seconds=idle_seconds,
-            n_conv=conv_layers,
-            n_linear=linear_layers,
-            relu=relu,
-        ).checked()
-        folder = out_dir or Path("greenray-results") / f"hpo-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = start_study(settings, folder, address=address, say=err.print)
-    for line in describe(summarize(ResultStore(run.root).read("trials"), run.settings.trials)):
+        config = StudyConfig.from_flat(settings(ctx, StudyConfig))
+        run = start_study(config, out_dir or _results("hpo"), address=address, say=say)
+    for line in describe(summarize(ResultStore(run.root).read("trials"), run.config.trials)):
         out.print(line, highlight=False, markup=False, soft_wrap=True)
     out.print(f"results: {run.root}", highlight=False, soft_wrap=True)
     if not run.complete:
         err.print(f"stopped before the budget ran out: continue with greenray hpo --resume {run.root}")
         raise typer.Exit(130)
-
-
-def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        channels, height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"--synthetic-shape takes CxHxW such as 3x32x32, not {text!r}") from None
-    return channels, height, width
 
 
 # ----------------------------------------------------------------------- serve-bench
@@ -355,89 +252,83 @@ def _shape(text: str) -> tuple[int, int, int]:
 @app.command("serve-bench")
 @user_errors
 def serve_bench(
-    model: Annotated[
+    ctx: typer.Context,
+    models: Annotated[
         str,
         typer.Option(
+            "--model",
             help="Model(s), comma-separated: alexnet, densenet, shufflenet, vit, convnext (the study's), "
-            "shufflenet_v2_x0_5 (the study's code), or any torchvision classification model."
+            "shufflenet_v2_x0_5 (the study's code), or any torchvision classification model.",
         ),
-    ] = "convnext",
-    policy: Annotated[
-        str, typer.Option(help="Batching policies: fixed:N, fixed:N@MS (max wait), greedy[:CAP].")
-    ] = "fixed:16,fixed:32,fixed:64,fixed:128,greedy",
-    frequency: Annotated[str, typer.Option(help="Request rates in Hz, comma-separated.")] = "16,32,64,128",
-    requests: Annotated[int, typer.Option(help="A run ends when this many requests are served.")] = 8192,
-    warmup_batches: Annotated[int, typer.Option(help="Warm-up batches of 32 before each model.")] = 256,
-    weights: Annotated[str, typer.Option(help="default, none (random) or a state-dict PATH.")] = "default",
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = "fp32",
-    device: Annotated[str, typer.Option(help="auto (a GPU if the cluster has one), cpu or cuda.")] = "auto",
+    ] = ",".join(BENCH.models),
+    policies: Annotated[
+        str, typer.Option("--policy", help="Batching policies: fixed:N, fixed:N@MS (max wait), greedy[:CAP].")
+    ] = ",".join(BENCH.policies),
+    frequencies: Annotated[
+        str, typer.Option("--frequency", help="Request rates in Hz, comma-separated.")
+    ] = ",".join(f"{f:g}" for f in BENCH.frequencies),
+    requests: Annotated[
+        int, typer.Option(help="A run ends when this many requests are served.")
+    ] = BENCH.requests,
+    warmup_batches: Annotated[int, typer.Option(help="Warm-up batches before each model.")] = (
+        BENCH.warmup_batches
+    ),
+    warmup_batch_size: Annotated[int, typer.Option(help="Images per warm-up batch (the study: 32).")] = (
+        BENCH.warmup_batch_size
+    ),
+    weights: Annotated[
+        str, typer.Option(help="default, none (random) or a state-dict PATH.")
+    ] = BENCH.weights,
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")] = (
+        BENCH.precision
+    ),
+    device: Annotated[
+        str, typer.Option(help="auto (a GPU if the cluster has one), cpu or cuda.")
+    ] = BENCH.device,
     arrival: Annotated[
         str, typer.Option(help="constant, jitter (the study's (1/f)*U(0.8,1.2)) or poisson.")
-    ] = "constant",
-    seed: Annotated[int, typer.Option(help="Seeds the arrivals and the images.")] = 0,
+    ] = (BENCH.arrival),
+    seed: Annotated[int, typer.Option(help="Seeds the arrivals and the images.")] = BENCH.seed,
     image_size: Annotated[
         int | None, typer.Option(help="Input size in pixels (default: the weights' own, 224).")
-    ] = None,
-    idle_seconds: Annotated[float, typer.Option(help="Idle baseline per replica before warm-up.")] = 5.0,
+    ] = BENCH.image_size,
+    idle_seconds: Annotated[float, typer.Option(help="Idle baseline per replica before warm-up.")] = (
+        BENCH.idle_seconds
+    ),
     preprocess_in_window: Annotated[
         bool, typer.Option(help="Convert and normalise images inside each batch's energy window.")
-    ] = False,
+    ] = BENCH.preprocess_in_window,
     replicas: Annotated[
         int, typer.Option(help="Replicas of the model, one per GPU (with --device cuda), on any node.")
-    ] = 1,
-    cpus_per_replica: Annotated[float, typer.Option(help="CPUs Ray reserves for each replica.")] = 0.5,
+    ] = BENCH.replicas,
+    replica_cpus: Annotated[
+        float, typer.Option("--cpus-per-replica", help="CPUs Ray reserves for each replica.")
+    ] = (BENCH.replica_cpus),
+    energy: Energy = BENCH.energy,
+    interval_ms: IntervalMs = BENCH.interval_ms,
+    require_energy: RequireEnergy = BENCH.require_energy,
     resume: Annotated[bool, typer.Option(help="Skip runs already stored in --out.")] = False,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder (default: greenray-results/serve-TIME).")
     ] = None,
-    address: Annotated[str | None, typer.Option(help="A Ray cluster to join (auto or host:port).")] = None,
-    energy: EnergyOpt = "auto",
-    interval_ms: IntervalOpt = 10.0,
-    require_energy: RequireEnergyOpt = False,
+    address: Address = None,
 ) -> None:
     """Serve a model on Ray Serve under batching policies and request rates; energy per image and
     response times per run."""
-    import time
+    from greenray.serve.bench import run_bench
+    from greenray.ui import bars, runs_table
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from greenray.serve.bench import BenchSettings, parse_frequencies, run_bench, summary_table
-    from greenray.serve.policy import parse_policies
-
-    settings = BenchSettings(
-        models=tuple(m for m in model.split(",") if m.strip()),
-        policies=tuple(parse_policies(policy)),
-        frequencies=parse_frequencies(frequency),
-        requests=requests,
-        warmup_batches=warmup_batches,
-        weights=weights,
-        precision=precision,
-        device=device,
-        arrival=arrival,
-        seed=seed,
-        image_size=image_size,
-        energy=energy,
-        interval_ms=interval_ms,
-        require_energy=require_energy,
-        idle_seconds=idle_seconds,
-        preprocess_in_window=preprocess_in_window,
-        replicas=replicas,
-        replica_cpus=cpus_per_replica,
-        resume=resume,
-        out=out_dir or Path("greenray-results") / f"serve-{time.strftime('%Y%m%d-%H%M%S')}",
-        address=address,
-    )
-    settings.check()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    config = BenchConfig.from_flat(settings(ctx, BenchConfig))
+    folder = out_dir or _results("serve")
     try:
-        with Progress(*columns, console=err) as progress:
-            rows = run_bench(settings, progress, versions=_versions())
+        with bars() as progress:
+            rows = run_bench(config, folder, resume=resume, address=address, progress=progress)
     except KeyboardInterrupt:
-        err.print(f"interrupted: the runs that ended are in {settings.out}; continue with --resume")
+        err.print(f"interrupted: the runs that ended are in {folder}; continue with --resume")
         raise typer.Exit(130) from None
     if rows:
-        out.print(summary_table(rows))
-    out.print(f"results: {settings.out}", highlight=False, soft_wrap=True)
+        out.print(runs_table(rows))
+    out.print(f"results: {folder}", highlight=False, soft_wrap=True)
 
 
 # -------------------------------------------------------------------- report and run
@@ -493,29 +384,27 @@ def run(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder (default: greenray-results/EXPERIMENT).")
     ] = None,
-    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="Where models run.")] = "auto",
+    device: Annotated[str, typer.Option(help="Where models run: auto, cpu or cuda.")] = BENCH.device,
     data_dir: Annotated[str | None, typer.Option(help="torchvision's data folder.")] = None,
     download: Annotated[bool, typer.Option(help="Download fashionmnist/cifar10 into --data-dir.")] = False,
     idle_seconds: Annotated[
         float | None, typer.Option(help="Idle baseline seconds per cell (default: each command's own).")
     ] = None,
-    address: Annotated[str | None, typer.Option(help="A Ray cluster to join (auto or host:port).")] = None,
-    energy: EnergyOpt = "auto",
+    address: Address = None,
+    energy: Energy = STUDY.energy,
 ) -> None:
     """Run an experiment file cell by cell (one hpo or serve-bench each) into --out; a re-run
     skips the cells already complete."""
     import contextlib
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from greenray import experiments
+    from greenray.ui import bars
 
     planned = experiments.prepare(experiment_file, scale, datasets=_listed(dataset), models=_listed(model))
     folder = out_dir or Path("greenray-results") / planned.name
     # serve-bench draws its runs' bars on this Progress; hpo draws its own.
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    bars = Progress(*columns, console=err) if planned.kind == "serve-bench" else contextlib.nullcontext()
-    with bars as progress:
+    progress = bars() if planned.kind == "serve-bench" else contextlib.nullcontext()
+    with progress as shown:
         options = experiments.RunOptions(
             device=device,
             energy=energy,
@@ -523,8 +412,8 @@ def run(
             data_dir=data_dir,
             download=download,
             idle_seconds=idle_seconds,
-            say=lambda line: err.print(line, highlight=False, soft_wrap=True),
-            progress=progress,
+            say=say,
+            progress=shown,
         )
         index = experiments.run_experiment(
             planned, folder, options, on_cell=lambda cell, state: err.print(f"[bold]{cell.name}[/]: {state}")
@@ -545,8 +434,22 @@ def _listed(text: str | None) -> tuple[str, ...] | None:
 
 
 def main() -> None:
+    """The console script: a flag that is not even of the right type (typer's own checks) is
+    one sentence and exit 2 too, like every other bad input."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as exc:  # typer's own usage errors (a flag's type, an unknown flag)
+        context = getattr(exc, "ctx", None)
+        hint = f" (see greenray {context.info_name} --help)" if context and context.parent else ""
+        lines = (exc.format_message() if hasattr(exc, "format_message") else str(exc)).splitlines()
+        if lines:  # (none where the command's help was shown instead)
+            err.print(f"[bold red]error:[/] {lines[0]}{hint}", highlight=False, soft_wrap=True)
+        code = getattr(exc, "exit_code", 2)
+    except typer.Abort:
+        err.print("interrupted")
+        code = 130
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

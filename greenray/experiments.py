@@ -1,11 +1,11 @@
-"""Experiment files (experiments/*.yaml: one per part of the study) checked field by field, cut
-into cells (one `greenray hpo` or `greenray serve-bench` call each), shrunk into a faithful
-miniature with --scale, and run cell by cell into DIR/<cell>/ with DIR/index.json, so that an
-interrupted run resumes where it stopped."""
+"""Experiment files (experiments/*.yaml: one per part of the study), checked with the config's
+own types (one sentence naming the file and the field), cut into cells (one `greenray hpo` or
+`greenray serve-bench` each: a StudyConfig or a BenchConfig), shrunk into a faithful miniature
+with --scale, and run cell by cell into DIR/<cell>/ with DIR/index.json, so that an interrupted
+run resumes where it stopped."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -15,155 +15,118 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator
 
+from greenray.config import BenchConfig, Config, Source, StudyConfig, TrialConfig
+from greenray.config.jobs import Policy
+from greenray.config.vocab import (
+    Arrival,
+    Count,
+    Dataset,
+    Flag,
+    Frequency,
+    MaybePixels,
+    Net,
+    ParamCount,
+    Precision,
+    Strategy,
+    Text,
+    Weights,
+    WholeNumber,
+    problem,
+)
 from greenray.errors import UsageError
-from greenray.results import atomic_write
+from greenray.results import INDEX, atomic_write
 
 log = logging.getLogger("greenray.experiments")
 
-INDEX = "index.json"  # greenray.analysis.load reads the experiment's name from it
 KINDS = ("hpo", "serve-bench")
 COMPLETE, PENDING, RUNNING, FAILED = "complete", "pending", "running", "failed"
+# Budgets --scale shrinks, and the least each keeps (two repetitions, so a spread is defined).
+SCALE_FLOORS = {"rounds": 2, "repetitions": 2, "epochs": 1, "requests": 1, "warmup_batches": 1}
 
 
-# ------------------------------------------------------------------------------ fields
+# ------------------------------------------------------------------------------ schema
 
 
-def _choices(names: Callable[[], tuple], canonical: Callable[[Any], Any] = lambda v: v):
-    """A check that a value is one of names() (looked up only when a file is checked)."""
-
-    def check(value: Any, where: str) -> Any:
-        allowed = names()
-        with contextlib.suppress(ValueError, TypeError, UsageError):
-            value = canonical(value)
-        if value not in allowed:
-            raise _bad(where, f"{value!r} is not one of {', '.join(str(a) for a in allowed)}")
-        return value
-
-    return check
-
-
-def _whole(minimum: int) -> Callable[[Any, str], int]:
-    def check(value: Any, where: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise _bad(where, f"{value!r} is not a whole number of at least {minimum}")
-        return value
-
-    return check
-
-
-def _positive(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise _bad(where, f"{value!r} is not a positive number")
+def _factor(value: Any) -> Any:
+    if not isinstance(value, list | tuple) or not value:
+        raise problem("a list of one value or more, e.g. [a, b]")
     return value
 
 
-def _flag(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(where, f"{value!r} is not true or false")
-    return value
+def _distinct(values: tuple) -> tuple:
+    if len(set(values)) < len(values):
+        raise problem("a list of distinct values")
+    return values
 
 
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _bad(where, f"{value!r} is not a non-empty text")
-    return value.strip()
-
-
-def _policy(value: Any, where: str) -> str:
-    from greenray.serve.policy import parse_policy
-
-    try:
-        return str(parse_policy(str(value)))
-    except UsageError as exc:
-        raise _bad(where, f"{value!r} is not a batching policy ({exc})") from None
-
-
-def _model(value: Any, where: str) -> str:
-    from greenray.zoo import resolve
+def _model(value: Any) -> str:
+    from greenray.serve.zoo import resolve
 
     try:
         return resolve(str(value))
     except UsageError as exc:
-        raise _bad(where, f"{value!r} is not a model ({exc})") from None
+        raise problem(f"a model ({exc})") from None
 
 
-def _strategies() -> tuple:
-    from greenray.tune.settings import STRATEGIES
-
-    return STRATEGIES
-
-
-def _nets() -> tuple:
-    from greenray.nets import NET_NAMES
-
-    return NET_NAMES
+# A factor of the experiment: a list of levels, each checked as the config checks the setting.
+T = TypeVar("T")
+Factor = Annotated[tuple[T, ...], BeforeValidator(_factor), AfterValidator(_distinct)]
+Levels = Annotated[tuple[T, ...], AfterValidator(_distinct)]  # may be empty: not a factor
+Model = Annotated[str, BeforeValidator(_model)]
+_TRIAL, _BENCH = TrialConfig.model_fields, BenchConfig.model_fields
 
 
-def _canonical_net(name: Any) -> str:
-    from greenray.nets import canonical_net
+class HpoExperiment(Config):
+    """An experiment of training studies: every combination of its factors is one cell."""
 
-    return canonical_net(str(name))
+    FLAGS = {"datasets": "--dataset"}
 
-
-def _datasets() -> tuple:
-    from greenray.data import DATASETS
-
-    return DATASETS
-
-
-def _precisions() -> tuple:
-    from greenray.zoo import PRECISIONS
-
-    return PRECISIONS
-
-
-REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Field:
-    check: Callable[[Any, str], Any]
-    many: bool = False  # a list of values, each checked: a factor of the experiment
-    default: Any = REQUIRED
-    scale_floor: int | None = None  # shrunk by --scale, never below this (nor above its value)
-
-
-_LOWER = lambda v: str(v).strip().lower()  # noqa: E731
-
-HPO_FIELDS = {
-    "strategies": Field(_choices(_strategies, _LOWER), many=True),
-    "nets": Field(_choices(_nets, _canonical_net), many=True),
-    "params": Field(_choices(lambda: (3, 5)), many=True),
-    "datasets": Field(_choices(_datasets, _LOWER), many=True),
-    "rounds": Field(_whole(1), scale_floor=2),
-    "repetitions": Field(_whole(1), scale_floor=2),  # two, so that a spread is defined
-    "epochs": Field(_whole(1), scale_floor=1),
+    experiment: Text
+    kind: Literal["hpo"]
+    description: str = ""
+    strategies: Factor[Strategy]
+    nets: Factor[Net]
+    params: Factor[ParamCount]
+    datasets: Factor[Dataset]
+    rounds: Count
+    repetitions: Count
+    epochs: Count
     # The architecture factors (thesis Table 3.2); absent, each net's default is used.
-    "n_linear": Field(_whole(1), many=True, default=()),
-    "n_conv": Field(_whole(1), many=True, default=()),
-    "relu": Field(_flag, many=True, default=()),
-    "batch_size": Field(_whole(1), default=512),
-    "seed": Field(_whole(0), default=0),
-    "uniform_lr": Field(_flag, default=False),
-}
-SERVE_FIELDS = {
-    "models": Field(_model, many=True),
-    "frequencies": Field(_positive, many=True),
-    "policies": Field(_policy, many=True),
-    "requests": Field(_whole(1), scale_floor=1),
-    "warmup_batches": Field(_whole(0), default=256, scale_floor=1),
-    "warmup_batch_size": Field(_whole(1), default=32),
-    "precisions": Field(_choices(_precisions, _LOWER), many=True, default=("fp32",)),
-    "weights": Field(_text, default="default"),
-    "arrival": Field(_text, default="constant"),
-    "image_size": Field(_whole(16), default=None),  # None: the weights' own (224)
-}
-FIELDS = {"hpo": HPO_FIELDS, "serve-bench": SERVE_FIELDS}
-COMMON = ("experiment", "kind", "description")
+    n_linear: Levels[Count] = ()
+    n_conv: Levels[Count] = ()
+    relu: Levels[Flag] = ()
+    batch_size: Count = _TRIAL["batch_size"].default
+    seed: WholeNumber = StudyConfig.model_fields["seed"].default
+    uniform_lr: Flag = False
+
+
+class ServeExperiment(Config):
+    """An experiment of serving benches: one cell per model and precision, each running every
+    frequency x policy."""
+
+    FLAGS = {"models": "--model"}
+
+    experiment: Text
+    kind: Literal["serve-bench"]
+    description: str = ""
+    models: Factor[Model]
+    frequencies: Factor[Frequency]
+    policies: Factor[Policy]
+    requests: Count
+    warmup_batches: WholeNumber = _BENCH["warmup_batches"].default
+    warmup_batch_size: Count = _BENCH["warmup_batch_size"].default
+    precisions: Factor[Precision] = ("fp32",)
+    weights: Weights = "default"
+    arrival: Arrival = "constant"
+    image_size: MaybePixels = None  # None: the weights' own (224)
+
+
+SCHEMAS: dict[str, type[Config]] = {"hpo": HpoExperiment, "serve-bench": ServeExperiment}
 
 
 class ExperimentError(UsageError):
@@ -174,28 +137,36 @@ def _article(kind: str) -> str:
     return f"an {kind}" if kind == "hpo" else f"a {kind}"
 
 
-def _bad(where: str, what: str) -> ExperimentError:
-    return ExperimentError(f"{where} {what}")
-
-
 # ------------------------------------------------------------------------- experiments
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """A checked experiment file: its name, kind and every field's value (lists as tuples)."""
+    """A checked experiment file: its name, kind and schema, at a scale, with the factors the
+    command line replaced."""
 
-    name: str
-    kind: str
     file: str
-    values: dict[str, Any]
+    spec: HpoExperiment | ServeExperiment
     scale: float = 1.0
-    overrides: dict[str, Any] = field(default_factory=dict)  # factors replaced on the command line
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.experiment
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return self.spec.model_dump()
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One call of `greenray hpo` or `greenray serve-bench`; its results go to DIR/<name>/."""
+    """One call of `greenray hpo` or `greenray serve-bench`; its results go to DIR/<name>/.
+    `settings` are flat config names (those of index.json's plan)."""
 
     name: str
     kind: str
@@ -218,32 +189,11 @@ def load_experiment(path: str | Path) -> Experiment:
     kind = data.get("kind")
     if kind not in KINDS:
         raise ExperimentError(f"{path}: kind {kind!r} is not one of {', '.join(KINDS)}")
-    name = _text(data.get("experiment"), f"{path}: experiment")
-    fields = FIELDS[kind]
-    for key in data:
-        if key not in fields and key not in COMMON:
-            known = ", ".join([*COMMON, *fields])
-            raise ExperimentError(
-                f"{path}: {key!r} is not a field of {_article(kind)} experiment (fields: {known})"
-            )
-    values = {key: _value(path, key, spec, data) for key, spec in fields.items()}
-    return Experiment(name, kind, str(path), values)
-
-
-def _value(path: Path, key: str, spec: Field, data: dict) -> Any:
-    if key not in data:
-        if spec.default is REQUIRED:
-            raise ExperimentError(f"{path}: {key!r} is missing; {_article(data['kind'])} experiment needs it")
-        return spec.default
-    value = data[key]
-    if not spec.many:
-        return spec.check(value, f"{path}: {key}")
-    if not isinstance(value, list) or not value:
-        raise ExperimentError(f"{path}: {key} must be a list of one value or more, e.g. {key}: [a, b]")
-    checked = tuple(spec.check(v, f"{path}: {key}[{i}]") for i, v in enumerate(value))
-    if len(set(checked)) < len(checked):
-        raise ExperimentError(f"{path}: {key} names a value twice")
-    return checked
+    source = Source(prefix=f"{path}: ", flags=False, subject=f"{_article(kind)} experiment")
+    try:
+        return Experiment(str(path), SCHEMAS[kind].checked(data, source))
+    except UsageError as exc:
+        raise ExperimentError(str(exc)) from None
 
 
 def scaled(experiment: Experiment, scale: float) -> Experiment:
@@ -252,34 +202,26 @@ def scaled(experiment: Experiment, scale: float) -> Experiment:
     statistics still have every group."""
     if not 0 < scale <= 1:
         raise UsageError(f"--scale takes a number in (0, 1], not {scale:g}")
-    values = dict(experiment.values)
-    for key, spec in FIELDS[experiment.kind].items():
-        if spec.scale_floor is not None and values[key]:
-            values[key] = min(values[key], max(spec.scale_floor, math.ceil(values[key] * scale)))
-    if experiment.kind == "serve-bench":
-        from greenray.serve.policy import parse_policy
-
-        # Every fixed batch must fill at least once.
-        policies = [parse_policy(p) for p in values["policies"]]
-        largest = max((p.size for p in policies if p.kind == "fixed"), default=1)
-        values["requests"] = max(values["requests"], min(largest, experiment.values["requests"]))
-    return dataclasses.replace(experiment, values=values, scale=scale)
+    spec = experiment.spec
+    budgets = {k: getattr(spec, k) for k in SCALE_FLOORS if k in type(spec).model_fields}
+    update = {k: min(v, max(SCALE_FLOORS[k], math.ceil(v * scale))) for k, v in budgets.items() if v}
+    if isinstance(spec, ServeExperiment):  # every fixed batch must fill at least once
+        largest = max((p.size for p in spec.policies if p.kind == "fixed"), default=1)
+        update["requests"] = max(update["requests"], min(largest, spec.requests))
+    return dataclasses.replace(experiment, spec=spec.model_copy(update=update), scale=scale)
 
 
 def with_overrides(experiment: Experiment, **overrides: tuple | None) -> Experiment:
     """The experiment with some factors replaced (e.g. datasets=("digits",)), checked as the
     file's own values are."""
-    values = dict(experiment.values)
-    fields = FIELDS[experiment.kind]
-    applied = dict(experiment.overrides)
-    for key, given in overrides.items():
-        if given is None:
-            continue
-        if key not in fields:
-            raise UsageError(f"--{key.rstrip('s')} does not apply to {_article(experiment.kind)} experiment")
-        values[key] = tuple(fields[key].check(v, f"--{key.rstrip('s')}") for v in given)
-        applied[key] = list(values[key])
-    return dataclasses.replace(experiment, values=values, overrides=applied)
+    schema = type(experiment.spec)
+    given = {key: list(values) for key, values in overrides.items() if values is not None}
+    for key in given:
+        if key not in schema.model_fields:
+            raise UsageError(f"{schema.flag(key)} does not apply to {_article(experiment.kind)} experiment")
+    spec = schema.checked(experiment.spec.model_dump() | given)
+    applied = dict(experiment.overrides) | {k: list(getattr(spec, k)) for k in given}
+    return dataclasses.replace(experiment, spec=spec, overrides=applied)
 
 
 def prepare(
@@ -293,14 +235,21 @@ def prepare(
 
 def cells(experiment: Experiment) -> list[Cell]:
     """Every cell of the experiment, in a stable order."""
-    return _hpo_cells(experiment) if experiment.kind == "hpo" else _serve_cells(experiment)
+    spec = experiment.spec
+    return _hpo_cells(spec) if isinstance(spec, HpoExperiment) else _serve_cells(spec)
 
 
-def _hpo_cells(experiment: Experiment) -> list[Cell]:
-    v = experiment.values
-    architecture = [k for k in ("n_linear", "n_conv", "relu") if v[k]]
-    factors = [v["datasets"], v["nets"], v["params"], v["strategies"], *(v[k] for k in architecture)]
-    shared = {k: v[k] for k in ("rounds", "repetitions", "epochs", "batch_size", "seed", "uniform_lr")}
+def _hpo_cells(spec: HpoExperiment) -> list[Cell]:
+    architecture = [k for k in ("n_linear", "n_conv", "relu") if getattr(spec, k)]
+    factors = [
+        spec.datasets,
+        spec.nets,
+        spec.params,
+        spec.strategies,
+        *(getattr(spec, k) for k in architecture),
+    ]
+    keys = ("rounds", "repetitions", "epochs", "batch_size", "seed", "uniform_lr")
+    shared = {k: getattr(spec, k) for k in keys}
     found = []
     for dataset, net, params, strategy, *levels in itertools.product(*factors):
         arch = dict(zip(architecture, levels, strict=True))
@@ -318,14 +267,13 @@ def _tag(factor: str, level: Any) -> str:
     return f"{factor.removeprefix('n_')}{level}"
 
 
-def _serve_cells(experiment: Experiment) -> list[Cell]:
-    v = experiment.values
+def _serve_cells(spec: ServeExperiment) -> list[Cell]:
     keys = ("requests", "warmup_batches", "warmup_batch_size", "weights", "arrival", "image_size")
-    shared = {k: v[k] for k in keys}
-    shared |= {"frequencies": list(v["frequencies"]), "policies": list(v["policies"])}
+    shared = {k: getattr(spec, k) for k in keys}
+    shared |= {"frequencies": list(spec.frequencies), "policies": [str(p) for p in spec.policies]}
     return [
         Cell(f"{model}-{precision}", "serve-bench", {"model": model, "precision": precision, **shared})
-        for model, precision in itertools.product(v["models"], v["precisions"])
+        for model, precision in itertools.product(spec.models, spec.precisions)
     ]
 
 
@@ -373,7 +321,7 @@ def run_experiment(
     end of its budget (interrupted) ends the run there."""
     planned = cells(experiment)
     if runners is None:
-        check_cells(planned, out, options)
+        check_cells(planned, options)
         runners = {"hpo": run_hpo_cell, "serve-bench": run_serve_cell}
     index = _open_index(out, experiment, planned)
     for cell, entry in zip(planned, index.cells, strict=True):
@@ -440,54 +388,31 @@ def _write_index(out: Path, index: Index) -> None:
 # -------------------------------------------------------------- the commands' entry points
 
 
-def hpo_settings(cell: Cell, options: RunOptions):
-    """The StudySettings of an hpo cell (checked: a bad cell fails before anything runs)."""
-    from greenray.tune.settings import StudySettings
-
-    # A cell's settings are StudySettings fields by name; the run's options add the rest.
-    extra = {"data_dir": options.data_dir} if options.data_dir else {}
+def hpo_config(cell: Cell, options: RunOptions) -> StudyConfig:
+    """The StudyConfig of an hpo cell (checked: a bad cell fails before anything runs)."""
+    flat = dict(cell.settings) | {"download": options.download, "energy": options.energy}
+    flat["gpus_per_trial"] = {"cpu": 0.0, "cuda": 1.0}.get(options.device)
+    if options.data_dir:
+        flat["data_dir"] = options.data_dir
     if options.idle_seconds is not None:
-        extra["idle_seconds"] = options.idle_seconds
-    return StudySettings(
-        **cell.settings,
-        download=options.download,
-        gpus_per_trial={"cpu": 0.0, "cuda": 1.0}.get(options.device),
-        energy=options.energy,
-        **extra,
-    ).checked()
+        flat["idle_seconds"] = options.idle_seconds
+    return StudyConfig.from_flat(flat)
 
 
-def bench_settings(cell: Cell, folder: Path, options: RunOptions):
-    """The BenchSettings of a serve-bench cell; resume=True skips the runs already stored."""
-    from greenray.serve.bench import BenchSettings
-    from greenray.serve.policy import parse_policy
-
-    # A cell's settings are BenchSettings fields by name, but for one model and the policies as text.
-    s = dict(cell.settings)
-    extra = {} if options.idle_seconds is None else {"idle_seconds": options.idle_seconds}
-    settings = BenchSettings(
-        models=(s.pop("model"),),
-        policies=tuple(parse_policy(p) for p in s.pop("policies")),
-        frequencies=tuple(float(f) for f in s.pop("frequencies")),
-        **s,
-        device=options.device,
-        energy=options.energy,
-        resume=True,
-        out=folder,
-        address=options.address,
-        **extra,
-    )
-    settings.check()
-    return settings
+def bench_config(cell: Cell, options: RunOptions) -> BenchConfig:
+    """The BenchConfig of a serve-bench cell (one model, every frequency x policy)."""
+    flat = dict(cell.settings)
+    flat["models"] = [flat.pop("model")]
+    flat |= {"device": options.device, "energy": options.energy}
+    if options.idle_seconds is not None:
+        flat["idle_seconds"] = options.idle_seconds
+    return BenchConfig.from_flat(flat)
 
 
-def check_cells(planned: list[Cell], out: Path, options: RunOptions) -> None:
-    """Every cell's settings checked by its command's own rules, before any cell runs."""
+def check_cells(planned: list[Cell], options: RunOptions) -> None:
+    """Every cell's config built and checked, before any cell runs."""
     for cell in planned:
-        if cell.kind == "hpo":
-            hpo_settings(cell, options)
-        else:
-            bench_settings(cell, out / cell.name, options)
+        hpo_config(cell, options) if cell.kind == "hpo" else bench_config(cell, options)
 
 
 def run_hpo_cell(cell: Cell, folder: Path, options: RunOptions) -> bool:
@@ -498,7 +423,7 @@ def run_hpo_cell(cell: Cell, folder: Path, options: RunOptions) -> bool:
     if (folder / f"{STUDY_FILE}.json").exists():
         run = resume_study(folder, address=options.address, say=options.say)
     else:
-        run = start_study(hpo_settings(cell, options), folder, address=options.address, say=options.say)
+        run = start_study(hpo_config(cell, options), folder, address=options.address, say=options.say)
     return run.complete
 
 
@@ -507,18 +432,17 @@ def run_serve_cell(cell: Cell, folder: Path, options: RunOptions) -> bool:
     skipped). True when every (frequency, policy) run of the cell is stored."""
     from greenray.serve.bench import run_bench
 
-    settings = bench_settings(cell, folder, options)
-    run_bench(settings, options.progress)
-    stored = stored_runs(folder)
-    wanted = {(str(p), float(f)) for p in settings.policies for f in settings.frequencies}
-    return wanted <= stored
+    config = bench_config(cell, options)
+    run_bench(config, folder, resume=True, address=options.address, progress=options.progress)
+    wanted = {(str(p), float(f)) for p in config.policies for f in config.frequencies}
+    return wanted <= stored_runs(folder)
 
 
 def stored_runs(folder: Path) -> set[tuple[str, float]]:
     """(policy, frequency) of the ok runs stored in a serve-bench folder."""
-    from greenray.results import ResultStore
+    from greenray.results import OK, ResultStore
 
     runs = ResultStore(folder).read("runs")
     if runs.empty or "status" not in runs:
         return set()
-    return {(r.policy, float(r.frequency_hz)) for r in runs[runs["status"] == "ok"].itertuples()}
+    return {(r.policy, float(r.frequency_hz)) for r in runs[runs["status"] == OK].itertuples()}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from greenray.data import SyntheticSpec, batch_bounds, load, load_on, shuffled_batches
 from greenray.errors import UsageError
+from greenray.tune.data import SyntheticSpec, batch_bounds, load, load_on, shuffled_batches
 
 
 def test_digits_split_is_stratified_fixed_and_normalised():

@@ -89,11 +89,15 @@ epochs: 1
         (("rounds: 2", "rounds: many"), "rounds 'many' is not a whole number of at least 1"),
         (("rounds: 2\n", ""), "'rounds' is missing"),
         (("epochs: 1", "epochs: 1\nepochz: 3"), "'epochz' is not a field of an hpo experiment"),
-        (("datasets: [digits]", "datasets: digits"), "datasets must be a list"),
-        (("datasets: [digits]", "datasets: [digits, digits]"), "datasets names a value twice"),
+        (("datasets: [digits]", "datasets: digits"), "datasets 'digits' is not a list of one value or more"),
+        (
+            ("datasets: [digits]", "datasets: [digits, digits]"),
+            "datasets ['digits', 'digits'] is not a list of distinct values",
+        ),
         (("epochs: 1", "epochs: 1\nrelu: [1]"), "relu[0] 1 is not true or false"),
         (("kind: hpo", "kind: train"), "kind 'train' is not one of hpo, serve-bench"),
-        (("experiment: x\n", ""), "experiment None is not a non-empty text"),
+        (("experiment: x\n", ""), "'experiment' is missing; an hpo experiment needs it"),
+        (("experiment: x", "experiment: ' '"), "experiment ' ' is not a non-empty text"),
         (("nets: [cnn]", "nets: [cnn"), "not valid YAML"),
     ],
 )
@@ -213,5 +217,5 @@ def test_every_cell_is_checked_by_its_command_before_any_runs(tmp_path):
     with pytest.raises(experiments.ExperimentError, match="batch_size 0 is not a whole number of at least 1"):
         experiments.prepare(path)
     planned = experiments.cells(experiments.prepare(EXPERIMENTS / "inference.yaml"))
-    with pytest.raises(UsageError, match="--device"):
-        experiments.check_cells(planned, tmp_path, experiments.RunOptions(device="tpu"))
+    with pytest.raises(UsageError, match="--device 'tpu' is not one of auto, cpu, cuda"):
+        experiments.check_cells(planned, experiments.RunOptions(device="tpu"))

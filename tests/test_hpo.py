@@ -11,10 +11,10 @@ import pytest
 from ray.tune.search import Searcher
 from typer.testing import CliRunner
 
+from greenray.analysis.summary import describe, summarize
 from greenray.cli import app
-from greenray.tune.settings import StudySettings
-from greenray.tune.study import start_study
-from greenray.tune.summary import describe, summarize
+from greenray.config import StudyConfig
+from greenray.tune.study import start_study, stored_config
 
 ADAM = {"beta1": 0.9, "beta2": 0.999}
 CONFIGS = [{"lr": math.inf} | ADAM, {"lr": 0.01} | ADAM, {"lr": 0.003} | ADAM]  # round 0 diverges
@@ -45,16 +45,18 @@ class ScriptedSearch(Searcher):
 def study(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     searcher = ScriptedSearch(CONFIGS)
-    settings = StudySettings(
-        strategy="random",
-        rounds=3,
-        repetitions=2,
-        epochs=2,
-        energy="simulated",
-        idle_seconds=0.1,
-        max_concurrent=2,
+    config = StudyConfig.from_flat(
+        {
+            "strategy": "random",
+            "rounds": 3,
+            "repetitions": 2,
+            "epochs": 2,
+            "energy": "simulated",
+            "idle_seconds": 0.1,
+            "max_concurrent": 2,
+        }
     )
-    run = start_study(settings, out, say=lambda line: None, searcher=searcher)
+    run = start_study(config, out, say=lambda line: None, searcher=searcher)
     return run, searcher, pd.read_parquet(out / "trials.parquet")
 
 
@@ -97,11 +99,29 @@ def test_rows_carry_the_configuration_architecture_and_simulated_energy(study):
     assert row["energy_source"] == "simulated" and row["energy_j"] > row["idle_free_energy_j"] > 0
 
 
-def test_the_idle_baseline_and_settings_are_kept_in_study_json(study):
+def test_the_idle_baseline_and_the_config_are_kept_in_study_json(study):
     run, _, _ = study
     record = json.loads((run.root / "study.json").read_text())
     assert record["baseline"] == {socket.gethostname(): {"SIM-0": pytest.approx(60.0)}}
-    assert record["settings"]["rounds"] == 3 and record["versions"]["ray"] == "2.60.0"
+    assert record["versions"]["ray"] == "2.60.0"
+    # the config round-trips through study.json, resolved resources included
+    assert stored_config(record, run.root) == run.config
+    assert run.config.resources.gpus_per_trial == 0.0 and run.config.search.rounds == 3
+
+
+def test_a_study_json_written_before_the_config_spine_still_resumes(tmp_path):
+    old = {
+        "settings": {"strategy": "grid", "net": "cnn", "synthetic_shape": [3, 8, 8], "rounds": 4,
+                     "data_dir": "/data", "relu": True, "energy": "simulated", "require_energy": False,
+                     "gpus_per_trial": 0.0, "interval_ms": 10.0, "idle_seconds": 3.0, "uniform_lr": True},
+    }  # fmt: skip
+    config = stored_config(old, tmp_path)
+    assert (config.search.strategy, config.trial.net, config.trial.synthetic_shape) == (
+        "grid",
+        "cnn",
+        (3, 8, 8),
+    )
+    assert config.search.uniform_lr and config.energy.backend == "simulated" and config.search.rounds == 4
 
 
 def test_each_epoch_of_each_finished_trial_has_a_row(study):
@@ -125,12 +145,21 @@ def test_the_summary_names_the_best_round_and_labels_simulated_energy(study):
 @pytest.mark.parametrize(
     ("args", "phrase"),
     [
-        (["--strategy", "hill-climbing"], "unknown --strategy"),
-        (["--net", "resnet"], "unknown net"),
-        (["--dataset", "imagenet"], "unknown --dataset"),
-        (["--rounds", "0"], "--rounds must be a positive number"),
-        (["--params", "4"], "--params takes 3"),
-        (["--synthetic-shape", "3x32"], "--synthetic-shape takes CxHxW"),
+        (["--strategy", "hill-climbing"], "--strategy 'hill-climbing' is not one of grid, random, bayes"),
+        (["--net", "resnet"], "--net 'resnet' is not one of dense-linear"),
+        (["--dataset", "imagenet"], "--dataset 'imagenet' is not one of digits"),
+        (["--rounds", "0"], "--rounds 0 is not a whole number of at least 1"),
+        (["--params", "4"], "--params 4 is not one of 3, 5"),
+        (["--synthetic-shape", "3x32"], "--synthetic-shape '3x32' is not CxHxW"),
+        (["--gpus-per-trial", "1.5"], "--gpus-per-trial 1.5 is not 0, a fraction below 1 or a whole number"),
+        (
+            ["--strategy", "grid", "--rounds", "126"],
+            "--rounds 126 is more than the partial grid's 125 points",
+        ),
+        (["--energy", "rapl2"], "--energy 'rapl2' is not one of auto, nvml, rapl, simulated, none"),
+        (["--interval-ms", "0"], "--interval-ms 0.0 is not a positive number"),
+        (["--idle-seconds", "-1"], "--idle-seconds -1.0 is not a number of at least 0"),
+        (["--out", "{tmp}/file.txt"], "is a file, not a folder"),
         (["--gpus-per-trial", "1", "--out", "{tmp}/gpu"], "this Ray cluster has none"),
         (["--resume", "{tmp}/not-a-study"], "holds no study.json"),
         (["--dataset", "fashionmnist", "--data-dir", "{tmp}/empty"], "pass --download where"),
@@ -139,6 +168,7 @@ def test_the_summary_names_the_best_round_and_labels_simulated_energy(study):
     ],
 )
 def test_bad_flags_end_in_one_sentence_and_exit_2(ray_local, tmp_path, args, phrase):
+    (tmp_path / "file.txt").write_text("not a folder")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     result = CliRunner().invoke(app, ["hpo", "--energy", "none", *args])
     assert result.exit_code == 2, result.output

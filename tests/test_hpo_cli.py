@@ -57,7 +57,7 @@ def test_a_bayesian_search_runs_to_the_end_and_summarises(tmp_path):
     # Ray stops with SIGTERM at exit now and then prints one of its own, which is Ray's.)
     assert "Traceback" not in "\n".join(driver_lines(result.stderr))
     record = json.loads((tmp_path / "bayes" / "study.json").read_text())
-    assert record["settings"]["strategy"] == "bayes" and record["trials"] == 6
+    assert record["config"]["search"]["strategy"] == "bayes" and record["trials"] == 6
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])

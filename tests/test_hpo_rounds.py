@@ -5,8 +5,8 @@ import math
 
 from ray.tune.search import Searcher
 
-from greenray.tune.study import RoundRepeater
-from greenray.tune.trainable import REPETITION_KEY, ROUND_KEY
+from greenray.tune.keys import REPETITION_KEY, ROUND_KEY
+from greenray.tune.rounds import RoundRepeater
 
 
 class Counting(Searcher):

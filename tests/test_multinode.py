@@ -9,8 +9,8 @@ import time
 import pandas as pd
 import pytest
 
+from greenray.config import BenchConfig, StudyConfig
 from greenray.results import ResultStore
-from greenray.tune.settings import StudySettings
 from greenray.tune.study import start_study
 
 WORKERS = 3
@@ -39,7 +39,7 @@ def cluster():
         connect(num_cpus=2)
 
 
-def study(**overrides) -> StudySettings:
+def study(**overrides) -> StudyConfig:
     base = dict(
         strategy="random",
         net="dense-poly",
@@ -52,34 +52,33 @@ def study(**overrides) -> StudySettings:
         energy="simulated",
         idle_seconds=0.1,
     )
-    return StudySettings(**(base | overrides))
+    return StudyConfig.from_flat(base | overrides)
 
 
 def test_serve_bench_spreads_replicas_over_nodes_and_adds_their_energy(cluster, tmp_path):
     from ray import serve
 
-    from greenray.serve.bench import BenchSettings, run_bench
-    from greenray.serve.policy import parse_policy
+    from greenray.serve.bench import run_bench
 
     local, _ = cluster
-    settings = BenchSettings(
-        models=("shufflenet_x0_5",),
-        policies=(parse_policy("greedy"),),
-        frequencies=(40.0,),
-        requests=30,
-        warmup_batches=1,
-        weights="none",
-        image_size=32,
-        device="cpu",
-        energy="simulated",
-        idle_seconds=0.1,
-        replicas=2,
-        replica_cpus=1.0,  # one replica per 1-CPU node
-        out=tmp_path,
-        address=local.address,
+    config = BenchConfig.from_flat(
+        {
+            "models": "shufflenet_x0_5",
+            "policies": "greedy",
+            "frequencies": "40",
+            "requests": 30,
+            "warmup_batches": 1,
+            "weights": "none",
+            "image_size": 32,
+            "device": "cpu",
+            "energy": "simulated",
+            "idle_seconds": 0.1,
+            "replicas": 2,
+            "replica_cpus": 1.0,  # one replica per 1-CPU node
+        }
     )
     try:
-        (run,) = run_bench(settings)
+        (run,) = run_bench(config, tmp_path, address=local.address)
     finally:
         serve.shutdown()
     replicas = pd.read_parquet(tmp_path / "replica_runs.parquet")

@@ -5,13 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from greenray.nets import (
-    NET_NAMES,
+from greenray.config import NET_NAMES, canonical_net
+from greenray.tune.nets import (
     DenseLinearNN,
     DensePolyNN,
     SimpleCNN,
     build_net,
-    canonical_net,
     linear_widths,
     poly_widths,
 )

@@ -86,7 +86,8 @@ def test_latencies_and_batches_match_the_request_rows(bench_dir):
 
 def test_bench_json_keeps_settings_versions_and_the_idle_baseline(bench_dir):
     about = json.loads((bench_dir / "bench.json").read_text())
-    assert about["settings"]["policies"] == ["fixed:4", "greedy"]
+    assert about["config"]["policies"] == ["fixed:4", "greedy"]
+    assert about["config"]["serving"]["image_size"] == 32 and about["device"] == "cpu"
     assert about["versions"]["torch"]
     model = about["models"]["shufflenet_v2_x0_5"]
     assert model["idle_baseline_w"] == [{"SIM-0": 60.0}]
@@ -110,8 +111,11 @@ def greenray(*args: str) -> subprocess.CompletedProcess:
     [
         (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
         (["--policy", "fixed:0"], "fixed:0 needs a batch size"),
-        (["--frequency", "16,0"], "--frequency values must be positive"),
-        (["--requests", "0"], "--requests must be at least 1"),
+        (["--frequency", "16,0"], "--frequency '0' is not a positive number"),
+        (["--requests", "0"], "--requests 0 is not a whole number of at least 1"),
+        (["--requests", "many"], "Invalid value for '--requests'"),
+        (["--weights", "missing.pt"], "--weights 'missing.pt' is not default"),
+        (["--energy", "nvml"], "--energy nvml is not available"),
         (["--device", "cuda"], "--device cuda needs a GPU"),
         (["--precision", "fp16", "--device", "cpu"], "fp16 needs a GPU"),
     ],

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from greenray.serve.bench import Replicas
-from greenray.serve.deployment import ServerConfig
+from greenray.config import EnergyConfig, ServingConfig, parse_policy
 from greenray.serve.loadgen import LoadGenerator, arrival_offsets
-from greenray.serve.policy import parse_policy
+from greenray.serve.replicas import Replicas
 
 SIZE = 32
 IDLE_W, BUSY_W = 60.0, 250.0  # the simulated backend's defaults
@@ -21,10 +20,9 @@ IDLE_W, BUSY_W = 60.0, 250.0  # the simulated backend's defaults
 def server(ray_local):
     from ray import serve
 
-    config = ServerConfig(
-        model="shufflenet_x0_5", weights="none", image_size=SIZE, energy="simulated", device="cpu"
-    )
-    replicas = Replicas.deploy(config, 1, num_cpus=0.5, num_gpus=0)
+    serving = ServingConfig(weights="none", image_size=SIZE, device="cpu")
+    energy = EnergyConfig(backend="simulated")
+    replicas = Replicas.deploy("shufflenet_x0_5", serving, energy, 1, num_cpus=0.5, num_gpus=0)
     info = replicas.call("info")[0]
     assert info["setup_error"] is None
     assert replicas.call("measure_idle", 0.0) == [{"SIM-0": IDLE_W}]  # the model's idle, no wait
@@ -43,7 +41,7 @@ def use(handle, policy: str) -> None:
     handle.set_policy.remote(p.max_batch_size, p.batch_wait_timeout_s).result()
 
 
-def run(handle, run_id: str, send) -> tuple[dict, dict]:
+def run(handle, run_id: str, send):
     """begin_run, send(), end_run, take_records: what the bench does around a run."""
     handle.begin_run.remote(run_id).result()
     send()
@@ -63,7 +61,7 @@ def test_fixed_batches_leave_full_and_the_remainder_only_after_the_max_wait(serv
     assert [b["size"] for b in batches] == [4, 4, 2]
     assert batches[2]["queue_wait_max_s"] >= 1.5  # the 2 left through the max wait
     assert max(b["queue_wait_max_s"] for b in batches[:2]) < 1.5
-    assert end["served"] == 10 and end["batches"] == 3
+    assert end.served == 10 and end.batches == 3
     assert sorted(records["requests"]) == list(range(10))
 
 
@@ -142,19 +140,23 @@ def test_run_energy_adds_up_from_idle_and_batch_windows(server):
         asyncio.run(go())
 
     end, records = run(server, "energy", send)
-    energy = end["energy"]
+    energy = end.energy
     batches = [b for b in records["batches"] if b["in_run"]]
     busy_s = sum(b["compute_s"] for b in batches)
-    assert energy["energy_source"] == "simulated"
-    assert end["served"] == 25 == sum(b["size"] for b in batches)
+    assert energy.energy_source == "simulated"
+    assert end.served == 25 == sum(b["size"] for b in batches)
     # idle-free = the run's energy less idle W x its seconds ...
-    assert energy["energy_j"] - energy["idle_free_energy_j"] == pytest.approx(IDLE_W * energy["seconds"])
-    assert end["idle_w"] == pytest.approx(IDLE_W)
+    assert energy.joules - energy.idle_free_joules == pytest.approx(IDLE_W * energy.seconds)
+    assert energy.idle_w == pytest.approx(IDLE_W)
     # ... which is the extra power of the batch windows only (busy=True), the run window is idle
-    assert energy["idle_free_energy_j"] == pytest.approx((BUSY_W - IDLE_W) * busy_s, rel=0.05, abs=0.05)
+    assert energy.idle_free_joules == pytest.approx((BUSY_W - IDLE_W) * busy_s, rel=0.05, abs=0.05)
     assert sum(b["energy_j"] for b in batches) == pytest.approx(BUSY_W * busy_s, rel=1e-6)
-    assert sum(b["energy_j"] for b in batches) < energy["energy_j"]
+    assert sum(b["energy_j"] for b in batches) < energy.joules
     assert all(b["peak_power_w"] == BUSY_W for b in batches)
-    run_start, run_end = end["started_at"], end["started_at"] + energy["seconds"]
+    run_start, run_end = energy.started_at, energy.started_at + energy.seconds
     assert all(run_start <= b["started_s"] <= b["ended_s"] <= run_end + 1e-3 for b in batches)
-    assert energy["seconds"] > 0.5 and busy_s < energy["seconds"]
+    assert energy.seconds > 0.5 and busy_s < energy.seconds
+    # the replica's own report (greenray.serve.EnergyReport) counts the same batches
+    report = server.energy_report.remote().result()
+    assert report.items >= 25 and report.energy_source == "simulated" and report.device == "sim:0"
+    assert report.joules_per_item == pytest.approx(report.energy_j / report.items)

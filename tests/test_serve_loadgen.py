@@ -6,7 +6,6 @@ import itertools
 import numpy as np
 import pytest
 
-from greenray.errors import UsageError
 from greenray.serve.loadgen import LoadGenerator, arrival_offsets
 
 
@@ -36,8 +35,8 @@ def test_poisson_gaps_are_exponential_with_the_same_mean():
 
 
 @pytest.mark.parametrize(("kind", "frequency"), [("constant", 0.0), ("poisson", -16.0), ("burst", 16.0)])
-def test_bad_schedules_are_usage_errors(kind, frequency):
-    with pytest.raises(UsageError):
+def test_bad_schedules_are_refused(kind, frequency):
+    with pytest.raises(ValueError):
         next(arrival_offsets(kind, frequency))
 
 

@@ -1,9 +1,14 @@
-"""Batching policies from strings, and the @serve.batch parameters each one means."""
+"""Batching policies from strings, and the @serve.batch parameters each one means; a list of them
+as a bench config takes it."""
 
 import pytest
 
+from greenray.config import DEFAULT_GREEDY_CAP, FOREVER_S, BatchPolicy, BenchConfig, PolicyError, parse_policy
 from greenray.errors import UsageError
-from greenray.serve.policy import DEFAULT_GREEDY_CAP, FOREVER_S, BatchPolicy, parse_policies, parse_policy
+
+
+def parse_policies(text: str) -> list[BatchPolicy]:
+    return list(BenchConfig.from_flat({"policies": text}).policies)
 
 
 def test_fixed_waits_until_full():
@@ -50,11 +55,11 @@ def test_a_list_keeps_its_order_and_drops_repeats():
     ],
 )
 def test_bad_policies_are_one_sentence(text, message):
-    with pytest.raises(UsageError, match=message) as info:
+    with pytest.raises(PolicyError, match=message) as info:
         parse_policy(text)
     assert "\n" not in str(info.value)
 
 
 def test_an_empty_list_is_refused():
-    with pytest.raises(UsageError, match="names no batching policy"):
+    with pytest.raises(UsageError, match="--policy ' , ' is not a list of one value or more"):
         parse_policies(" , ")

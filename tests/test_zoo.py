@@ -5,8 +5,8 @@ import socket
 import pytest
 import torch
 
-from greenray import zoo
 from greenray.errors import UsageError
+from greenray.serve import zoo
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_weights_from_a_state_dict_file(tmp_path):
     torch.save({"not": torch.zeros(1)}, path)
     with pytest.raises(UsageError, match="not a state dict of this model"):
         zoo.load_model("shufflenet_v2_x0_5", str(path))
-    with pytest.raises(UsageError, match="neither default, none nor a file"):
+    with pytest.raises(UsageError, match="is not a state dict of this model"):
         zoo.load_model("shufflenet_v2_x0_5", str(tmp_path / "missing.pt"))
 
 

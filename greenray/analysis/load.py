@@ -11,21 +11,14 @@ from pathlib import Path
 import pandas as pd
 
 from greenray.analysis.provenance import sources_of
-from greenray.results import TABLES, ResultsError, read_table
+from greenray.results import INDEX, OK, TABLES, ResultsError, read_table
+from greenray.results.schema import NEEDED
 
 # The table that makes a folder a results folder of each kind.
 KIND_OF_TABLE = {"trials": "hpo", "runs": "serve-bench"}
-# What a folder's table must hold to be analysed at all; the rest of its schema (TABLES) only
-# feeds some statistics, and a folder that lacks some of it says so and is still read.
-NEEDED = {
-    "trials": ("strategy", "round", "repetition", "accuracy", "status"),
-    "runs": ("run_id", "model", "policy", "frequency_hz", "max_latency_s"),
-}
 # Side tables read when present; each needs the columns named here.
 SIDE_TABLES = {"batches": ("run_id",)}
-OK = "ok"
-# The file an experiment run (`greenray run`) leaves in its --out folder.
-EXPERIMENT_INDEX = "index.json"
+EXPERIMENT_INDEX = INDEX  # what an experiment run (`greenray run`) leaves in its --out folder
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from greenray.config.vocab import (
     Flag,
     Frequency,
     Gpus,
-    Index,
     Listed,
     MaybeCount,
     MaybeFlag,
@@ -39,10 +38,12 @@ from greenray.config.vocab import (
     Text,
     Unique,
     Weights,
+    WholeNumber,
     default_relu,
     problem,
     sentence,
 )
+from greenray.energy import EnergyMeter, open_meter
 
 
 class EnergyConfig(Config):
@@ -54,6 +55,10 @@ class EnergyConfig(Config):
     interval_ms: Positive = 10.0  # power sampling interval, milliseconds
     require: Flag = False  # refuse to run where nothing is measurable (exit 2)
     idle_seconds: NotNegative = 3.0  # idle baseline before the work, seconds; 0 skips it
+
+    def open_meter(self, quiet: bool = False) -> EnergyMeter:
+        """A meter for these settings, or an EnergyRequestError saying why there is none."""
+        return open_meter(self.backend, interval_ms=self.interval_ms, require=self.require, quiet=quiet)
 
 
 # ------------------------------------------------------------------------------ study
@@ -101,7 +106,7 @@ class StudyConfig(Config):
 
     FLAGS = {"uniform_lr": "--uniform", "n_conv": "--conv-layers", "n_linear": "--linear-layers"}
 
-    seed: Index = 0  # seeds the searcher and, with round and repetition, each trial
+    seed: WholeNumber = 0  # seeds the searcher and, with round and repetition, each trial
     search: SearchConfig = SearchConfig()
     trial: TrialConfig = TrialConfig()
     resources: ResourceConfig = ResourceConfig()
@@ -195,10 +200,10 @@ class BenchConfig(Config):
     )
     frequencies: Annotated[tuple[Frequency, ...], Listed, Unique] = STUDY_FREQUENCIES
     requests: Count = 8192  # a run ends once this many are served (the study's 2^13)
-    warmup_batches: Index = 256  # before each model's runs (the study's)
+    warmup_batches: WholeNumber = 256  # before each model's runs (the study's)
     warmup_batch_size: Count = 32
     arrival: Arrival = "constant"
-    seed: Index = 0  # seeds the arrivals and the images
+    seed: WholeNumber = 0  # seeds the arrivals and the images
     replicas: Count = 1  # one per GPU with --device cuda
     replica_cpus: Positive = 0.5  # CPUs Ray reserves per replica
     serving: ServingConfig = ServingConfig()

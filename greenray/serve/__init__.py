@@ -1,1 +1,27 @@
-"""The inference study on Ray Serve: batching policies, the model deployment, load generation, the bench."""
+"""greenray on Ray Serve: energy for any deployment's batches (`measure_batches`, `EnergyReport`),
+the study's model deployment built on it, batching policies, load generation, and the bench.
+
+The public names load on first use, so that light modules (the load generator) can be imported
+without Ray Serve."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "measure_batches": "greenray.serve.measure",
+    "energy_report": "greenray.serve.measure",
+    "replica_meter": "greenray.serve.measure",
+    "batch_ledger": "greenray.serve.measure",
+    "EnergyReport": "greenray.serve.measure",
+    "BatchEnergy": "greenray.serve.measure",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'greenray.serve' has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """The Serve deployment that hosts one model on one device behind Serve's own batching queue, and
-measures that device's energy where it runs: one window per batch, one per run."""
+measures that device's energy where it runs: one window per batch (greenray's public
+`measure_batches`, the same any deployment can use) and one per bench run."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import numpy as np
 import torch
 from ray import serve
 
-from greenray import zoo
-from greenray.energy import EnergyMeter, EnergyUnavailable
-from greenray.energy.simulated import SimulatedBackend
+from greenray.config import EnergyConfig, ServingConfig
+from greenray.energy import EnergyRequestError, Measurement
 from greenray.errors import UsageError
+from greenray.serve import zoo
+from greenray.serve.measure import BatchEnergy, batch_ledger, energy_report, measure_batches, replica_meter
 
 # Requests a replica takes in before the caller's router holds them back. Effectively no limit:
 # the queue the study measured is the batch queue inside the replica, and a control call
@@ -31,22 +33,6 @@ SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 # A batch holds that thread, health checks included: a big model on a CPU may take a while.
 HEALTH_CHECK_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Everything a replica needs to build its model and meter."""
-
-    model: str
-    weights: str = "default"
-    precision: str = "fp32"
-    device: str = "cpu"  # "cpu" or "cuda": the replica's own GPU (Ray sets CUDA_VISIBLE_DEVICES)
-    image_size: int | None = None
-    energy: str = "auto"
-    interval_ms: float = 10.0
-    # Stacking, uint8 -> float, normalisation and the copy to the device: just before each
-    # batch's energy window (False), or inside it, as the study timed it (True).
-    preprocess_in_window: bool = False
 
 
 @dataclass
@@ -73,6 +59,15 @@ class BatchRecord:
     in_run: bool  # ended inside a run window: its requests count as served
 
 
+@dataclass(frozen=True)
+class RunEnd:
+    """What a replica measured over one bench run."""
+
+    energy: Measurement  # the run window: counter at its edges, idle included
+    served: int  # requests in batches that ended inside the window
+    batches: int
+
+
 @dataclass
 class _RunState:
     run_id: str
@@ -89,20 +84,23 @@ class ModelServer:
     wrong shape or dtype gets an error answer alone. The bench drives the rest through the
     handle: set_policy, measure_idle, warmup, begin_run / end_run, take_records."""
 
-    def __init__(self, config: ServerConfig) -> None:
-        self.config = config
+    def __init__(self, model: str, serving: ServingConfig, energy: EnergyConfig) -> None:
+        self.model_name, self.serving, self.energy = model, serving, energy
         self.setup_error: str | None = None
         self.notice: str | None = None
-        self.meter, self._model_idle_w = self._open_meter(config)
-        self.meter.start()
-        self.device = torch.device("cuda" if config.device == "cuda" else "cpu")
-        self._run: _RunState | None = None
-        self._next_batch = 0
         try:
-            zoo.check_precision(config.precision, self.device.type)
+            self.meter = replica_meter(self, energy=energy.backend, interval_ms=energy.interval_ms)
+        except EnergyRequestError as exc:
+            self.setup_error = str(exc)
+            self.meter = replica_meter(self, energy="none")
+        # "auto" is resolved by the bench before it deploys: a replica is given cpu or cuda.
+        self.device = torch.device("cuda" if serving.device == "cuda" else "cpu")
+        self._run: _RunState | None = None
+        try:
+            zoo.check_precision(serving.precision, self.device.type)
             if self.device.type == "cuda" and not torch.cuda.is_available():
                 raise UsageError("the replica was given no GPU it can use; use --device cpu")
-            loaded = zoo.load_model(config.model, config.weights, config.image_size)
+            loaded = zoo.load_model(model, serving.weights, serving.image_size)
         except UsageError as exc:
             self.setup_error = str(exc)
             return
@@ -129,23 +127,22 @@ class ModelServer:
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0, max_concurrent_batches=1)
     async def _infer(self, items: list[_Item]) -> list[int]:
-        # No await in here: the batch holds the replica's event loop until its answers are
-        # known, so a control call (end_run) always falls between two batches.
-        started, t0 = time.time(), self.meter.now()
-        batch_id, self._next_batch = self._next_batch, self._next_batch + 1
-        name = f"batch-{batch_id}"
-        in_window = self.config.preprocess_in_window
-        batch = None if in_window else self._prepare(items)
-        self.meter.begin_window(name, counter=False)
-        try:
-            labels = self._forward(self._prepare(items) if in_window else batch).argmax(dim=1).tolist()
-        finally:
-            window = self.meter.end_window(name)
-        self._record(batch_id, items, started, time.time(), window, self._peak_w(t0))
+        # Nothing in here suspends (the awaited method never awaits): the batch holds the
+        # replica's event loop until its answers are known, so a control call (end_run)
+        # always falls between two batches.
+        started = time.time()
+        batch = None if self.serving.preprocess_in_window else self._prepare(items)
+        labels = await self._classify(items, batch)
+        self._record(items, started, batch_ledger(self).last)
         return labels
 
+    @measure_batches
+    async def _classify(self, items: list[_Item], batch: torch.Tensor | None) -> list[int]:
+        """The batch's energy window: preprocessing (when `batch` is None), forward, argmax."""
+        return self._forward(self._prepare(items) if batch is None else batch).argmax(dim=1).tolist()
+
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), zoo.autocast(self.config.precision, self.device.type):
+        with torch.inference_mode(), zoo.autocast(self.serving.precision, self.device.type):
             return self.model(batch)
 
     def _validate(self, image) -> torch.Tensor:
@@ -183,37 +180,29 @@ class ModelServer:
         images = images.to(self.device, non_blocking=True).to(torch.float32)
         return images.div_(255.0).sub_(self._mean).div_(self._std)
 
-    def _peak_w(self, since: float) -> float | None:
-        """Peak summed power of the compute devices since `since`. A batch is often shorter than
-        the sampling interval, so the samples its window takes at its edges count too."""
-        _, watts = self.meter.trace(since, self.meter.now())
-        gpus = [i for i, d in enumerate(self.meter.devices) if d.kind == "gpu"]
-        summed = watts[:, gpus or slice(None)].sum(axis=1)
-        return float(np.nanmax(summed)) if summed.size and not np.isnan(summed).all() else None
-
-    def _record(self, batch_id: int, items: list[_Item], started: float, ended: float, window, peak) -> None:
+    def _record(self, items: list[_Item], started: float, measured: BatchEnergy) -> None:
         run = self._run
         if run is None:
             return
         waits = [started - item.enqueued_s for item in items]
         run.batches.append(
             BatchRecord(
-                batch_id=batch_id,
-                size=len(items),
+                batch_id=measured.batch_id,
+                size=measured.size,
                 started_s=started,
-                ended_s=ended,
-                compute_s=window.seconds,
+                ended_s=measured.ended_s,
+                compute_s=measured.seconds,
                 queue_wait_max_s=max(waits),
                 queue_wait_mean_s=sum(waits) / len(waits),
-                energy_j=window.joules,
-                peak_power_w=peak,
-                energy_source=window.energy_source,
+                energy_j=measured.energy_j,
+                peak_power_w=measured.peak_power_w,
+                energy_source=measured.energy_source,
                 in_run=run.open,
             )
         )
         for item in items:
             if item.request_id is not None:
-                run.requests[item.request_id] = (item.enqueued_s, batch_id)
+                run.requests[item.request_id] = (item.enqueued_s, measured.batch_id)
 
     # ---- control, called by the bench through the handle -----------------------------
 
@@ -224,7 +213,7 @@ class ModelServer:
         return {
             "setup_error": self.setup_error,
             "notice": self.notice,
-            "model": spec.name if spec else self.config.model,
+            "model": spec.name if spec else self.model_name,
             "image_size": spec.image_size if spec else None,
             "weights_source": getattr(self, "weights_source", None),
             "model_device": str(self.device) + ("" if name == "cpu" else f" ({name})"),
@@ -235,7 +224,7 @@ class ModelServer:
             "energy_sources": sorted(self.meter.sources),
             "torch_threads": torch.get_num_threads(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "config": asdict(self.config),
+            "serving": self.serving.model_dump(mode="json"),
         }
 
     async def set_policy(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
@@ -245,11 +234,9 @@ class ModelServer:
         self._infer.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     async def measure_idle(self, seconds: float) -> dict[str, float]:
-        """The idle baseline (Watts per device UUID), before warm-up. The simulated backend's
-        idle is its model's, so nothing is waited for."""
-        if self._model_idle_w is not None:
-            self.meter.use_baseline(self._model_idle_w)
-        elif self.meter.devices and seconds > 0:
+        """The idle baseline (Watts per device UUID), before warm-up (a modelled device's is
+        its model's, with nothing waited for)."""
+        if self.meter.devices and seconds > 0:
             await asyncio.to_thread(self.meter.measure_idle, seconds)  # the loop stays free
         return self.meter.baseline()
 
@@ -272,20 +259,12 @@ class ModelServer:
         self.meter.begin_window(f"run-{run_id}", counter=True, busy=False)
         return time.time()
 
-    async def end_run(self, run_id: str) -> dict:
+    async def end_run(self, run_id: str) -> RunEnd:
         """Close the run's window; batches that end later (the drain) are kept but not counted."""
         window = self.meter.end_window(f"run-{run_id}")
         self._run.open = False
         counted = [b for b in self._run.batches if b.in_run]
-        joules, idle_free = window.joules, window.idle_free_joules
-        return {
-            "energy": window.to_row(),
-            "started_at": window.started_at,
-            "served": sum(b.size for b in counted),
-            "batches": len(counted),
-            # the measured devices' idle baseline, as the idle-free energy used it
-            "idle_w": (joules - idle_free) / window.seconds if idle_free is not None else None,
-        }
+        return RunEnd(window, served=sum(b.size for b in counted), batches=len(counted))
 
     async def take_records(self) -> dict:
         """The run's batches and numbered requests (drained ones included), then forgets them."""
@@ -294,24 +273,12 @@ class ModelServer:
             return {"batches": [], "requests": {}}
         return {"batches": [asdict(b) for b in run.batches], "requests": run.requests}
 
+    async def energy_report(self, reset: bool = False):
+        """Every measured batch's energy since the replica started (greenray.serve.EnergyReport)."""
+        return energy_report(self, reset=reset)
+
     def __del__(self) -> None:
         self.meter.close()
-
-    # ---- setup -----------------------------------------------------------------------
-
-    def _open_meter(self, config: ServerConfig) -> tuple[EnergyMeter, dict[str, float] | None]:
-        interval_s = config.interval_ms / 1000.0
-        if config.energy == "simulated":
-            backend = SimulatedBackend()
-            idle = {d.uuid: backend.idle_w for d in backend.devices()}
-            return EnergyMeter([backend], interval_s=interval_s), idle
-        try:
-            return EnergyMeter.create(config.energy, interval_s=interval_s), None
-        except EnergyUnavailable as exc:
-            self.setup_error = (
-                f"--energy {config.energy} is not available on the replica's node ({exc}); use --energy auto"
-            )
-            return EnergyMeter([], interval_s=interval_s), None
 
 
 def _node_id() -> str | None:
@@ -321,7 +288,9 @@ def _node_id() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
-def server_app(config: ServerConfig, *, name: str, num_cpus: float, num_gpus: float):
+def server_app(
+    model: str, serving: ServingConfig, energy: EnergyConfig, *, name: str, num_cpus: float, num_gpus: float
+):
     """A Serve application of one replica of ModelServer, pinned to one device."""
     actor = {"num_cpus": num_cpus, "num_gpus": num_gpus, "runtime_env": {"env_vars": REPLICA_ENV}}
     return ModelServer.options(
@@ -329,4 +298,4 @@ def server_app(config: ServerConfig, *, name: str, num_cpus: float, num_gpus: fl
         num_replicas=1,
         ray_actor_options=actor,
         health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
-    ).bind(config)
+    ).bind(model, serving, energy)

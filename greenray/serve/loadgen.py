@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from greenray.errors import UsageError
+from greenray.config import ARRIVALS
 
-ARRIVALS = ("constant", "jitter", "poisson")
 _CHUNK = 4096  # gaps drawn at a time
 
 
@@ -20,9 +19,9 @@ def arrival_offsets(kind: str, frequency_hz: float, seed: int = 0) -> Iterator[f
     """Seconds after the start at which requests 0, 1, 2, ... are due, forever. constant: every
     1/f; jitter: the study's gaps of (1/f) * U(0.8, 1.2); poisson: exponential gaps, mean 1/f."""
     if kind not in ARRIVALS:
-        raise UsageError(f"--arrival must be one of {', '.join(ARRIVALS)}, not {kind!r}")
+        raise ValueError(f"arrivals are one of {', '.join(ARRIVALS)}, not {kind!r}")
     if not frequency_hz > 0 or frequency_hz == float("inf"):
-        raise UsageError(f"a request frequency must be a positive number of Hz, not {frequency_hz:g}")
+        raise ValueError(f"a request frequency must be a positive number of Hz, not {frequency_hz:g}")
     period = 1.0 / frequency_hz
     rng = np.random.default_rng(seed)
     start, index = 0.0, 0

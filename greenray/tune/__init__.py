@@ -1,1 +1,32 @@
-"""The training study on Ray Tune: search spaces, searchers, the trainable and the study."""
+"""greenray on Ray Tune: energy for any function trainable (`with_energy`), the study's three
+searchers (usable in any Tuner, energy keys included as their metric), the Adam search spaces,
+and the training study built on them.
+
+The public names load on first use, so that `greenray.tune.keys` or `.space` can be imported
+without Ray Tune's searchers."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "with_energy": "greenray.tune.measure",
+    "trial_meter": "greenray.tune.measure",
+    "trial_energy": "greenray.tune.measure",
+    "ENERGY_KEYS": "greenray.tune.measure",
+    "PartialGridSearch": "greenray.tune.searchers",
+    "RandomSearch": "greenray.tune.searchers",
+    "PIBayesSearch": "greenray.tune.searchers",
+    "adam_space": "greenray.tune.space",
+    "baseline_by_node": "greenray.tune.cluster",
+    "measure_cluster": "greenray.tune.cluster",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'greenray.tune' has no attribute {name!r}")

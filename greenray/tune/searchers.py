@@ -2,8 +2,10 @@
 optimisation with Probability of Improvement (PI).
 
 Each is built like Ray's own, Cls(space, metric=..., mode=..., seed=...), where space maps names to
-tune.uniform / tune.loguniform domains; give metric, mode and space in the constructor and pass no
-param_space to the Tuner. All three work with several trials in flight, under Repeater (which adds
+tune.uniform / tune.loguniform domains; or without a space, which the Tuner's param_space then
+gives (Tune calls set_search_properties), with metric and mode from the TuneConfig. Any reported
+key can be the metric: `accuracy`, or the energy keys `with_energy` adds (`energy_j` with mode
+"min"). All three work with several trials in flight, under Repeater (which adds
 `__trial_index__` to the configs it hands out; the searchers never read configs back) and
 ConcurrencyLimiter, save/restore through Tuner.restore, and ignore failed trials (error=True, no
 result, or a missing or non-finite metric): a failure is never turned into a made-up observation.
@@ -46,7 +48,7 @@ from typing import Any
 import numpy as np
 from bayes_opt import BayesianOptimization, acquisition
 from ray.tune.search import Searcher
-from ray.tune.search.sample import Float, LogUniform, Uniform
+from ray.tune.search.sample import Domain, Float, LogUniform, Uniform
 from scipy.stats import qmc
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 from threadpoolctl import threadpool_limits
@@ -89,28 +91,57 @@ class UnitCube:
         values = np.where(self.logs, np.exp(scaled), scaled)
         return {name: float(value) for name, value in zip(self.names, values, strict=True)}
 
-    def to_unit(self, config: dict[str, float]) -> np.ndarray:
-        values = np.array([float(config[name]) for name in self.names])
-        scaled = np.where(self.logs, np.log(values), values)
-        return (scaled - self.lows) / (self.highs - self.lows)
 
+class _CubeSearcher(Searcher):
+    """What the three share: a space in the unit cube, given to the constructor or by the
+    Tuner's param_space (set_search_properties), and save/restore through get_state/set_state
+    (the searcher's own attributes pickled, numpy generators included)."""
 
-class _PicklingSearcher(Searcher):
-    """save/restore by pickling the searcher's own attributes (numpy generators included)."""
+    def __init__(self, space: dict | None, metric: str | None, mode: str | None) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self._cube: UnitCube | None = None
+        if space is not None:
+            self._set_space(space)
+
+    def _set_space(self, space: dict) -> None:
+        """Build what depends on the space (subclasses extend it)."""
+        self._cube = UnitCube.from_space(space)
+
+    @property
+    def cube(self) -> UnitCube:
+        if self._cube is None:
+            raise ValueError(
+                f"{type(self).__name__} has no search space: give one to its constructor or a "
+                "param_space of tune.uniform / tune.loguniform domains to the Tuner"
+            )
+        return self._cube
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+        """Take metric and mode where the constructor gave none, and the Tuner's param_space
+        (its tune.uniform / tune.loguniform entries; constants pass through Tune) where the
+        constructor gave no space. False when a space was given twice."""
+        domains = {k: v for k, v in (config or {}).items() if isinstance(v, Domain)}
+        if domains and self._cube is not None:
+            return False
+        self._metric = self._metric or metric
+        self._mode = self._mode or mode
+        if domains:
+            self._set_space(domains)
+        return True
+
+    def get_state(self) -> dict:
+        return dict(self.__dict__)
+
+    def set_state(self, state: dict) -> None:
+        self.__dict__.update(state)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self._state(), handle)
+            pickle.dump(self.get_state(), handle)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
-            self._set_state(pickle.load(handle))
-
-    def _state(self) -> dict:
-        return dict(self.__dict__)
-
-    def _set_state(self, state: dict) -> None:
-        self.__dict__.update(state)
+            self.set_state(pickle.load(handle))
 
 
 def _objective(result: dict | None, error: bool, metric: str | None) -> float | None:
@@ -124,61 +155,67 @@ def _objective(result: dict | None, error: bool, metric: str | None) -> float | 
     return value if math.isfinite(value) else None
 
 
-class PartialGridSearch(_PicklingSearcher):
+class PartialGridSearch(_CubeSearcher):
     """The study's partial grid: `points_per_dim` values per parameter (lower + i (upper - lower) / n,
     i = 0..n-1, on the parameter's own scale), grid points drawn at random without replacement,
     FINISHED once all have been handed out."""
 
     def __init__(
         self,
-        space: dict,
+        space: dict | None = None,
         metric: str | None = None,
         mode: str | None = None,
         seed: int | None = None,
         points_per_dim: int = 5,
     ):
-        super().__init__(metric=metric, mode=mode)
         if points_per_dim < 1:
             raise ValueError("points_per_dim must be at least 1")
-        self._cube = UnitCube.from_space(space)
         self._levels = np.arange(points_per_dim) / points_per_dim
-        self._order = np.random.default_rng(seed).permutation(points_per_dim**self._cube.dim)
+        self._seed = seed
         self._next = 0
         self._told_finished = False
+        super().__init__(space, metric, mode)
+
+    def _set_space(self, space: dict) -> None:
+        super()._set_space(space)
+        self._order = np.random.default_rng(self._seed).permutation(len(self._levels) ** self.cube.dim)
 
     @property
     def size(self) -> int:
         """How many points the grid has."""
-        return len(self._order)
+        return len(self._levels) ** self.cube.dim
 
     def suggest(self, trial_id: str) -> dict | str:
-        if self._next >= len(self._order):
+        if self._next >= self.size:
             if not self._told_finished:
                 logger.warning(
                     "partial grid: all %d points have been suggested; the search is finished", self.size
                 )
                 self._told_finished = True
             return Searcher.FINISHED
-        index = np.unravel_index(self._order[self._next], (len(self._levels),) * self._cube.dim)
+        index = np.unravel_index(self._order[self._next], (len(self._levels),) * self.cube.dim)
         self._next += 1
-        return self._cube.to_config(self._levels[list(index)])
+        return self.cube.to_config(self._levels[list(index)])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass  # the grid does not learn from results
 
 
-class RandomSearch(_PicklingSearcher):
+class RandomSearch(_CubeSearcher):
     """Each value drawn independently from its range (log-uniform where the domain is)."""
 
     def __init__(
-        self, space: dict, metric: str | None = None, mode: str | None = None, seed: int | None = None
+        self,
+        space: dict | None = None,
+        metric: str | None = None,
+        mode: str | None = None,
+        seed: int | None = None,
     ):
-        super().__init__(metric=metric, mode=mode)
-        self._cube = UnitCube.from_space(space)
         self._rng = np.random.default_rng(seed)
+        super().__init__(space, metric, mode)
 
     def suggest(self, trial_id: str) -> dict:
-        return self._cube.to_config(self._rng.uniform(size=self._cube.dim))
+        return self.cube.to_config(self._rng.uniform(size=self.cube.dim))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass  # independent draws: results change nothing
@@ -201,7 +238,7 @@ def _xi_in_target_units(pi: acquisition.ProbabilityOfImprovement, scale: float) 
         pi.xi /= scale
 
 
-class PIBayesSearch(_PicklingSearcher):
+class PIBayesSearch(_CubeSearcher):
     """Bayesian optimisation: bayesian-optimization's GP with an ARD Matern kernel on the unit cube and
     its Probability of Improvement acquisition (see the module docstring for the choices).
 
@@ -213,7 +250,7 @@ class PIBayesSearch(_PicklingSearcher):
 
     def __init__(
         self,
-        space: dict,
+        space: dict | None = None,
         metric: str | None = None,
         mode: str | None = None,
         seed: int | None = None,
@@ -224,12 +261,12 @@ class PIBayesSearch(_PicklingSearcher):
         kernel: Any = "ard",
         n_restarts_optimizer: int = 3,
     ):
-        super().__init__(metric=metric, mode=mode)
         if n_initial < 1:
             raise ValueError("n_initial must be at least 1")
         if xi < 0:
             raise ValueError("xi must be at least 0")
-        self._cube = UnitCube.from_space(space)
+        self._n_initial = n_initial
+        self._seed = seed
         self._options = {
             "xi": xi,
             "exploration_decay": exploration_decay,
@@ -238,12 +275,15 @@ class PIBayesSearch(_PicklingSearcher):
             "n_restarts_optimizer": n_restarts_optimizer,
         }
         self._random_state = np.random.RandomState(seed)
-        self._initial = qmc.LatinHypercube(d=self._cube.dim, rng=np.random.default_rng(seed)).random(
-            n_initial
-        )
         self._observed: list[tuple[np.ndarray, float]] = []  # (unit point, target to maximise)
         self._pending: dict[str, np.ndarray] = {}  # trial id -> unit point in flight
         self._n_suggested = 0
+        super().__init__(space, metric, mode)
+
+    def _set_space(self, space: dict) -> None:
+        super()._set_space(space)
+        sampler = qmc.LatinHypercube(d=self.cube.dim, rng=np.random.default_rng(self._seed))
+        self._initial = sampler.random(self._n_initial)
         self._build_optimizer()
 
     def _build_optimizer(self) -> None:
@@ -254,13 +294,13 @@ class PIBayesSearch(_PicklingSearcher):
         self._liar = acquisition.ConstantLiar(self._pi, strategy=options["liar"])
         self._optimizer = BayesianOptimization(
             f=None,
-            pbounds={name: (0.0, 1.0) for name in self._cube.names},
+            pbounds={name: (0.0, 1.0) for name in self.cube.names},
             acquisition_function=self._liar,
             random_state=self._random_state,
             allow_duplicate_points=True,
             verbose=0,
         )
-        kernel = default_kernel(self._cube.dim) if options["kernel"] == "ard" else options["kernel"]
+        kernel = default_kernel(self.cube.dim) if options["kernel"] == "ard" else options["kernel"]
         if kernel is not None:  # None keeps the package's default GP
             self._optimizer.set_gp_params(
                 kernel=kernel, normalize_y=True, n_restarts_optimizer=options["n_restarts_optimizer"]
@@ -269,7 +309,7 @@ class PIBayesSearch(_PicklingSearcher):
             self._optimizer.register(self._as_params(point), target)
 
     def _as_params(self, point: np.ndarray) -> dict[str, float]:
-        return {name: float(value) for name, value in zip(self._cube.names, point, strict=True)}
+        return {name: float(value) for name, value in zip(self.cube.names, point, strict=True)}
 
     @property
     def n_observations(self) -> int:
@@ -282,12 +322,12 @@ class PIBayesSearch(_PicklingSearcher):
         if self._n_suggested < len(self._initial):
             point = self._initial[self._n_suggested]
         elif not self._observed:
-            point = self._random_state.uniform(size=self._cube.dim)
+            point = self._random_state.uniform(size=self.cube.dim)
         else:
             point = self._model_suggestion()
         self._n_suggested += 1
         self._pending[trial_id] = point
-        return self._cube.to_config(point)
+        return self.cube.to_config(point)
 
     def _model_suggestion(self) -> np.ndarray:
         targets = np.array([target for _, target in self._observed])
@@ -307,7 +347,7 @@ class PIBayesSearch(_PicklingSearcher):
         taken = [p for p, _ in self._observed] + list(self._pending.values())
         if any(np.allclose(point, other, atol=1e-6) for other in taken):
             logger.debug("PI suggested a point already taken; drawing a random one instead")
-            point = self._random_state.uniform(size=self._cube.dim)
+            point = self._random_state.uniform(size=self.cube.dim)
         return point
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -324,18 +364,22 @@ class PIBayesSearch(_PicklingSearcher):
         self._observed.append((point, target))
         self._optimizer.register(self._as_params(point), target)
 
-    def _state(self) -> dict:
+    def get_state(self) -> dict:
         state = dict(self.__dict__)
+        if self._cube is None:  # nothing built yet
+            return state
         for rebuilt in ("_optimizer", "_pi", "_liar"):
             del state[rebuilt]
         state["xi_now"] = self._pi.xi
         return state
 
-    def _set_state(self, state: dict) -> None:
-        xi_now = state.pop("xi_now")
+    def set_state(self, state: dict) -> None:
+        state = dict(state)
+        xi_now = state.pop("xi_now", None)
         self.__dict__.update(state)
-        self._build_optimizer()
-        self._pi.xi = xi_now
+        if self._cube is not None:
+            self._build_optimizer()
+            self._pi.xi = xi_now
 
 
 SEARCHERS = {"grid": PartialGridSearch, "random": RandomSearch, "bayes": PIBayesSearch}

@@ -6,6 +6,8 @@ from __future__ import annotations
 from ray import tune
 from ray.tune.search.sample import Domain
 
+from greenray.config import ADAM_PARAMS
+
 # The study's ranges (thesis code). beta1 and beta2 are open at 1: values from the top of
 # the range are clipped to BETA_MAX when Adam is built (Adam needs beta < 1).
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -15,17 +17,16 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "eps": (1e-9, 1e-7),
     "weight_decay": (0.0, 0.1),
 }
-PARAMS = {3: ("lr", "beta1", "beta2"), 5: ("lr", "beta1", "beta2", "eps", "weight_decay")}
 BETA_MAX = 0.999
 
 
 def adam_space(params: int = 3, *, uniform_lr: bool = False) -> dict[str, Domain]:
     """The search space; the learning rate is log-uniform unless `uniform_lr` (the study drew
     it uniformly, which `--uniform` reproduces)."""
-    if params not in PARAMS:
+    if params not in ADAM_PARAMS:
         raise ValueError(f"the Adam space has 3 or 5 hyperparameters, not {params}")
     space: dict[str, Domain] = {}
-    for name in PARAMS[params]:
+    for name in ADAM_PARAMS[params]:
         low, high = BOUNDS[name]
         log = name == "lr" and not uniform_lr
         space[name] = tune.loguniform(low, high) if log else tune.uniform(low, high)

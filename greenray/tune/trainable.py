@@ -1,91 +1,91 @@
 """One trial of the training study: build the net and the data, train E epochs with Adam, test
-after every epoch, and report accuracy and energy (a "trial" window around everything, an
-"epoch" window around each epoch's training) to Ray Tune."""
+after each, report to Ray Tune. The study is one user of greenray's public Tune API: energy
+comes from `with_energy` (every report carries the trial's Joules so far), and each epoch's
+training is a window of its own on the trial's meter (the study's training energy)."""
 
 from __future__ import annotations
 
 import math
-import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from greenray.data import TensorData, load_on, shuffled_batches
-from greenray.energy import EnergyMeter, Measurement
-from greenray.nets import build_net
-from greenray.tune.idle import worker_meter
-from greenray.tune.settings import TrialSettings
+from greenray.config import TrialConfig
+from greenray.energy import EnergyMeter, Measurement, sum_or_none
+from greenray.tune.data import SyntheticSpec, TensorData, load_on, shuffled_batches
+from greenray.tune.keys import TrialFailed, slot, trial_seed
+from greenray.tune.measure import trial_meter
+from greenray.tune.nets import build_net
 from greenray.tune.sharing import gpu_sharing
 from greenray.tune.space import adam_kwargs
 
-# Keys Repeater and the study add to a configuration beside the hyperparameters.
-REPETITION_KEY = "__trial_index__"
-ROUND_KEY = "__round__"
 EVAL_BATCH = 4096
 
 
-class TrialFailed(RuntimeError):
-    """A trial that cannot go on (NaN loss, out of GPU memory). `row` holds what it measured
-    before failing (energy columns, epochs done), so the failure is recorded with its cost."""
-
-    def __init__(self, message: str, row: dict | None = None) -> None:
-        super().__init__(message)
-        self.row = row or {}
-
-    def __reduce__(self):  # Ray pickles the error to the driver; keep the row
-        return (type(self), (str(self), self.row))
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    loss: float
-    accuracy: float
-    test_loss: float
-
-
-def trial_seed(study_seed: int, round_: int, repetition: int) -> int:
-    """A seed for torch from (study seed, round, repetition): the same trial trains the same."""
-    return int(np.random.SeedSequence([study_seed, round_, repetition]).generate_state(1)[0])
-
-
-def train_trial(config: dict, settings: TrialSettings) -> None:
-    """Ray Tune's entry point (wrap with tune.with_parameters(train_trial, settings=...))."""
+def train_trial(config: dict, trial: TrialConfig, seed: int, counter: str | None = None) -> None:
+    """Ray Tune's entry point, under with_energy (see greenray.tune.study.study_trainable);
+    `counter` names the study's GPU-share counter when trials hold GPUs."""
     from ray import tune
 
-    run_trial(config, settings, tune.report)
+    run_trial(config, trial, seed, tune.report, trial_meter(), counter)
 
 
-def run_trial(config: dict, settings: TrialSettings, report: Callable[[dict], None]) -> dict:
-    """Train and test one configuration, calling `report` once per epoch; returns the last
-    report. Raises TrialFailed on a NaN loss or CUDA out-of-memory."""
-    round_, repetition = int(config.get(ROUND_KEY, 0)), int(config.get(REPETITION_KEY, 0))
-    seed = trial_seed(settings.seed, round_, repetition)
+@dataclass
+class EpochTotals:
+    """The epochs' training windows summed: the energy the study reports for training."""
+
+    seconds: float = 0.0
+    energy_j: float | None = 0.0
+    idle_free_energy_j: float | None = 0.0
+
+    def add(self, m: Measurement) -> None:
+        self.seconds += m.seconds
+        self.energy_j = sum_or_none([self.energy_j, m.joules])
+        self.idle_free_energy_j = sum_or_none([self.idle_free_energy_j, m.idle_free_joules])
+
+    def columns(self) -> dict:
+        return {
+            "train_seconds": self.seconds,
+            "train_energy_j": self.energy_j,
+            "train_idle_free_energy_j": self.idle_free_energy_j,
+        }
+
+
+def run_trial(
+    config: dict,
+    trial: TrialConfig,
+    seed: int,
+    report: Callable[[dict], None],
+    meter: EnergyMeter,
+    counter: str | None = None,
+) -> dict:
+    """Train and test one configuration, calling `report` once per epoch with the epoch's own
+    energy (`meter` windows); returns the last report. Raises TrialFailed on a NaN loss or
+    CUDA out-of-memory."""
+    round_, repetition = slot(config)
+    seed_ = trial_seed(seed, round_, repetition)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_on(settings.dataset, str(device), settings.data_dir, settings.download, settings.synthetic)
-    torch.manual_seed(seed)
+    synthetic = SyntheticSpec(shape=trial.synthetic_shape, seed=seed)
+    data = load_on(trial.dataset, str(device), trial.data_dir, trial.download, synthetic)
+    torch.manual_seed(seed_)
     model = build_net(
-        settings.net,
+        trial.net,
         data.input_shape,
         data.n_classes,
-        n_conv=settings.n_conv,
-        n_linear=settings.n_linear,
-        relu=settings.relu,
+        n_conv=trial.n_conv,
+        n_linear=trial.n_linear,
+        relu=trial.uses_relu,
     ).to(device)
     # fused Adam: one kernel per step for all parameters on CUDA (torch's fast path there)
     optimizer = torch.optim.Adam(model.parameters(), **adam_kwargs(config), fused=device.type == "cuda")
-    generator = torch.Generator(device=device).manual_seed(seed)
-    fixed = {"trial_seed": seed, "train_device": str(device), "epochs": settings.epochs} | _placement()
-    counter = settings.share_counter if fixed["node_id"] is not None else None
-    with (
-        worker_meter(settings.energy, settings.interval_ms) as meter,
-        gpu_sharing(counter, uuid.uuid4().hex) as sharers,
-    ):
-        meter.use_baseline(settings.baseline.get(socket.gethostname(), {}))
-        return _train(model, optimizer, data, generator, settings, meter, report, fixed, sharers)
+    generator = torch.Generator(device=device).manual_seed(seed_)
+    fixed = {"trial_seed": seed_, "train_device": str(device), "epochs": trial.epochs} | _placement()
+    with gpu_sharing(counter if fixed["node_id"] is not None else None, uuid.uuid4().hex) as sharers:
+        fixed_now = lambda: fixed | {"gpu_sharers_max": sharers()}  # noqa: E731
+        return _train(model, optimizer, data, generator, trial, meter, report, fixed_now)
 
 
 def _placement() -> dict:
@@ -101,48 +101,34 @@ def _placement() -> dict:
     }
 
 
-def _train(model, optimizer, data, generator, settings, meter, report, fixed, sharers) -> dict:
-    # The trial window holds no work of its own (busy=False): its work is in the epoch and test
-    # windows, and the waits for Tune between reports are idle (the simulated backend draws
-    # idle W then, as a GPU would).
-    meter.begin_window("trial", busy=False)
-    train = {"seconds": 0.0, "energy_j": 0.0, "idle_free_energy_j": 0.0}
+def _train(model, optimizer, data, generator, trial: TrialConfig, meter, report, fixed) -> dict:
+    totals = EpochTotals()
     epoch = 0
     try:
-        for epoch in range(1, settings.epochs + 1):
+        for epoch in range(1, trial.epochs + 1):
             with meter.window("epoch") as window:
-                loss = train_epoch(model, optimizer, data, settings.batch_size, generator).item()
+                loss = train_epoch(model, optimizer, data, trial.batch_size, generator).item()
             if not math.isfinite(loss):
                 raise TrialFailed(f"the training loss became {loss} in epoch {epoch}")
             with meter.window("test", counter=False):
                 accuracy, test_loss = evaluate(model, data)
-            row = fixed | _epoch_row(epoch, loss, accuracy, test_loss, window.measurement, train)
-            if epoch < settings.epochs:
-                report(row)
+            totals.add(window.measurement)
+            row = _epoch_row(epoch, loss, accuracy, test_loss, window.measurement)
+            if epoch < trial.epochs:
+                report(fixed() | row)
     except torch.cuda.OutOfMemoryError as exc:
-        failure = TrialFailed(f"CUDA out of memory in epoch {epoch}: {str(exc).splitlines()[0]}")
-        raise _closed(failure, meter, fixed | {"gpu_sharers_max": sharers()}, epoch) from None
+        message = f"CUDA out of memory in epoch {epoch}: {str(exc).splitlines()[0]}"
+        raise TrialFailed(message, fixed() | {"epochs_done": epoch - 1}) from None
     except TrialFailed as failure:
-        raise _closed(failure, meter, fixed | {"gpu_sharers_max": sharers()}, epoch) from None
-    trial = meter.end_window("trial")
-    row |= trial.to_row() | {f"train_{k}": v for k, v in train.items()}
-    row["gpu_sharers_max"] = sharers()
-    row["images_per_s"] = data.train_x.shape[0] * settings.epochs / train["seconds"]
+        failure.row = fixed() | {"epochs_done": epoch - 1}
+        raise
+    row = fixed() | row | totals.columns()
+    row["images_per_s"] = data.train_x.shape[0] * trial.epochs / totals.seconds
     report(row)
     return row
 
 
-def _closed(failure: TrialFailed, meter: EnergyMeter, fixed: dict, epoch: int) -> TrialFailed:
-    """Close the trial window and put what it measured on the failure."""
-    failure.row = fixed | meter.end_window("trial").to_row() | {"epochs_done": max(epoch - 1, 0)}
-    return failure
-
-
-def _epoch_row(epoch, loss, accuracy, test_loss, m: Measurement, train: dict) -> dict:
-    """One epoch's report; `train` accumulates the training-only totals (the study's energy)."""
-    train["seconds"] += m.seconds
-    for key, value in (("energy_j", m.joules), ("idle_free_energy_j", m.idle_free_joules)):
-        train[key] = None if value is None or train[key] is None else train[key] + value
+def _epoch_row(epoch: int, loss: float, accuracy: float, test_loss: float, m: Measurement) -> dict:
     return {
         "epoch": epoch,
         "epochs_done": epoch,
@@ -152,8 +138,6 @@ def _epoch_row(epoch, loss, accuracy, test_loss, m: Measurement, train: dict) ->
         "epoch_seconds": m.seconds,
         "epoch_energy_j": m.joules,
         "epoch_idle_free_energy_j": m.idle_free_joules,
-        "energy_source": m.energy_source,
-        "device": m.to_row()["device"],
     }
 
 

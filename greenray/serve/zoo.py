@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from greenray.config import PRECISIONS
 from greenray.errors import UsageError
 
 # The study's models, in its order; convnext is the base model, as the study's code loaded.
@@ -24,8 +25,6 @@ ALIASES = {
     # The study's text says ShuffleNetV2; its code loaded the x0.5 variant.
     "shufflenet_x0_5": "shufflenet_v2_x0_5",
 }
-PRECISIONS = ("fp32", "bf16", "fp16")
-WEIGHTS_HELP = "default (torchvision's pretrained, when cached or online), none (random) or a state-dict PATH"
 # How long a check for the weights' server may take before greenray calls the machine offline.
 NETWORK_PROBE_S = 3.0
 
@@ -92,19 +91,12 @@ def model_spec(name: str, image_size: int | None = None) -> ModelSpec:
     )
 
 
-def check_weights(weights: str) -> None:
-    """A UsageError for a --weights value that cannot work anywhere."""
-    if weights not in ("default", "none") and not Path(weights).is_file():
-        raise UsageError(f"--weights {weights!r} is neither default, none nor a file; {WEIGHTS_HELP}")
-
-
 def load_model(name: str, weights: str = "default", image_size: int | None = None) -> LoadedModel:
     """The model in eval mode on the CPU. `weights`: "default" loads torchvision's pretrained
     weights from torch.hub's cache or, when the server answers quickly, a download; otherwise
     random weights with a notice. "none": random. A path: a state dict saved with torch.save."""
     from torchvision import models
 
-    check_weights(weights)
     spec = model_spec(name, image_size)
     enum = models.get_model_weights(spec.name).DEFAULT
     kwargs = _size_kwargs(spec, enum)

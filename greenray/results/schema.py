@@ -1,15 +1,10 @@
-"""One schema for every result row, and a store that writes rows atomically as they arrive
-(Parquet for analysis, CSV for eyes), so an interrupted run keeps all it had."""
+"""One schema for every result row: the energy columns every measured row carries, and the
+columns each table must have (tables may carry more)."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
-import pandas as pd
-
-from greenray.errors import UsageError
+OK, FAILED, STOPPED = "ok", "failed", "stopped"  # a row's `status`
+INDEX = "index.json"  # what `greenray run` leaves in its --out folder
 
 # What every measured row carries; greenray.energy.Measurement.to_row() fills them.
 ENERGY_COLUMNS = (
@@ -131,82 +126,41 @@ TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+# What a folder's table must hold to be analysed at all; the rest of its schema (TABLES) only
+# feeds some statistics, and a folder that lacks some of it says so and is still read.
+NEEDED = {
+    "trials": ("strategy", "round", "repetition", "accuracy", "status"),
+    "runs": ("run_id", "model", "policy", "frequency_hz", "max_latency_s"),
+}
+
 # Tables of one row per request or batch grow to hundreds of thousands of rows in a study:
 # Parquet only, since rewriting a CSV of that size after every run would cost minutes.
 PARQUET_ONLY = frozenset({"requests", "batches"})
 
-
-class ResultsError(UsageError):
-    """A results folder that cannot give what was asked of it."""
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), flush it to disk, then move it over `path` in one step."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-class ResultStore:
-    """A results folder: DIR/<table>.parquet and DIR/<table>.csv, plus JSON side files
-    (the run's settings, the idle baseline). Rows are appended, never rewritten."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._rows: dict[str, list[dict]] = {}
-
-    def path(self, table: str, suffix: str = "parquet") -> Path:
-        return self.root / f"{table}.{suffix}"
-
-    def append(self, table: str, rows: list[dict]) -> None:
-        """Add rows and rewrite the table's files atomically (a reader never sees half a file)."""
-        if table not in TABLES:
-            raise KeyError(f"unknown table {table!r}")
-        for row in rows:
-            missing = [c for c in TABLES[table] if c not in row]
-            if missing:
-                raise KeyError(f"a {table} row lacks {', '.join(missing)}")
-        held = self._held(table)
-        held.extend(rows)
-        frame = pd.DataFrame(held)
-        atomic_write(self.path(table), lambda p: frame.to_parquet(p, index=False))
-        if table not in PARQUET_ONLY:
-            atomic_write(self.path(table, "csv"), lambda p: frame.to_csv(p, index=False))
-
-    def read(self, table: str) -> pd.DataFrame:
-        path = self.path(table)
-        if not path.exists():
-            return pd.DataFrame(columns=list(TABLES.get(table, ())))
-        return pd.read_parquet(path)
-
-    def write_json(self, name: str, data: dict) -> None:
-        text = json.dumps(data, indent=2, sort_keys=True, default=str)
-        atomic_write(self.root / f"{name}.json", lambda p: p.write_text(text + "\n"))
-
-    def read_json(self, name: str) -> dict | None:
-        path = self.root / f"{name}.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def _held(self, table: str) -> list[dict]:
-        if table not in self._rows:
-            existing = self.read(table)
-            self._rows[table] = existing.to_dict("records") if len(existing) else []
-        return self._rows[table]
-
-
-def read_table(root: str | Path, table: str, required: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """A stored table, or one sentence saying why it cannot be had."""
-    path = Path(root) / f"{table}.parquet"
-    if not path.exists():
-        raise ResultsError(f"{root} has no {table}.parquet: it is not a greenray results folder of that kind")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise ResultsError(f"{path} cannot be read ({exc.__class__.__name__}): it is damaged") from exc
-    missing = [c for c in (required if required is not None else TABLES[table]) if c not in frame.columns]
-    if missing:
-        raise ResultsError(f"{path} lacks the column(s) {', '.join(missing)}, so it cannot be analysed")
-    return frame
+# What a trial's last report adds to its row beside the energy columns.
+RESULT_COLUMNS = (
+    "accuracy",
+    "loss",
+    "test_loss",
+    "epochs_done",
+    "trial_seed",
+    "train_device",
+    "train_seconds",
+    "train_energy_j",
+    "train_idle_free_energy_j",
+    "images_per_s",
+    "node_id",  # Ray's node id: hostnames may repeat across nodes
+    "node_ip",  # added to every result by Tune
+    "gpu_ids",  # the GPU(s) Ray gave the trial, as Ray numbers them on its node
+    "gpu_sharers_max",  # most trials on the trial's GPU at once during its window, itself included
+)
+EPOCH_COLUMNS = (
+    "epoch",
+    "accuracy",
+    "loss",
+    "test_loss",
+    "epoch_seconds",
+    "epoch_energy_j",
+    "epoch_idle_free_energy_j",
+    "energy_source",
+)

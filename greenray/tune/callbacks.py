@@ -16,50 +16,14 @@ from pathlib import Path
 from ray import cloudpickle
 from ray.tune import Callback
 
-from greenray.results import ENERGY_COLUMNS, ResultStore
-from greenray.tune.trainable import REPETITION_KEY, ROUND_KEY, TrialFailed
-
-# What a trial's last report adds to its row beside the energy columns.
-RESULT_COLUMNS = (
-    "accuracy",
-    "loss",
-    "test_loss",
-    "epochs_done",
-    "trial_seed",
-    "train_device",
-    "train_seconds",
-    "train_energy_j",
-    "train_idle_free_energy_j",
-    "images_per_s",
-    "node_id",  # Ray's node id: hostnames may repeat across nodes
-    "node_ip",  # added to every result by Tune
-    "gpu_ids",  # the GPU(s) Ray gave the trial, as Ray numbers them on its node
-    "gpu_sharers_max",  # most trials on the trial's GPU at once during its window, itself included
-)
-EPOCH_COLUMNS = (
-    "epoch",
-    "accuracy",
-    "loss",
-    "test_loss",
-    "epoch_seconds",
-    "epoch_energy_j",
-    "epoch_idle_free_energy_j",
-    "energy_source",
-)
+from greenray.results import ENERGY_COLUMNS, FAILED, OK, ResultStore
+from greenray.results.schema import EPOCH_COLUMNS, RESULT_COLUMNS
+from greenray.tune.keys import TrialFailed, hyperparameters, slot
 
 
 def study_root(trial) -> Path:
     """The results folder DIR of a trial stored at DIR/tune/<trial>."""
     return Path(trial.path).parents[1]
-
-
-def hyperparameters(config: dict) -> dict:
-    return {k: v for k, v in config.items() if not k.startswith("__")}
-
-
-def slot(config: dict) -> tuple[int, int]:
-    """(round, repetition): the trial's place in the budget."""
-    return int(config[ROUND_KEY]), int(config[REPETITION_KEY])
 
 
 def trial_error(trial) -> BaseException | None:
@@ -101,7 +65,7 @@ class TrialRecorder(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
         measured = {k: result.get(k) for k in (*ENERGY_COLUMNS, *RESULT_COLUMNS)}
-        self._write(trial, measured | {"status": "ok", "error": None})
+        self._write(trial, _trial_power(measured) | {"status": OK, "error": None})
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         exc = trial_error(trial)
@@ -111,9 +75,12 @@ class TrialRecorder(Callback):
         measured["accuracy"] = math.nan
         last = trial.last_result or {}  # a trial lost with its node says at least where it ran
         measured |= {k: last.get(k) for k in ("node_id", "node_ip", "gpu_ids", "epochs_done")}
-        if isinstance(cause, TrialFailed):
-            measured |= {k: v for k, v in cause.row.items() if k in measured}
-        self._write(trial, measured | {"status": "failed", "error": one_line(exc)})
+        # What the trial spent until it failed (with_energy puts it on the error) and, for the
+        # study's own failures, its place and epochs.
+        spent = getattr(cause, "greenray_energy", None) or {}
+        extra = cause.row if isinstance(cause, TrialFailed) else {}
+        measured |= {k: v for k, v in (spent | extra).items() if k in measured}
+        self._write(trial, _trial_power(measured) | {"status": FAILED, "error": one_line(exc)})
 
     def _write(self, trial, measured: dict) -> None:
         store, written = self._store(study_root(trial))
@@ -146,6 +113,13 @@ class TrialRecorder(Callback):
         return self._stores[root]
 
 
+def _trial_power(row: dict) -> dict:
+    """A trial row's avg_power_w is the trial's (with_energy reports it since the last report)."""
+    joules, seconds = row.get("energy_j"), row.get("seconds")
+    average = joules / seconds if joules is not None and seconds else None
+    return row | {"avg_power_w": average}
+
+
 class TrialProgress(Callback):
     """A rich progress bar over the study's trials: ended / budget, failures, best accuracy.
     A trial counts once it completed or failed (Tune also marks trials it stops on Ctrl-C as
@@ -171,17 +145,9 @@ class TrialProgress(Callback):
         self._reset()
 
     def setup(self, **info) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from greenray.ui import bars
 
-        self._progress = Progress(
-            TextColumn("[bold]trials"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=Console(stderr=True),
-        )
+        self._progress = bars(label="[bold]trials", description_last=True)
         self._task = self._progress.add_task("", total=self.budget)
         self._progress.start()
 

@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from greenray.config import DATASETS, DEFAULT_DATA_DIR
 from greenray.errors import UsageError
 
-DATASETS = ("digits", "synthetic", "fashionmnist", "cifar10")
-DEFAULT_BATCH_SIZE = 512  # the study's
-DEFAULT_DATA_DIR = Path("~/.cache/greenray/data")
 # The digits split is fixed (not the study's seed): every study trains on the same 80%.
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0

@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 from torch import nn
 
-InputShape = tuple[int, int, int]  # (channels, height, width)
+from greenray.config import canonical_net
 
-# The names the CLI and the results use; class names are accepted too (see canonical_net).
-NET_NAMES = ("dense-linear", "dense-poly", "cnn")
+InputShape = tuple[int, int, int]  # (channels, height, width)
 
 
 def poly_widths(inputs: int, n_classes: int, n_linear: int) -> list[int]:
@@ -118,30 +117,6 @@ class SimpleCNN(nn.Sequential):
         self.widths = widths
 
 
-_ALIASES = {
-    "dense-linear": "dense-linear",
-    "denselinear": "dense-linear",
-    "denselinearnn": "dense-linear",
-    "dense-poly": "dense-poly",
-    "densepoly": "dense-poly",
-    "densepolynn": "dense-poly",
-    "cnn": "cnn",
-    "simplecnn": "cnn",
-    "simple-cnn": "cnn",
-}
-
-
-def canonical_net(name: str) -> str:
-    """dense-linear, dense-poly or cnn for a net's name or class name, in any case."""
-    key = name.strip().lower().replace("_", "-")
-    if key not in _ALIASES:
-        raise ValueError(
-            f"unknown net {name!r}: use dense-linear, dense-poly or cnn "
-            "(or DenseLinearNN, DensePolyNN, SimpleCNN)"
-        )
-    return _ALIASES[key]
-
-
 def build_net(
     name: str,
     input_shape: InputShape,
@@ -159,8 +134,3 @@ def build_net(
         return SimpleCNN(input_shape, n_classes, n_conv=n_conv, n_linear=n_linear, relu=relu is not False)
     make: Callable[..., nn.Module] = DenseLinearNN if net == "dense-linear" else DensePolyNN
     return make(input_shape, n_classes, n_linear=n_linear, activation="relu" if relu else None)
-
-
-def default_relu(name: str) -> bool:
-    """Whether `name` has ReLU when not told: SimpleCNN yes, the dense nets no (as studied)."""
-    return canonical_net(name) == "cnn"

@@ -1,0 +1,90 @@
+"""A results folder: rows appended and written atomically as they arrive (Parquet for
+analysis, CSV for eyes), so an interrupted run keeps all it had; tables read back or refused
+in one sentence."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from greenray.errors import UsageError
+from greenray.results.schema import PARQUET_ONLY, TABLES
+
+
+class ResultsError(UsageError):
+    """A results folder that cannot give what was asked of it."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), flush it to disk, then move it over `path` in one step."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class ResultStore:
+    """A results folder: DIR/<table>.parquet and DIR/<table>.csv, plus JSON side files
+    (the run's settings, the idle baseline). Rows are appended, never rewritten."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._rows: dict[str, list[dict]] = {}
+
+    def path(self, table: str, suffix: str = "parquet") -> Path:
+        return self.root / f"{table}.{suffix}"
+
+    def append(self, table: str, rows: list[dict]) -> None:
+        """Add rows and rewrite the table's files atomically (a reader never sees half a file)."""
+        if table not in TABLES:
+            raise KeyError(f"unknown table {table!r}")
+        for row in rows:
+            missing = [c for c in TABLES[table] if c not in row]
+            if missing:
+                raise KeyError(f"a {table} row lacks {', '.join(missing)}")
+        held = self._held(table)
+        held.extend(rows)
+        frame = pd.DataFrame(held)
+        atomic_write(self.path(table), lambda p: frame.to_parquet(p, index=False))
+        if table not in PARQUET_ONLY:
+            atomic_write(self.path(table, "csv"), lambda p: frame.to_csv(p, index=False))
+
+    def read(self, table: str) -> pd.DataFrame:
+        path = self.path(table)
+        if not path.exists():
+            return pd.DataFrame(columns=list(TABLES.get(table, ())))
+        return pd.read_parquet(path)
+
+    def write_json(self, name: str, data: dict) -> None:
+        text = json.dumps(data, indent=2, sort_keys=True, default=str)
+        atomic_write(self.root / f"{name}.json", lambda p: p.write_text(text + "\n"))
+
+    def read_json(self, name: str) -> dict | None:
+        path = self.root / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def _held(self, table: str) -> list[dict]:
+        if table not in self._rows:
+            existing = self.read(table)
+            self._rows[table] = existing.to_dict("records") if len(existing) else []
+        return self._rows[table]
+
+
+def read_table(root: str | Path, table: str, required: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """A stored table, or one sentence saying why it cannot be had."""
+    path = Path(root) / f"{table}.parquet"
+    if not path.exists():
+        raise ResultsError(f"{root} has no {table}.parquet: it is not a greenray results folder of that kind")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise ResultsError(f"{path} cannot be read ({exc.__class__.__name__}): it is damaged") from exc
+    missing = [c for c in (required if required is not None else TABLES[table]) if c not in frame.columns]
+    if missing:
+        raise ResultsError(f"{path} lacks the column(s) {', '.join(missing)}, so it cannot be analysed")
+    return frame

@@ -1,0 +1,208 @@
+"""Energy for any Ray Tune function trainable: `with_energy` wraps it so that every result it
+reports carries what its trial has spent so far, measured inside the trial, on whatever node
+and GPU(s) Ray gave it."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from numbers import Number
+from typing import Any
+
+from greenray.energy import ENERGY_CHOICES, EnergyMeter, open_meter
+
+log = logging.getLogger("greenray.tune")
+
+TRIAL_WINDOW = "trial"  # the meter window that spans a with_energy trial
+# The keys every reported result gains (the flat energy columns of greenray's result rows).
+ENERGY_KEYS = (
+    "seconds",
+    "energy_j",
+    "idle_free_energy_j",
+    "cpu_energy_j",
+    "avg_power_w",
+    "peak_power_w",
+    "energy_source",
+    "power_field",
+    "energy_approximate",
+    "device",
+    "device_name",
+    "device_uuid",
+    "node",
+    "node_id",
+)
+
+_current: ContextVar[_TrialEnergy | None] = ContextVar("greenray_trial_energy", default=None)
+
+
+def with_energy(
+    trainable: Callable,
+    *,
+    energy: str = "auto",
+    interval_ms: float = 10.0,
+    baseline: Mapping[str, Mapping[str, float]] | None = None,
+    busy: bool = True,
+) -> Callable:
+    """Wrap a Ray Tune function trainable so every result it reports carries its energy.
+
+    The trainable is left as it is: it reports with `tune.report({...})` (checkpoints too), or
+    returns or yields its results, as Tune allows. Inside each trial an energy meter opens on
+    the devices the trial sees (the GPUs Ray gave it, through NVML; else the CPU packages,
+    through RAPL), and every result reaches Tune with these keys added:
+
+    - `energy_j`, `idle_free_energy_j`, `cpu_energy_j`: Joules since the trial started;
+    - `avg_power_w`: Watts since the previous report;
+    - `peak_power_w`: the highest Watts since the trial started;
+    - `seconds`: the measured span so far;
+    - `energy_source` (`nvml-counter`, `nvml-power`, `rapl`, `simulated` or `none`),
+      `power_field`, `energy_approximate`, `device`, `device_name`, `device_uuid`, `node`
+      (hostname) and `node_id` (Ray's).
+
+    A key the trainable reports itself is kept as it reported it (with a warning, once). A
+    trial that raises carries its energy so far on the exception (`greenray_energy`, the same
+    keys), so what a failed trial spent can still be recorded.
+
+    Args:
+        trainable: a function trainable, `def train(config): ...`, possibly wrapped by
+            `tune.with_parameters` or `tune.with_resources` already (or wrap the result).
+        energy: "auto" (NVML GPUs, else RAPL, else nothing), "nvml", "rapl", "simulated"
+            (a deterministic model, labelled so: for machines without a GPU) or "none".
+        interval_ms: power sampling interval, milliseconds.
+        baseline: idle power to factor out, Watts by node hostname, then device UUID (what
+            `greenray.tune.cluster.baseline_by_node` gives). Without one, `idle_free_energy_j`
+            is None, except for the simulated backend, whose idle is its model's.
+        busy: the whole trial is work. Only the simulated backend's model reads this; a
+            trainable that marks its own work with `trial_meter().window(...)` passes False.
+
+    Returns:
+        A function trainable with the wrapped one's name, parameters and resources.
+
+    Example:
+        >>> from ray import tune
+        >>> from greenray.tune import PIBayesSearch, with_energy
+        >>> def train(config):
+        ...     for epoch in range(3):
+        ...         tune.report({"loss": (config["x"] - 1) ** 2 / (epoch + 1)})
+        >>> tuner = tune.Tuner(
+        ...     with_energy(train, energy="simulated"),
+        ...     tune_config=tune.TuneConfig(num_samples=4, search_alg=PIBayesSearch(
+        ...         {"x": tune.uniform(0, 2)}, metric="energy_j", mode="min")),
+        ... )  # doctest: +SKIP
+    """
+    if energy not in ENERGY_CHOICES:
+        raise ValueError(f"energy must be one of {', '.join(ENERGY_CHOICES)}, not {energy!r}")
+    if not interval_ms > 0:
+        raise ValueError(f"interval_ms must be a positive number of milliseconds, not {interval_ms!r}")
+    by_node = {node: dict(watts) for node, watts in (baseline or {}).items()}
+
+    @functools.wraps(trainable)
+    def measured(config):
+        meter = open_meter(energy, interval_ms=interval_ms, quiet=True)
+        with _TrialEnergy(meter, by_node.get(socket.gethostname(), {}), busy).active() as trial:
+            return trial.run(trainable, config)
+
+    return measured
+
+
+def trial_meter() -> EnergyMeter:
+    """The energy meter of the with_energy trial running in this thread, for windows of the
+    trial's own (an epoch, a test pass). RuntimeError outside such a trial."""
+    trial = _current.get()
+    if trial is None:
+        raise RuntimeError("trial_meter() is only available inside a trainable wrapped with with_energy")
+    return trial.meter
+
+
+def trial_energy() -> dict[str, Any]:
+    """The energy columns of the running with_energy trial so far (what the next report gets)."""
+    trial = _current.get()
+    if trial is None:
+        raise RuntimeError("trial_energy() is only available inside a trainable wrapped with with_energy")
+    return trial.columns(advance=False)
+
+
+class _TrialEnergy:
+    """One trial's meter and window, and the report hook that adds its energy to results."""
+
+    def __init__(self, meter: EnergyMeter, baseline: dict[str, float], busy: bool) -> None:
+        self.meter = meter
+        meter.use_baseline(baseline)
+        self._busy = busy
+        self._last: tuple[float, float | None] | None = None  # (seconds, joules) at the last report
+        self._clashes: set[str] = set()
+
+    @contextmanager
+    def active(self) -> Iterator[_TrialEnergy]:
+        from ray.train._internal.session import get_session
+
+        # Tune's report() (ray.tune.report, however imported, and returned or yielded
+        # results) all go through the trial's session; its report is shadowed for the trial.
+        session = get_session()
+        if session is None:
+            raise RuntimeError("with_energy trainables run inside Ray Tune (no Tune session here)")
+        token = _current.set(self)
+        self.meter.start()
+        self.meter.begin_window(TRIAL_WINDOW, busy=self._busy)
+        session.report = functools.partial(self._report, type(session).report.__get__(session))
+        try:
+            yield self
+        except BaseException as exc:
+            # What the trial spent before it failed goes with its error, so a failed trial is
+            # recorded with its cost (Ray pickles the exception's attributes to the driver).
+            with contextlib.suppress(AttributeError, ValueError):
+                exc.greenray_energy = self.columns(advance=False)
+            raise
+        finally:
+            del session.report
+            _current.reset(token)
+            self.meter.end_window(TRIAL_WINDOW)
+            self.meter.close()
+
+    def run(self, trainable: Callable, config: dict) -> None:
+        """Call the trainable, reporting what it yields or returns as Tune itself would."""
+        from ray.train._internal.session import get_session
+        from ray.tune.result import DEFAULT_METRIC
+
+        def report(output: Any) -> None:
+            if isinstance(output, dict):
+                get_session().report(output)
+            elif isinstance(output, Number):
+                get_session().report({DEFAULT_METRIC: output})
+
+        output = trainable(config)
+        for result in output if inspect.isgenerator(output) else [output]:
+            report(result)
+
+    def _report(self, report: Callable, metrics: dict, checkpoint=None) -> None:
+        energy = self.columns()
+        clashes = (set(energy) & set(metrics)) - self._clashes
+        if clashes:
+            self._clashes |= clashes
+            log.warning("the trainable reports %s itself; its values are kept", ", ".join(sorted(clashes)))
+        report({**energy, **metrics}, checkpoint=checkpoint)
+
+    def columns(self, advance: bool = True) -> dict[str, Any]:
+        """The trial's energy columns now; `advance` makes this the report the next
+        avg_power_w is counted from."""
+        now = self.meter.read_window(TRIAL_WINDOW)
+        row = now.to_row() | {"node_id": _node_id()}
+        seconds, joules = now.seconds, now.joules
+        if self._last is not None:  # since the previous report, not since the start
+            last_s, last_j = self._last
+            known = joules is not None and last_j is not None and seconds > last_s
+            row["avg_power_w"] = (joules - last_j) / (seconds - last_s) if known else None
+        if advance:
+            self._last = (seconds, joules)
+        return row
+
+
+def _node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None

@@ -1,0 +1,144 @@
+"""What greenray shows a person: progress bars, the tables of `doctor`, `meter` and
+`serve-bench`, and the labels that keep simulated energy from passing as a measurement. Rich
+only; nothing here measures or decides."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from greenray.energy import Measurement
+
+# Piped output gets a wide console so tables are not cut to 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+SIMULATED_LABEL = " (simulated, not a measurement)"
+
+
+def say(line: str) -> None:
+    """One line of progress on stderr, printed as it is (no markup from data)."""
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def bars(*, label: str | None = None, description_last: bool = False) -> Progress:
+    """Progress bars on stderr: description (or `label`), bar, done/total, elapsed time."""
+    head = [TextColumn(label)] if label else [TextColumn("{task.description}")]
+    tail = [TextColumn("{task.description}")] if description_last else []
+    return Progress(*head, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), *tail, console=err)
+
+
+def cell(value) -> str:
+    """A table cell: '-' for nothing, 4 significant digits for floats."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# ------------------------------------------------------------------------------ doctor
+
+
+def gpu_table(nvml) -> Table:
+    """The GPUs NVML sees (greenray.energy.nvml.NvmlBackend), one row each."""
+    table = Table(title=f"NVIDIA GPUs (driver {nvml.driver_version()})")
+    columns = (
+        "device",
+        "name",
+        "NVML index",
+        "UUID",
+        "energy counter",
+        "power field",
+        "power limit W",
+        "power W",
+    )
+    for column in columns:
+        table.add_column(column)
+    for device in nvml.devices():
+        limit = nvml.power_limit_w(device)
+        table.add_row(
+            device.key,
+            device.name,
+            str(device.index),
+            device.uuid or "",
+            "yes" if nvml.has_counter(device) else "no (power samples instead)",
+            nvml.power_field,
+            f"{limit:.0f}" if limit else "?",
+            f"{nvml.read_power_w(device):.1f}",
+        )
+    return table
+
+
+# ------------------------------------------------------------------------------- meter
+
+
+def print_idle(idle_w: dict[str, float], sources: set[str], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps({"idle_w": idle_w, "energy_sources": sorted(sources)}))
+        return
+    if not idle_w:
+        out.print("idle power: nothing measurable here (energy source: none)")
+    label = SIMULATED_LABEL if "simulated" in sources else ""
+    for key, watts in idle_w.items():
+        out.print(f"idle power {key}: {watts:.1f} W{label}")
+
+
+def print_measurement(m: Measurement, command: list[str], code: int, idle_w: dict, as_json: bool) -> None:
+    """A measured command: JSON on stdout, or a table per device on stderr (the command's own
+    output is on stdout)."""
+    if as_json:
+        data = m.to_dict() | {"command": command, "exit_code": code, "idle_w": idle_w}
+        print(json.dumps(data, default=str))
+        return
+    label = SIMULATED_LABEL if m.energy_source == "simulated" else ""
+    title = f"{' '.join(command)}: {m.seconds:.3f} s, exit code {code}{label}"
+    if not m.devices:
+        err.print(f"{' '.join(command)}: {m.seconds:.3f} s; energy not measured (source: none)")
+        return
+    table = Table(title=title, caption=f"power field: {m.power_field or 'mixed'}")
+    for column in ("device", "name", "J", "idle-free J", "avg W", "peak W", "samples", "source"):
+        table.add_column(column)
+    for d in m.devices:
+        row = (d.joules, d.idle_free_joules, d.avg_power_w, d.peak_power_w)
+        table.add_row(d.device.key, d.device.name, *(_fixed(v) for v in row), str(d.samples), d.source)
+    err.print(table)
+
+
+def _fixed(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+# ------------------------------------------------------------------------- serve-bench
+
+RUN_COLUMNS = {
+    "model": "model",
+    "policy": "policy",
+    "frequency_hz": "Hz",
+    "served": "served",
+    "energy_per_image_j": "J/image",
+    "idle_free_energy_per_image_j": "idle-free J/image",
+    "p50_latency_s": "p50 s",
+    "p99_latency_s": "p99 s",
+    "max_latency_s": "max s",
+    "achieved_rate_hz": "sent Hz",
+    "mean_batch_size": "mean batch",
+    "peak_power_w": "peak W",
+    "energy_source": "source",
+}
+
+
+def runs_table(rows: list[dict], title: str = "serve-bench") -> Table:
+    """Serving runs, one row each."""
+    simulated = any(row.get("energy_source") == "simulated" for row in rows)
+    table = Table(title=title + (" (energy simulated, not measured)" if simulated else ""))
+    for heading in RUN_COLUMNS.values():
+        table.add_column(heading)
+    for row in rows:
+        table.add_row(*(cell(row.get(key)) for key in RUN_COLUMNS))
+    return table

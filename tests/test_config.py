@@ -1,0 +1,95 @@
+"""The config spine: one declaration per setting, flat names and nested configs agreeing, JSON
+round trips, the CLI's flags and defaults taken from the configs, and the layering rules
+(greenray.energy imports nothing else of greenray; greenray.config imports neither torch nor Ray)."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from greenray.cli import hpo, serve_bench
+from greenray.config import BenchConfig, StudyConfig
+from greenray.errors import UsageError
+
+PACKAGE = Path(__file__).resolve().parents[1] / "greenray"
+INVOCATION = {"ctx", "out_dir", "resume", "address"}  # where and how to run, not what
+
+
+@pytest.mark.parametrize("config", [StudyConfig, BenchConfig])
+def test_flat_names_are_unique_and_round_trip(config):
+    flat = config().flat()
+    assert len(flat) == len(config.flat_paths())
+    assert config.from_flat(flat) == config()
+    rebuilt = config.model_validate(json.loads(json.dumps(config().model_dump(mode="json"))))
+    assert rebuilt == config()
+
+
+def test_a_changed_setting_lands_in_its_nested_config():
+    config = StudyConfig().replace(rounds=5, energy="simulated", n_conv=4, uniform_lr=True)
+    assert (config.search.rounds, config.energy.backend, config.trial.n_conv) == (5, "simulated", 4)
+    assert config.search.uniform_lr and StudyConfig.flag("n_conv") == "--conv-layers"
+    with pytest.raises(UsageError, match="'roundz' is not a setting"):
+        StudyConfig.from_flat({"roundz": 5})
+
+
+def test_each_command_has_a_default_per_setting_and_they_agree(monkeypatch):
+    import inspect
+
+    for command, config in ((hpo, StudyConfig), (serve_bench, BenchConfig)):
+        params = inspect.signature(command).parameters
+        names = set(params) - INVOCATION
+        assert names == set(config.flat_paths()), command.__name__
+        defaults = config().flat()
+        for name in names:
+            default = params[name].default
+            if isinstance(default, str) and not isinstance(defaults[name], str):
+                default = config.from_flat({name: default}).flat()[name]  # "16,32" for a list
+            assert default == defaults[name], name
+
+
+def test_the_hpo_resume_of_an_unrelated_study_json_is_one_sentence(tmp_path):
+    from greenray.tune.study import stored_config
+
+    with pytest.raises(UsageError, match="holds no settings"):
+        stored_config({"kind": "hpo"}, tmp_path)
+    with pytest.raises(UsageError, match="--rounds 0 is not"):
+        stored_config({"settings": {"rounds": 0}}, tmp_path)
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_greenray_energy_imports_nothing_else_of_greenray():
+    for path in (PACKAGE / "energy").glob("*.py"):
+        ours = {name for name in imports_of(path) if name.startswith("greenray")}
+        assert all(name.startswith("greenray.energy") for name in ours), (path.name, ours)
+
+
+def test_results_and_config_import_only_the_layers_below():
+    allowed = {
+        "results": ("greenray.results", "greenray.errors"),
+        "config": ("greenray.config", "greenray.energy", "greenray.errors"),
+    }
+    for package, prefixes in allowed.items():
+        for path in (PACKAGE / package).glob("*.py"):
+            ours = {name for name in imports_of(path) if name.startswith("greenray")}
+            assert all(name.startswith(prefixes) for name in ours), (path.name, ours)
+
+
+def test_importing_the_config_imports_neither_torch_nor_ray():
+    code = (
+        "import sys, greenray.config; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch','ray'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,136 @@
+"""`greenray.tune.with_energy` on trainables greenray did not write, in a real Tuner on the
+session's local Ray, with the simulated backend (busy 250 W while the trial runs): the energy
+keys on every result, growing within a trial, equal to the trial's own span, measured apart for
+concurrent trials; checkpoints, returned results and greenray's searchers on the energy keys."""
+
+import sys
+import time
+
+import pytest
+from ray import cloudpickle, tune
+
+from greenray.tune import ENERGY_KEYS, PIBayesSearch, RandomSearch, with_energy
+
+BUSY_W = 250.0
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import tests/
+
+
+def timed_trainable(config):
+    """Works (sleeps) config["seconds"] in three reports, saying when it started and ended."""
+    started = time.time()
+    t0 = time.monotonic()
+    for step in range(3):
+        time.sleep(config["seconds"] / 3)
+        tune.report(
+            {"step": step, "elapsed_s": time.monotonic() - t0, "started": started, "ended": time.time()}
+        )
+
+
+@pytest.fixture(scope="module")
+def two_trials(ray_local, tmp_path_factory):
+    tuner = tune.Tuner(
+        tune.with_resources(with_energy(timed_trainable, energy="simulated"), {"cpu": 1}),
+        param_space={"seconds": tune.grid_search([0.6, 1.5])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=2),
+        run_config=tune.RunConfig(storage_path=str(tmp_path_factory.mktemp("tune")), verbose=0),
+    )
+    grid = tuner.fit()
+    assert not grid.errors
+    return sorted((r for r in grid), key=lambda r: r.config["seconds"])
+
+
+def test_every_result_carries_the_energy_keys_and_energy_grows(two_trials):
+    for result in two_trials:
+        history = result.metrics_dataframe
+        assert set(ENERGY_KEYS) <= set(history.columns)
+        assert (history["energy_source"] == "simulated").all() and (history["device"] == "sim:0").all()
+        assert history["energy_j"].is_monotonic_increasing and history["energy_j"].iloc[0] > 0
+        assert history["seconds"].is_monotonic_increasing
+        # avg_power_w is the power since the previous report: busy all along
+        assert history["avg_power_w"].to_numpy() == pytest.approx(BUSY_W, rel=1e-4)
+        assert (history["node_id"] == history["node_id"].iloc[0]).all() and history["node_id"].iloc[0]
+
+
+def test_the_final_energy_is_the_trial_s_own_span(two_trials):
+    for result in two_trials:
+        last = result.metrics
+        # the trainable's own clock, from its first line to its last report
+        assert last["energy_j"] == pytest.approx(BUSY_W * last["elapsed_s"], rel=0.01)
+        # the simulated idle (60 W) is the baseline: idle-free is the rest
+        idle_j = last["energy_j"] - last["idle_free_energy_j"]
+        assert idle_j == pytest.approx(60.0 * last["seconds"], rel=1e-9)
+
+
+def test_concurrent_trials_each_measure_their_own_window(two_trials):
+    short, long = (r.metrics for r in two_trials)
+    assert short["started"] < long["ended"] and long["started"] < short["ended"]  # they overlapped
+    assert long["energy_j"] / short["energy_j"] == pytest.approx(
+        long["elapsed_s"] / short["elapsed_s"], rel=0.02
+    )
+
+
+def checkpointing(config):
+    import json
+    import tempfile
+
+    start = 0
+    if (checkpoint := tune.get_checkpoint()) is not None:
+        with checkpoint.as_directory() as folder, open(f"{folder}/state.json") as handle:
+            start = json.load(handle)["step"] + 1
+    for step in range(start, 2):
+        with tempfile.TemporaryDirectory() as folder:
+            with open(f"{folder}/state.json", "w") as handle:
+                json.dump({"step": step}, handle)
+            tune.report({"step": step}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def returning(config):
+    time.sleep(0.2)
+    return {"score": config["x"]}
+
+
+def test_checkpoints_and_returned_results_still_reach_tune(ray_local, tmp_path):
+    storage = str(tmp_path)
+    saved = tune.Tuner(
+        with_energy(checkpointing, energy="simulated"),
+        run_config=tune.RunConfig(storage_path=storage, name="ckpt", verbose=0),
+    ).fit()[0]
+    assert saved.checkpoint is not None and saved.metrics["step"] == 1 and saved.metrics["energy_j"] > 0
+    returned = tune.Tuner(
+        with_energy(returning, energy="simulated"),
+        param_space={"x": 3.0},
+        run_config=tune.RunConfig(storage_path=storage, name="ret", verbose=0),
+    ).fit()[0]
+    assert returned.metrics["score"] == 3.0
+    assert returned.metrics["energy_j"] == pytest.approx(BUSY_W * returned.metrics["seconds"], rel=1e-6)
+
+
+def sleeper(config):
+    time.sleep(config["x"])
+    tune.report({"x": config["x"]})
+
+
+@pytest.mark.parametrize("searcher", [PIBayesSearch, RandomSearch])
+def test_greenray_searchers_minimise_energy_from_a_tuner_param_space(ray_local, tmp_path, searcher):
+    # No space, metric or mode to the searcher: Tune passes the Tuner's (set_search_properties).
+    tuner = tune.Tuner(
+        with_energy(sleeper, energy="simulated"),
+        param_space={"x": tune.uniform(0.05, 0.5)},
+        tune_config=tune.TuneConfig(
+            search_alg=searcher(seed=0), metric="energy_j", mode="min", num_samples=6, max_concurrent_trials=2
+        ),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
+    )
+    grid = tuner.fit()
+    best = grid.get_best_result()
+    xs = sorted(r.config["x"] for r in grid)
+    assert len(xs) == 6 and len(set(xs)) == 6
+    assert best.config["x"] == xs[0]  # the least work spent the least energy
+    assert best.metrics["energy_j"] == min(r.metrics["energy_j"] for r in grid)
+
+
+def test_bad_arguments_are_refused_on_the_driver():
+    with pytest.raises(ValueError, match="energy must be one of"):
+        with_energy(sleeper, energy="gpu")
+    with pytest.raises(ValueError, match="interval_ms"):
+        with_energy(sleeper, interval_ms=0)
