@@ -7,8 +7,7 @@ without Ray Tune's searchers."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from greenray.lazy import exports
 
 _PUBLIC = {
     "with_energy": "greenray.tune.measure",
@@ -24,9 +23,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'greenray.tune' has no attribute {name!r}")
+__getattr__ = exports(__name__, _PUBLIC)
