@@ -1,4 +1,5 @@
 import logging
+import re
 
 import pytest
 from fake_nvml import FakeGpu, FakeNvml, four_gpus
@@ -152,3 +153,57 @@ def test_auto_without_gpu_or_rapl_runs_unmeasured():
         assert w.measurement.energy_source in {"nvml-counter", "nvml-power", "rapl"}
     else:
         assert w.measurement.energy_source == "none"
+
+
+# ---- MIG instances and entries that name nothing
+
+
+def mig_nvml():
+    from nvml_standin import Load, VirtualClock, standin
+
+    clock = VirtualClock()
+    nvml, gpus = standin(2, clock=clock, load=Load.steady(150.0))
+    gpus[1].mig_uuids = ("MIG-aaaa1111-0000", "MIG-bbbb2222-0000")
+    return nvml, gpus, clock
+
+
+@pytest.mark.parametrize("visible", ["MIG-bbbb2222-0000", "MIG-bbbb", "MIG-GPU-00000001-stand-in/1/0"])
+def test_a_mig_instance_is_measured_as_its_whole_gpu_and_labelled_shared(visible):
+    nvml, gpus, clock = mig_nvml()
+    backend = NvmlBackend(nvml=nvml, visible=visible)
+    (device,) = backend.devices()
+    assert device.index == 1 and device.uuid == gpus[1].uuid and device.shared
+    assert device.mig_uuid.startswith("MIG-")
+    meter = EnergyMeter([backend], clock=clock)
+    meter.begin_window("w")
+    clock.t += 2.0
+    m = meter.end_window("w")
+    assert m.joules == pytest.approx(300.0, rel=1e-3)  # the whole GPU's 150 W
+    assert m.device_shared and m.to_row()["device_shared"] and "MIG instance" in m.note
+
+
+def test_two_instances_of_one_gpu_count_its_energy_once():
+    nvml, _, _ = mig_nvml()
+    backend = NvmlBackend(nvml=nvml, visible="MIG-aaaa1111-0000,MIG-bbbb2222-0000")
+    assert [d.index for d in backend.devices()] == [1]
+
+
+@pytest.mark.parametrize(
+    ("visible", "phrase"),
+    [
+        ("MIG-ffff", "names no MIG instance NVML sees (NVML sees 2 GPU(s), indices 0-1, 2 MIG instance(s)"),
+        ("7", "entry '7' names no GPU (NVML sees 2 GPU(s), indices 0-1)"),
+        ("GPU-nope", "entry 'GPU-nope' names no GPU"),
+    ],
+)
+def test_an_entry_that_names_nothing_is_said_in_one_sentence(visible, phrase, caplog):
+    from greenray.energy.meter import _nonempty
+
+    nvml, _, _ = mig_nvml()
+    with pytest.raises(EnergyUnavailable, match=re.escape(phrase)):
+        _nonempty(NvmlBackend(nvml=nvml, visible=visible))
+    with caplog.at_level(logging.WARNING, logger="greenray.energy"):
+        EnergyMeter([], empty_reason=f"NVML: {phrase}")
+    assert [r.message for r in caplog.records] == [
+        f"no energy source (NVML: {phrase}): energy is not measured"
+    ]
