@@ -100,6 +100,23 @@ class _Window:
 
 
 @dataclass(frozen=True)
+class _Span:
+    """One device's samples over a window: running sums at its two edges. Units: s, J, J^2, W."""
+
+    t0: float
+    t1: float
+    start_j: float
+    end_j: float
+    b2: float
+    samples: int
+    peak_w: float | None
+
+    @property
+    def seconds(self) -> float:
+        return max(self.t1 - self.t0, 0.0)
+
+
+@dataclass(frozen=True)
 class IdleStats:
     """One device's idle baseline and how far to trust it. Units: W, s."""
 
@@ -496,9 +513,12 @@ class EnergyMeter:
         return self._health[i].ended_at is None
 
     def _read_edge_counters(self, columns: list[int]) -> tuple[float, dict[int, tuple[float, float]]]:
-        """The counters of `columns` and the moment they stand for (the middle of the reads)."""
+        """The counters of `columns` (J, and what each read took) and the moment they stand
+        for: the middle of the reads, or their start when one stalled (its value is dropped,
+        so the window is not stretched by it)."""
         values: dict[int, tuple[float, float]] = {}
         first = self._clock()
+        stalled = False
         for i in columns:
             c = self._columns[i]
             before = self._clock()
@@ -508,8 +528,13 @@ class EnergyMeter:
                 with self._lock:
                     self._failed(i, exc)
                 continue
-            values[i] = (value, self._clock() - before)
-        return (first + self._clock()) / 2, values
+            took = self._clock() - before
+            if took > SLOW_READ_S:
+                stalled = True
+                self._warn_once(f"slow-counter:{i}", f"a counter read of {c.device.key} stalled: not used")
+                continue
+            values[i] = (value, took)
+        return (first if stalled else (first + self._clock()) / 2), values
 
     def _close_reading(self, window: _Window) -> Measurement:
         edge = [i for i in window.counters if self._live(i)]
@@ -649,101 +674,139 @@ class EnergyMeter:
         self, window: _Window, i: int, t1: float, counters: dict[int, tuple[float, float]]
     ) -> DeviceEnergy:
         c, health = self._columns[i], self._health[i]
-        ended = health.ended_at
-        partial = ended is not None and ended < t1
-        t_end = min(t1, ended) if partial else t1
+        partial = health.ended_at is not None and health.ended_at < t1
         notes = [health.reason] if partial else []
         if c.device.shared:
             notes.append(f"{c.device.key} is MIG instance {c.device.mig_uuid}: the energy of its whole GPU")
-        fresh = self._trace.at(i, window.t0) if window.t0 >= self._trace.oldest_t else None
-        start = fresh or window.start[i]
-        end = self._trace.at(i, t_end, hold=not partial)
-        if end is None:
-            end = (float(self._trace.joules[i]), float(self._trace.b2[i]), int(self._trace.samples[i]))
-        seconds = max(t_end - window.t0, 0.0)
-        nothing = DeviceEnergy(c.device, None, None, None, None, 0, "none", partial=True, power_field=c.field)
-        if start is None or (partial and ended <= window.t0):
-            return DeviceEnergy(**{**nothing.__dict__, "note": "; ".join(notes)})
-        samples_j, b2, n = end[0] - start[0], self._trace.b2_after(i, t_end) - start[1], end[2] - start[2]
-        ratio, ratio_rel = self._ratio(i)
-        swing = float(self._trace.swing_w()[i])
-        average_s = c.average_s
-        candidates = [
-            estimate.from_samples(
-                samples_j, b2, seconds, ratio=ratio, ratio_rel=ratio_rel, average_s=average_s, swing_w=swing
+        span = self._span(window, i, min(t1, health.ended_at) if partial else t1, partial)
+        if span is None:  # nothing of the window was measured on it
+            return DeviceEnergy(
+                c.device,
+                None,
+                None,
+                None,
+                None,
+                0,
+                "none",
+                partial=True,
+                power_field=c.field,
+                note="; ".join(notes),
             )
-        ]
-        peak = window.peak_w[i] if not math.isnan(window.peak_w[i]) else None
-        edge_w = float(self._trace.high_w()[i]) if average_s else (peak or 0.0)
+        candidates = [self._from_samples(i, span)]
         if i in window.counters and i in counters and not partial:
-            (c0, read0), (c1, read1) = window.counters[i], counters[i]
-            if implausible(c1 - c0, seconds, c.limit_w, c.period_s):
-                notes.append(
-                    f"the energy counter of {c.device.key} jumped ({c1 - c0:+.0f} J): power samples used"
-                )
-                self._warn_once(f"edge-jump:{i}", notes[-1])
-            else:
-                candidates.append(
-                    estimate.from_counter_edges(
-                        c1 - c0, period_s=c.period_s, p0_w=edge_w, p1_w=edge_w, read_s=max(read0, read1)
-                    )
-                )
-        anchored = self._anchored_estimate(window, i, t_end, start, end, b2, seconds, swing, notes)
-        if anchored is not None:
-            candidates.append(anchored)
+            candidates += self._from_counter_edges(i, span, window.counters[i], counters[i], notes)
+        candidates += self._from_anchors(window, i, span, notes)
         chosen = estimate.best(candidates)
         idle = self.idle_w.get(c.device.key)
         return DeviceEnergy(
             device=c.device,
             joules=chosen.joules,
-            idle_free_joules=chosen.joules - idle * seconds if idle is not None else None,
-            avg_power_w=chosen.joules / seconds if seconds > 0 else None,
-            peak_power_w=peak,
-            samples=n,
+            idle_free_joules=chosen.joules - idle * span.seconds if idle is not None else None,
+            avg_power_w=chosen.joules / span.seconds if span.seconds > 0 else None,
+            peak_power_w=span.peak_w,
+            samples=span.samples,
             source=c.backend.counter_source if chosen.kind == estimate.COUNTER else c.backend.power_source,
             idle_w=idle,
             uncertainty_j=chosen.uncertainty_j,
             partial=partial,
             power_field=c.field,
-            seconds=seconds,
+            seconds=span.seconds,
             note="; ".join(notes),
         )
 
-    def _anchored_estimate(self, window, i, t_end, start, end, b2, seconds, swing, notes):
-        """Counter energy between the first and last background reads inside the window, when
-        two of the same epoch lie in it."""
-        calibration = self._calibration[i]
-        first = window.anchors[i]
-        if calibration is None or first is None:
+    def _span(self, window: _Window, i: int, t_end: float, partial: bool) -> _Span | None:
+        """What device i's samples hold over [window.t0, t_end]; None when nothing."""
+        if partial and self._health[i].ended_at <= window.t0:
             return None
-        last = calibration.latest if calibration.latest.t <= t_end else calibration.previous
-        if first.epoch != calibration.epoch:
-            notes.append(
-                f"the energy counter of {self._columns[i].device.key} jumped during the window: "
-                "power samples used"
-            )
+        # Recomputed while the ring still reaches back: a reading that came after the window
+        # opened makes its start exact.
+        fresh = self._trace.at(i, window.t0) if window.t0 >= self._trace.oldest_t else None
+        start = fresh or window.start[i]
+        if start is None:
             return None
-        if last is None or last.t <= first.t or last.epoch != first.epoch:
-            return None
-        c = self._columns[i]
-        edge_j = (first.samples_j - start[0]) + (end[0] - last.samples_j)
-        edge_s = (first.t - window.t0, t_end - last.t)
-        share = sum(edge_s) / seconds if seconds > 0 else 1.0
+        end = self._trace.at(i, t_end, hold=not partial)
+        if end is None:  # its last reading has left the ring: the running sums are at it
+            end = (float(self._trace.joules[i]), float(self._trace.b2[i]), int(self._trace.samples[i]))
+        peak = window.peak_w[i]
+        return _Span(
+            t0=window.t0,
+            t1=t_end,
+            start_j=start[0],
+            end_j=end[0],
+            b2=self._trace.b2_after(i, t_end) - start[1],
+            samples=end[2] - start[2],
+            peak_w=None if math.isnan(peak) else peak,
+        )
+
+    def _from_samples(self, i: int, span: _Span) -> estimate.Estimate:
         ratio, ratio_rel = self._ratio(i)
-        hi = float(self._trace.high_w()[i])
-        return estimate.from_anchors(
-            last.counter_j - first.counter_j,
-            edge_j,
-            b2 * share,
-            edge_s,
-            period_s=c.period_s,
-            p_first_w=hi if c.average_s else first.power_w,
-            p_last_w=hi if c.average_s else last.power_w,
+        return estimate.from_samples(
+            span.end_j - span.start_j,
+            span.b2,
+            span.seconds,
             ratio=ratio,
             ratio_rel=ratio_rel,
-            average_s=c.average_s,
-            swing_w=swing,
+            average_s=self._columns[i].average_s,
+            swing_w=float(self._trace.swing_w()[i]),
         )
+
+    def _from_counter_edges(
+        self, i: int, span: _Span, first: tuple[float, float], last: tuple[float, float], notes: list[str]
+    ) -> list[estimate.Estimate]:
+        """The counter read at both edges, unless it jumped between them."""
+        c = self._columns[i]
+        (c0, read0), (c1, read1) = first, last
+        if implausible(c1 - c0, span.seconds, c.limit_w, c.period_s):
+            notes.append(
+                f"the energy counter of {c.device.key} jumped ({c1 - c0:+.0f} J): power samples used"
+            )
+            self._warn_once(f"edge-jump:{i}", notes[-1])
+            return []
+        # The tick lag is set by the power just before each read: known from instant samples,
+        # only bounded (by the device's most) behind an average.
+        edge_w = float(self._trace.high_w()[i]) if c.average_s else (span.peak_w or 0.0)
+        return [
+            estimate.from_counter_edges(
+                c1 - c0, period_s=c.period_s, p0_w=edge_w, p1_w=edge_w, read_s=max(read0, read1)
+            )
+        ]
+
+    def _from_anchors(
+        self, window: _Window, i: int, span: _Span, notes: list[str]
+    ) -> list[estimate.Estimate]:
+        """Counter energy between the first and last background reads inside the window (when
+        two of one counter epoch lie in it), and samples for the stretches outside them."""
+        calibration, first = self._calibration[i], window.anchors[i]
+        if calibration is None or first is None:
+            return []
+        if first.epoch != calibration.epoch:
+            notes.append(
+                f"the energy counter of {self._columns[i].device.key} jumped during the window: samples used"
+            )
+            return []
+        last = calibration.latest if calibration.latest.t <= span.t1 else calibration.previous
+        if last is None or last.t <= first.t or last.epoch != first.epoch:
+            return []
+        c = self._columns[i]
+        edge_s = (first.t - span.t0, span.t1 - last.t)
+        share = sum(edge_s) / span.seconds if span.seconds > 0 else 1.0
+        ratio, ratio_rel = self._ratio(i)
+        high = float(self._trace.high_w()[i])
+        return [
+            estimate.from_anchors(
+                last.counter_j - first.counter_j,
+                (first.samples_j - span.start_j) + (span.end_j - last.samples_j),
+                span.b2 * share,
+                edge_s,
+                period_s=c.period_s,
+                p_first_w=high if c.average_s else first.power_w,
+                p_last_w=high if c.average_s else last.power_w,
+                ratio=ratio,
+                ratio_rel=ratio_rel,
+                average_s=c.average_s,
+                swing_w=float(self._trace.swing_w()[i]),
+            )
+        ]
 
     def _ratio(self, i: int) -> tuple[float, float]:
         calibration = self._calibration[i]
