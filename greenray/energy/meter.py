@@ -236,6 +236,14 @@ class EnergyMeter:
         fields = sorted({self._columns[i].field for i in self._compute})
         return ",".join(fields) if fields else None
 
+    def calibration(self) -> dict[str, tuple[float, float]]:
+        """Per device with a costly counter: the factor that scales its sample integrals to the
+        counter, and that factor's relative error (about 95%); (1, 0.02) until the counter has
+        covered enough to tell."""
+        return {
+            c.device.key: cal.ratio() for c, cal in zip(self._columns, self._calibration, strict=True) if cal
+        }
+
     def start(self) -> EnergyMeter:
         """Start the background sampler, and the counter reader where a counter is costly
         (idempotent)."""
