@@ -183,3 +183,21 @@ def test_two_threads_opening_one_window_name_one_wins_the_other_is_told():
         assert meter.end_window("w").joules is not None
         with pytest.raises(ValueError, match="no open window"):
             meter.end_window("w")
+
+
+def test_an_unexpected_error_in_a_read_costs_a_pass_not_the_sampler(caplog):
+    calls = []
+
+    def flaky(t: float) -> float:
+        calls.append(t)
+        if len(calls) == 3:
+            raise ZeroDivisionError("a backend's bug")
+        return 100.0
+
+    meter = EnergyMeter([SimulatedBackend(power_fn=flaky)], interval_s=0.002)
+    with caplog.at_level(logging.WARNING, logger="greenray.energy"), meter:
+        deadline = time.monotonic() + 5.0
+        while len(calls) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(calls) >= 10  # the thread went on after the error
+    assert [r.message for r in caplog.records if "pass failed" in r.message]

@@ -176,13 +176,15 @@ class EnergyMeter:
         # Edge readings of an RAPL package, for instance, add rows: leave room for them.
         capacity = max(1024, math.ceil(1.5 * trace_tail_s / interval_s))
         limits = np.array([c.limit_w or np.nan for c in self._columns], dtype=float)
-        self._trace = PowerTrace(n, capacity, gap_s=max(3 * interval_s, 0.05), limits_w=limits)
+        self._trace = PowerTrace(
+            n, capacity, gap_s=max(3 * interval_s, 0.05), limits_w=limits, on_rows=self._observe
+        )
         self._calibration = [
             Calibration(c.period_s, c.limit_w) if c.anchored else None for c in self._columns
         ]
         self._health = [_Health() for _ in self._columns]
+        self._failing: set[int] = set()  # devices whose last read failed
         self._compute = [i for i, c in enumerate(self._columns) if c.device.kind == "gpu"] or list(range(n))
-        self._compute_live = True  # no compute device has ended: the fast peak path applies
         self._open: dict[str, _Window | None] = {}  # None: being opened
         self._busy = 0
         self._warned: set[str] = set()
@@ -423,28 +425,28 @@ class EnergyMeter:
         n = len(self._columns)
         stamps, watts = [math.nan] * n, [math.nan] * n
         failures: list[tuple[int, Exception]] = []
+        clock, before = self._clock, self._clock()
         for i, c in enumerate(self._columns):
             if self._health[i].ended_at is not None:
                 continue
-            before = self._clock()
             try:
                 value = c.backend.read_power_w(c.device)
             except EnergyUnavailable as exc:
                 failures.append((i, exc))
+                before = clock()
                 continue
-            if self._clock() - before > SLOW_READ_S:
+            after = clock()
+            if after - before > SLOW_READ_S:
                 self._warn_once(f"slow:{i}", f"a power read of {c.device.key} stalled: its value is not used")
-                continue
-            stamps[i], watts[i] = before, value  # read at once, but the GIL may delay the return
+            else:
+                stamps[i], watts[i] = before, value  # read at once, but the GIL may delay the return
+            before = after
         with self._lock:
-            for i, health in enumerate(self._health):
-                if health.streak and watts[i] == watts[i]:
-                    self._succeeded(i)
+            for i in [i for i in self._failing if watts[i] == watts[i]]:
+                self._succeeded(i)
             for i, exc in failures:
                 self._failed(i, exc)
-            kept = self._trace.append(stamps, watts)
-            if kept is not None:
-                self._observe(kept)
+            self._trace.append(stamps, watts)
 
     def anchor(self) -> None:
         """One pass over the costly counters (a background read each); the counter thread
@@ -502,7 +504,7 @@ class EnergyMeter:
     def _run_sampler(self, stop: threading.Event) -> None:
         next_t = time.monotonic()
         while not stop.is_set():
-            self.sample()
+            self._survive(self.sample)
             next_t += self.interval_s
             delay = next_t - time.monotonic()
             if delay < 0:  # fell behind (a long GIL hold): skip, don't burst to catch up
@@ -512,8 +514,16 @@ class EnergyMeter:
 
     def _run_anchors(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.anchor()
+            self._survive(self.anchor)
             stop.wait(self.anchor_interval_s)
+
+    def _survive(self, step: Callable[[], None]) -> None:
+        """Run one pass of a background thread; an unexpected error (a backend's bug) is said
+        once and costs that pass, not the thread."""
+        try:
+            step()
+        except Exception as exc:
+            self._warn_once(f"crash:{step.__name__}", f"the meter's {step.__name__} pass failed: {exc!r}")
 
     # ---- internals: reading ----------------------------------------------------------
 
@@ -556,12 +566,14 @@ class EnergyMeter:
         health = self._health[i]
         log.info("%s answers again after %d failed reads", self._columns[i].device.key, health.streak)
         health.streak, health.failing_since = 0, None
+        self._failing.discard(i)
 
     def _failed(self, i: int, exc: Exception) -> None:
         health, key = self._health[i], self._columns[i].device.key
         if health.ended_at is not None:
             return
         now = self._clock()
+        self._failing.add(i)
         health.streak += 1
         health.failing_since = health.failing_since if health.failing_since is not None else now
         if isinstance(exc, DeviceLost):
@@ -580,7 +592,6 @@ class EnergyMeter:
         last = float(self._trace.last_t[i])
         health.ended_at = last if math.isfinite(last) else self._clock()
         health.reason = f"{key} stopped answering: {reason}"
-        self._compute_live = all(self._live(j) for j in self._compute)
         self._warn_once(
             f"ended:{i}",
             f"energy of {key} is no longer measured: {reason}; windows keep what it measured "
@@ -608,40 +619,53 @@ class EnergyMeter:
             if window is not None and window.anchors[i] is None and t >= window.t0:
                 window.anchors[i] = calibration.latest
 
-    def _observe(self, kept: list[float]) -> None:
-        """Fold one new trace row into every open window's peaks."""
-        if self._compute_live:
-            summed = sum(kept[i] for i in self._compute)  # NaN when one gave no reading
-        else:
-            summed = float(self._summed(np.array([kept]))[0])
-        for window in self._open.values():
-            if window is not None:
-                peak = window.peak_w
-                for i, w in enumerate(kept):
-                    if w > peak[i] or peak[i] != peak[i]:
-                        peak[i] = w
-                if summed > window.peak_sum_w or window.peak_sum_w != window.peak_sum_w:
-                    window.peak_sum_w = summed
-                window.seen_t = self._trace.last_row_t
+    def _observe(self, times: list[float], watts: list[list[float]]) -> None:
+        """Fold newly integrated trace rows into the peaks of the open windows they fall in."""
+        open_windows = [w for w in self._open.values() if w is not None]
+        if open_windows:
+            summed = [self._summed_row(row) for row in watts]
+            for window in open_windows:
+                self._fold(window, times, watts, summed)
 
     def _catch_up(self, window: _Window) -> None:
-        """Fold the trace rows the window has not seen (it was being opened or closed) into
-        its peaks."""
-        _, watts = self._trace.rows(max(window.t0, window.seen_t), None)
-        for row in watts.tolist():
+        """Fold the trace rows since the window opened into its peaks (it was being opened, or
+        closed and so no longer among the open windows)."""
+        times, watts = self._trace.rows(max(window.t0, window.seen_t), None)
+        rows = watts.tolist()
+        self._fold(window, times.tolist(), rows, [self._summed_row(row) for row in rows])
+
+    def _summed_row(self, row: list[float]) -> float:
+        """A row's summed power of the compute devices; NaN when a live one gave no reading or
+        none did (an ended device counts as absent)."""
+        total, seen = 0.0, False
+        for i in self._compute:
+            w = row[i]
+            if w == w:
+                total, seen = total + w, True
+            elif self._health[i].ended_at is None:
+                return math.nan
+        return total if seen else math.nan
+
+    @staticmethod
+    def _fold(window: _Window, times: list[float], watts: list[list[float]], summed: list[float]) -> None:
+        """Plain Python: a few rows at a time, where numpy's fixed cost would dominate. NaN
+        (no reading) never wins a comparison."""
+        since, peaks = max(window.t0, window.seen_t), window.peak_w
+        for t, row, total in zip(times, watts, summed, strict=True):
+            if t < since:
+                continue
             for i, w in enumerate(row):
-                if w > window.peak_w[i] or window.peak_w[i] != window.peak_w[i]:
-                    window.peak_w[i] = w
-        summed = self._summed(watts) if len(watts) else np.empty(0)
-        if (summed == summed).any():
-            window.peak_sum_w = float(np.nanmax(np.append(summed, window.peak_sum_w)))
-        window.seen_t = self._trace.last_row_t
+                if w > peaks[i] or (peaks[i] != peaks[i] and w == w):
+                    peaks[i] = w
+            if total > window.peak_sum_w or (window.peak_sum_w != window.peak_sum_w and total == total):
+                window.peak_sum_w = total
+            window.seen_t = t
 
     def _summed(self, watts: np.ndarray) -> np.ndarray:
         """Each row's summed power of the compute devices; NaN where a live one gave no reading
         (an ended device counts as absent)."""
         part = watts[:, self._compute]
-        ended = np.array([not self._live(i) for i in self._compute])
+        ended = np.array([not self._live(i) for i in self._compute], dtype=bool)
         missing = np.isnan(part)
         summed = np.where(missing & ended, 0.0, part).sum(axis=1)
         summed[missing.all(axis=1)] = np.nan
@@ -735,7 +759,7 @@ class EnergyMeter:
         end = self._trace.at(i, t_end, hold=not partial)
         if end is None:  # its last reading has left the ring: the running sums are at it
             end = (float(self._trace.joules[i]), float(self._trace.b2[i]), int(self._trace.samples[i]))
-        peak = window.peak_w[i]
+        peak = float(window.peak_w[i])
         return _Span(
             t0=window.t0,
             t1=t_end,
