@@ -190,6 +190,7 @@ class EnergyMeter:
         self._warned: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._stop: threading.Event | None = None
+        self.empty_reason = empty_reason  # why nothing is measured, when nothing is
         if not self._columns and warn_if_empty:
             why = f" ({empty_reason})" if empty_reason else " (neither NVML nor RAPL is readable)"
             self._warn_once("empty", f"no energy source{why}: energy is not measured")
