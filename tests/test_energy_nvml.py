@@ -197,7 +197,7 @@ def test_two_instances_of_one_gpu_count_its_energy_once():
     ],
 )
 def test_an_entry_that_names_nothing_is_said_in_one_sentence(visible, phrase, caplog):
-    from greenray.energy.meter import _nonempty
+    from greenray.energy.discover import _nonempty
 
     nvml, _, _ = mig_nvml()
     with pytest.raises(EnergyUnavailable, match=re.escape(phrase)):

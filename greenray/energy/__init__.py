@@ -9,6 +9,8 @@ from greenray.energy.backend import (
     DeviceLost,
     EnergyUnavailable,
 )
+from greenray.energy.discover import open_backends, open_backends_explained
+from greenray.energy.idle import IdleStats
 from greenray.energy.measurement import (
     DeviceEnergy,
     Measurement,
@@ -16,14 +18,7 @@ from greenray.energy.measurement import (
     combined_source,
     sum_or_none,
 )
-from greenray.energy.meter import (
-    EnergyMeter,
-    IdleStats,
-    WindowResult,
-    integrate,
-    open_backends,
-    open_backends_explained,
-)
+from greenray.energy.meter import EnergyMeter, WindowResult, integrate
 from greenray.energy.open import EnergyRequestError, open_meter
 
 __all__ = [

@@ -18,6 +18,8 @@ import numpy as np
 from greenray.energy import estimate
 from greenray.energy.backend import Backend, Device, DeviceLost, EnergyUnavailable
 from greenray.energy.calibration import UNCALIBRATED_REL, Anchor, Calibration, implausible
+from greenray.energy.discover import open_backends, open_backends_explained  # noqa: F401 (kept here too)
+from greenray.energy.idle import SETTLE_MAX_S, SETTLE_SPAN_S, SETTLE_STEP_S, IdleStats, steady
 from greenray.energy.measurement import DeviceEnergy, Measurement
 from greenray.energy.trace import PowerTrace
 
@@ -40,14 +42,6 @@ APPROXIMATE_REL = 0.01
 END_AFTER_FAILURES = 10
 END_AFTER_S = 2.0
 STOP_TIMEOUT_S = 2.0
-# measure_idle waits until the power is steady (its mean over the last SETTLE_SPAN_S, half
-# against half, moves less than SETTLE_REL, SETTLE_ABS_W or three standard errors) or
-# SETTLE_MAX_S has passed; a moving-average field needs twice its window.
-SETTLE_SPAN_S = 1.0
-SETTLE_STEP_S = 0.1
-SETTLE_MAX_S = 10.0
-SETTLE_REL = 0.005
-SETTLE_ABS_W = 0.25
 
 
 def integrate(times: np.ndarray, watts: np.ndarray, t0: float, t1: float) -> float:
@@ -114,19 +108,6 @@ class _Span:
     @property
     def seconds(self) -> float:
         return max(self.t1 - self.t0, 0.0)
-
-
-@dataclass(frozen=True)
-class IdleStats:
-    """One device's idle baseline and how far to trust it. Units: W, s."""
-
-    mean_w: float
-    spread_w: float  # standard deviation of the samples over the measurement
-    uncertainty_w: float | None  # about-95% bound on the mean's error
-    samples: int
-    settle_s: float  # waited for the power to settle before measuring
-    settled: bool  # False: it was still changing when SETTLE_MAX_S ran out
-    power_field: str
 
 
 @dataclass
@@ -881,16 +862,7 @@ class EnergyMeter:
     def _steady(self, i: int, span: float) -> bool:
         now = self._clock()
         times, watts = self.trace(now - span, now)
-        ok = ~np.isnan(watts[:, i]) if len(times) else np.array([], dtype=bool)
-        times, values = times[ok], watts[ok, i]
-        if len(values) < 6:
-            return False
-        older, newer = values[times < now - span / 2], values[times >= now - span / 2]
-        if len(older) < 3 or len(newer) < 3:
-            return False
-        moved = abs(newer.mean() - older.mean())
-        noise = 3 * math.sqrt(older.var(ddof=1) / len(older) + newer.var(ddof=1) / len(newer))
-        return moved <= max(SETTLE_REL * abs(newer.mean()), SETTLE_ABS_W, noise)
+        return steady(times, watts[:, i] if len(times) else np.empty(0), now, span)
 
 
 def _column(backend: Backend, device: Device) -> _Column:
@@ -918,45 +890,3 @@ def _synchronize_cuda() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
-
-
-def open_backends(energy: str = "auto") -> list[Backend]:
-    """Backends for `energy`: "auto" (NVML GPUs, plus RAPL CPUs when readable; RAPL alone
-    without GPUs; nothing, with a warning, when neither answers), "nvml", "rapl",
-    "simulated" or "none". A backend named explicitly must work: EnergyUnavailable if not."""
-    return open_backends_explained(energy)[0]
-
-
-def open_backends_explained(energy: str = "auto") -> tuple[list[Backend], list[str]]:
-    """`open_backends`, and for "auto" why each backend that did not open did not."""
-    from greenray.energy.nvml import NvmlBackend
-    from greenray.energy.rapl import RaplBackend
-    from greenray.energy.simulated import SimulatedBackend
-
-    if energy == "none":
-        return [], []
-    if energy == "simulated":
-        return [SimulatedBackend()], []
-    if energy == "nvml":
-        return [_nonempty(NvmlBackend())], []
-    if energy == "rapl":
-        return [RaplBackend()], []
-    if energy != "auto":
-        raise ValueError(f"unknown energy backend {energy!r}: use auto, nvml, rapl, simulated or none")
-    backends: list[Backend] = []
-    reasons: list[str] = []
-    for label, make in (("NVML", NvmlBackend), ("RAPL", RaplBackend)):
-        try:
-            backends.append(_nonempty(make()))
-        except EnergyUnavailable as exc:
-            log.debug("energy backend unavailable: %s", exc)
-            reasons.append(f"{label}: {exc}")
-    return backends, reasons
-
-
-def _nonempty(backend: Backend) -> Backend:
-    if not backend.devices():
-        note = getattr(backend, "visibility_note", None)
-        backend.close()
-        raise EnergyUnavailable(note or "NVML sees no GPU visible to this process")
-    return backend
