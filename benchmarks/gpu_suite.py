@@ -54,6 +54,7 @@ class Context:
     nvml: object
     handle: object
     work: Callable[[float, bool], None]  # run the load for s seconds (busy) or stay idle
+    visible: str = "0"  # the one CUDA_VISIBLE_DEVICES entry measured: torch's cuda:0, which is loaded
     deadline: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -65,7 +66,7 @@ class Context:
         return self.deadline - time.monotonic()
 
     def meter(self, **kwargs) -> EnergyMeter:
-        return EnergyMeter([NvmlBackend(nvml=self.nvml, visible="0")], **kwargs)
+        return EnergyMeter([NvmlBackend(nvml=self.nvml, visible=self.visible)], **kwargs)
 
     def counter_j(self) -> float:
         return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0
@@ -85,7 +86,7 @@ def gpu_context(scale: float) -> Context:
     import torch
 
     pynvml.nvmlInit()
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0]
     backend = NvmlBackend(nvml=pynvml, visible=visible)
     handle = pynvml.nvmlDeviceGetHandleByIndex(backend.devices()[0].index)
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -102,7 +103,7 @@ def gpu_context(scale: float) -> Context:
             torch.cuda.synchronize()
 
     work(1.0, True)  # warm up cuBLAS
-    return Context(False, scale, pynvml, handle, work)
+    return Context(False, scale, pynvml, handle, work, visible)
 
 
 def dry_context(scale: float) -> Context:
