@@ -86,7 +86,7 @@ def doctor() -> None:
     from greenray.energy.nvml import NvmlBackend
     from greenray.energy.rapl import RaplBackend
     from greenray.results import versions
-    from greenray.ui import gpu_table
+    from greenray.ui import energy_sources, gpu_table
 
     try:
         nvml = NvmlBackend()
@@ -100,8 +100,7 @@ def doctor() -> None:
     except EnergyUnavailable as exc:
         out.print(f"RAPL: not available ({exc})")
     with open_meter("auto", quiet=True) as meter:
-        sources = ", ".join(sorted(meter.sources)) or "none (energy is not measured)"
-    out.print(f"energy source with --energy auto: {sources}")
+        out.print(f"energy sources with --energy auto: {energy_sources(meter)}", highlight=False)
     for name, version in (versions() | _cuda()).items():
         out.print(f"{name}: {version or 'not installed'}")
 
@@ -148,7 +147,7 @@ def meter(
     with config.energy.open_meter() as power:
         idle_w = power.measure_idle(idle) if idle is not None else {}
         if not command:
-            print_idle(idle_w, power.sources, as_json)
+            print_idle(power, idle_w, as_json)
             return
         with power.window("command") as window:
             code = subprocess.run(command, stdout=sys.stderr if as_json else None).returncode

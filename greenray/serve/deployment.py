@@ -54,7 +54,9 @@ class BatchRecord:
     queue_wait_max_s: float  # started_s minus the oldest request's enqueued_s
     queue_wait_mean_s: float
     energy_j: float | None  # integrated from power samples: approximate for short batches
+    uncertainty_j: float | None  # about-95% bound on the error of energy_j
     peak_power_w: float | None  # from the samples in the batch and at its edges
+    power_field: str | None
     energy_source: str
     in_run: bool  # ended inside a run window: its requests count as served
 
@@ -195,7 +197,9 @@ class ModelServer:
                 queue_wait_max_s=max(waits),
                 queue_wait_mean_s=sum(waits) / len(waits),
                 energy_j=measured.energy_j,
+                uncertainty_j=measured.uncertainty_j,
                 peak_power_w=measured.peak_power_w,
+                power_field=measured.power_field,
                 energy_source=measured.energy_source,
                 in_run=run.open,
             )

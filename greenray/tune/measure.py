@@ -16,27 +16,13 @@ from numbers import Number
 from typing import Any
 
 from greenray.energy import ENERGY_CHOICES, EnergyMeter, open_meter
+from greenray.results import ENERGY_COLUMNS
 
 log = logging.getLogger("greenray.tune")
 
 TRIAL_WINDOW = "trial"  # the meter window that spans a with_energy trial
-# The keys every reported result gains (the flat energy columns of greenray's result rows).
-ENERGY_KEYS = (
-    "seconds",
-    "energy_j",
-    "idle_free_energy_j",
-    "cpu_energy_j",
-    "avg_power_w",
-    "peak_power_w",
-    "energy_source",
-    "power_field",
-    "energy_approximate",
-    "device",
-    "device_name",
-    "device_uuid",
-    "node",
-    "node_id",
-)
+# The keys every reported result gains: the energy columns of greenray's result rows.
+ENERGY_KEYS = (*ENERGY_COLUMNS, "node_id")
 
 _current: ContextVar[_TrialEnergy | None] = ContextVar("greenray_trial_energy", default=None)
 
@@ -60,9 +46,10 @@ def with_energy(
     - `avg_power_w`: Watts since the previous report;
     - `peak_power_w`: the highest Watts since the trial started;
     - `seconds`: the measured span so far;
+    - `uncertainty_j`: an about-95% bound on the error of `energy_j`;
     - `energy_source` (`nvml-counter`, `nvml-power`, `rapl`, `simulated` or `none`),
-      `power_field`, `energy_approximate`, `device`, `device_name`, `device_uuid`, `node`
-      (hostname) and `node_id` (Ray's).
+      `power_field`, `energy_approximate`, `energy_partial`, `device`, `device_name`,
+      `device_uuid`, `node` (hostname), `node_id` (Ray's) and the rest of `ENERGY_KEYS`.
 
     A key the trainable reports itself is kept as it reported it (with a warning, once). A
     trial that raises carries its energy so far on the exception (`greenray_energy`, the same
