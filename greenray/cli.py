@@ -254,8 +254,9 @@ def hpo(
     if resume is not None:
         run = resume_study(resume, address=address, say=say)
     else:
-        config = StudyConfig.from_flat(settings(ctx, StudyConfig))
-        run = start_study(config, out_dir or _results("hpo"), address=address, say=say)
+        flat = settings(ctx, StudyConfig)
+        flat["params"] = int(params) if params.strip().isdigit() else params  # 3, 5 stay numbers
+        run = start_study(StudyConfig.from_flat(flat), out_dir or _results("hpo"), address=address, say=say)
     _print_summary(run, "hpo")
 
 

@@ -82,6 +82,21 @@ def test_round_means_leave_out_early_stopped_repetitions_and_average_every_metri
     assert inner.told[-1] == ("d", None, True)
 
 
+def test_with_partial_a_round_stopped_early_is_heard_with_its_last_epochs():
+    inner = Counting()
+    repeater = RoundRepeater(inner, repeat=2, partial=True)
+    for trial in "ab":
+        repeater.suggest(trial)
+    repeater.on_trial_complete("a", {"accuracy": 0.2, "epochs_done": 1, "epochs": 3})
+    repeater.on_trial_complete("b", {"accuracy": 0.4, "epochs_done": 3, "epochs": 3})
+    assert inner.told == [("a", {"accuracy": pytest.approx(0.4)}, False)]  # one ran to the end: only it
+    for trial in "cd":
+        repeater.suggest(trial)
+    repeater.on_trial_complete("c", {"accuracy": 0.2, "epochs_done": 1, "epochs": 3})
+    repeater.on_trial_complete("d", None, error=True)
+    assert inner.told[-1] == ("c", {"accuracy": pytest.approx(0.2)}, False)  # a lower bound
+
+
 def test_parego_weights_make_every_front_point_the_best_for_some_weights():
     # (accuracy, -energy): three points on the front and one dominated.
     gains = np.array([[0.9, -100.0], [0.8, -20.0], [0.5, -5.0], [0.6, -50.0]])

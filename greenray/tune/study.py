@@ -24,7 +24,7 @@ from greenray.tune import cluster
 from greenray.tune.callbacks import TrialProgress, TrialRecorder
 from greenray.tune.ledger import Stop, stop_reached
 from greenray.tune.measure import with_energy
-from greenray.tune.objectives import PARETO, PER_KJ, energy_key, front, searcher_metric
+from greenray.tune.objectives import ACCURACY, PARETO, PER_KJ, energy_key, front, searcher_metric
 from greenray.tune.rounds import RoundRepeater
 
 METRIC, MODE = "accuracy", "max"  # what the schedulers and the stopping levers watch
@@ -275,7 +275,12 @@ def _new_tuner(
         metric, mode = searcher_metric(config.levers.objective, study_energy(config, baseline))
         searcher = make_searcher(search.strategy, space, metric=metric, mode=mode, seed=config.seed)
     # Bayes learns from every round before the next; grid and random need not wait.
-    repeater = RoundRepeater(searcher, repeat=search.repetitions, sequential=search.strategy == "bayes")
+    # An early-stopped round's accuracy is a lower bound the searcher may learn from; its energy
+    # (for the energy-aware objectives) would only flatter it.
+    partial = config.levers.objective == ACCURACY
+    repeater = RoundRepeater(
+        searcher, repeat=search.repetitions, sequential=search.strategy == "bayes", partial=partial
+    )
     # Tune keeps only one trial pending for a custom searcher unless a ConcurrencyLimiter says
     # how many may run: without it, short trials run one after another on one node.
     limit = config.resources.max_concurrent or cluster.trial_slots(config.resources)
