@@ -202,10 +202,11 @@ def study_front(rows: pd.DataFrame) -> pd.DataFrame:
     """The accuracy / energy front of a study's ok trials (every epoch trained), with the
     energy its summary uses (idle-free where every ok trial has it)."""
     ok = rows[rows["status"] == "ok"] if len(rows) else rows
-    idle_free = "idle_free_energy_j" in ok and bool(len(ok)) and ok["idle_free_energy_j"].notna().all()
-    column = energy_key(bool(idle_free))
+    column = energy_key(len(ok) > 0 and bool(ok.get("idle_free_energy_j", pd.Series([None])).notna().all()))
     kept = ["trial_id", "round", "repetition", "accuracy", column, "config"]
-    return front(ok, column)[[c for c in kept if c in ok]] if len(ok) else pd.DataFrame(columns=kept)
+    if ok.empty:
+        return pd.DataFrame(columns=kept)
+    return front(ok, column)[[c for c in kept if c in ok]]
 
 
 def write_front(root: Path, rows: pd.DataFrame) -> Path:
@@ -261,7 +262,7 @@ def _new_tuner(
     row_fields: dict | None = None,
 ):
     """A Tuner for a new study; `searcher` replaces the one the strategy names (tests script
-    one, greenray mutate lists its configurations); `row_fields` config.row_fields()."""
+    one, greenray mutate lists its configurations); `row_fields` replaces config.row_fields()."""
     from ray import tune
     from ray.tune.stopper import CombinedStopper
 
