@@ -226,7 +226,9 @@ def hpo(
     require_energy: RequireEnergy = STUDY.require_energy,
     energy_budget: Annotated[
         float | None,
-        typer.Option(help="Stop the study once its trials together spent this many Joules (energy_j)."),
+        typer.Option(
+            help="Stop the study once its trials together spent this many Joules (idle-free where known)."
+        ),
     ] = STUDY.energy_budget,
     patience: Annotated[
         int | None, typer.Option(help="Stop the study after this many rounds without a better round.")
