@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from greenray.cli import hpo, serve_bench
-from greenray.config import BenchConfig, StudyConfig
+from greenray.cli import hpo, mutate, serve_bench
+from greenray.config import BenchConfig, MutateConfig, StudyConfig
 from greenray.errors import UsageError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "greenray"
 INVOCATION = {"ctx", "out_dir", "resume", "address"}  # where and how to run, not what
 
 
-@pytest.mark.parametrize("config", [StudyConfig, BenchConfig])
+@pytest.mark.parametrize("config", [StudyConfig, BenchConfig, MutateConfig])
 def test_flat_names_are_unique_and_round_trip(config):
     flat = config().flat()
     assert len(flat) == len(config.flat_paths())
@@ -38,7 +38,7 @@ def test_a_changed_setting_lands_in_its_nested_config():
 def test_each_command_has_a_default_per_setting_and_they_agree(monkeypatch):
     import inspect
 
-    for command, config in ((hpo, StudyConfig), (serve_bench, BenchConfig)):
+    for command, config in ((hpo, StudyConfig), (serve_bench, BenchConfig), (mutate, MutateConfig)):
         params = inspect.signature(command).parameters
         names = set(params) - INVOCATION
         assert names == set(config.flat_paths()), command.__name__

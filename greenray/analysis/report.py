@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from greenray.analysis import architecture, figures, hpo, inference
+from greenray.analysis import architecture, figures, hpo, inference, levers, mutate
 from greenray.analysis.load import EXPERIMENT_INDEX, Loaded, load, ok_rows
 from greenray.analysis.provenance import (
     SIMULATED,
@@ -84,8 +84,12 @@ def build_report(paths: list[Path], out: Path, target: float | None = None) -> R
     report = Report(out, simulated=SIMULATED in sources, cannot=list(loaded.notes))
     trials = loaded.table("trials")
     if trials is not None:
-        _search_section(report, ok_rows(trials), target, spent=trials)
-        _architecture_section(report, ok_rows(trials))
+        trials, mutations = mutate.split(trials)  # greenray mutate's folders have a section of their own
+        if not trials.empty:
+            _search_section(report, ok_rows(trials), target, spent=trials)
+            _architecture_section(report, ok_rows(trials))
+            levers.lever_section(report, trials)
+        mutate.mutate_section(report, mutations)
     else:
         report.cannot.append("no training statistics: no hpo folder (trials.parquet) was given.")
     runs = loaded.table("runs")

@@ -20,7 +20,7 @@ from greenray.tune.keys import TrialFailed, slot, trial_seed
 from greenray.tune.measure import trial_meter
 from greenray.tune.nets import build_net
 from greenray.tune.sharing import gpu_sharing
-from greenray.tune.space import adam_kwargs
+from greenray.tune.space import adam_kwargs, trained_with
 
 EVAL_BATCH = 4096
 
@@ -64,7 +64,9 @@ def run_trial(
 ) -> dict:
     """Train and test one configuration, calling `report` once per epoch with the epoch's own
     energy (`meter` windows); returns the last report. Raises TrialFailed on a NaN loss or
-    CUDA out-of-memory."""
+    CUDA out-of-memory. A searched `batch_size` or `epochs` in `config` replaces the trial's."""
+    searched = trained_with(config)
+    trial = trial.model_copy(update={k: searched[k] for k in ("batch_size", "epochs") if k in searched})
     round_, repetition = slot(config)
     seed_ = trial_seed(seed, round_, repetition)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
