@@ -9,7 +9,7 @@ import socket
 
 import pandas as pd
 import pytest
-from ray.tune.search import Searcher
+from helpers import ScriptedSearch
 from typer.testing import CliRunner
 
 from greenray.analysis.summary import describe, summarize
@@ -19,27 +19,6 @@ from greenray.tune.study import start_study, stored_config
 
 ADAM = {"beta1": 0.9, "beta2": 0.999}
 CONFIGS = [{"lr": math.inf} | ADAM, {"lr": 0.01} | ADAM, {"lr": 0.003} | ADAM]  # round 0 diverges
-
-
-class ScriptedSearch(Searcher):
-    """Suggests the given configurations in order and remembers what it was told."""
-
-    def __init__(self, configs: list[dict]) -> None:
-        super().__init__(metric="accuracy", mode="max")
-        self.configs = list(configs)
-        self.told: list[tuple[dict | None, bool]] = []
-
-    def suggest(self, trial_id: str) -> dict | str:
-        return dict(self.configs.pop(0)) if self.configs else Searcher.FINISHED
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        self.told.append((result, error))
-
-    def save(self, checkpoint_path: str) -> None:
-        pass
-
-    def restore(self, checkpoint_path: str) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

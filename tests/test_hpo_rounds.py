@@ -3,24 +3,10 @@ mean of its finished repetitions (an error when none finished), and sequential r
 
 import math
 
-from ray.tune.search import Searcher
+from helpers import Counting
 
 from greenray.tune.keys import REPETITION_KEY, ROUND_KEY
 from greenray.tune.rounds import RoundRepeater
-
-
-class Counting(Searcher):
-    def __init__(self) -> None:
-        super().__init__(metric="accuracy", mode="max")
-        self.suggested = 0
-        self.told: list[tuple[str, dict | None, bool]] = []
-
-    def suggest(self, trial_id: str) -> dict:
-        self.suggested += 1
-        return {"lr": 0.001 * self.suggested}
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        self.told.append((trial_id, result, error))
 
 
 def test_each_trial_knows_its_round_and_repetition():

@@ -6,6 +6,7 @@ configurations, and bad lever flags as one sentence with exit code 2."""
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import Counting
 from typer.testing import CliRunner
 
 from greenray.cli import app
@@ -15,7 +16,6 @@ from greenray.tune.objectives import front, hypervolume, non_dominated, parego_t
 from greenray.tune.rounds import RoundRepeater
 from greenray.tune.searchers import PIBayesSearch
 from greenray.tune.space import search_space, trained_with
-from tests.test_hpo_rounds import Counting
 
 
 def rows(accuracies: list[list[float | None]], joules: float = 10.0) -> list[dict]:

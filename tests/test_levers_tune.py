@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import ScriptedSearch
 from ray import cloudpickle, tune
 from ray.tune.search import ConcurrencyLimiter
 from typer.testing import CliRunner
@@ -22,7 +23,6 @@ from greenray.tune.objectives import non_dominated
 from greenray.tune.rounds import RoundRepeater
 from greenray.tune.stoppers import TargetAccuracyStopper
 from greenray.tune.study import PARETO_FILE, resume_study, start_study
-from tests.test_hpo import ScriptedSearch
 
 ADAM = {"beta1": 0.9, "beta2": 0.999}
 GOOD, BAD = {"lr": 0.01} | ADAM, {"lr": 1e-5} | ADAM  # digits in 2 epochs of batch 64: ~0.9 and ~0.1

@@ -89,7 +89,7 @@ def test_failed_trials_are_counted_and_left_out(tmp_path):
     folder = hpo_folder(tmp_path / "hpo", trial_rows(failed=3))
     build_report([folder], tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "3 failed row(s) in all" in text
+    assert "3 excluded row(s) in all" in text
     best = pd.read_csv(tmp_path / "report" / "tables" / "search_best.csv").set_index("strategy")
     # The first three rows (random, round 0 and round 1's first) failed; runs count only ok ones.
     assert best.loc["random", "runs"] == 1 and best.loc["bayes", "runs"] == 4

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import run_main
 from typer.testing import CliRunner
 
 from greenray.cli import app
@@ -95,35 +96,46 @@ def test_bench_json_keeps_settings_versions_and_the_idle_baseline(bench_dir):
     assert "served" in about["notes"]
 
 
-def greenray(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # "no GPU" also on a machine with one
-    return subprocess.run(
-        [sys.executable, "-m", "greenray.cli", "serve-bench", *args],
+BAD_INPUT = [
+    (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
+    (["--policy", "fixed:0"], "fixed:0 needs a batch size"),
+    (["--frequency", "16,0"], "--frequency '0' is not a positive number"),
+    (["--requests", "0"], "--requests 0 is not a whole number of at least 1"),
+    (["--requests", "many"], "Invalid value for '--requests'"),
+    (["--weights", "missing.pt"], "--weights 'missing.pt' is not default"),
+    (["--energy", "nvml"], "--energy nvml is not available"),
+    (["--device", "cuda"], "--device cuda needs a GPU"),
+    (["--precision", "fp16", "--device", "cpu"], "fp16 needs a GPU"),
+]
+
+
+def one_error_line(text: str, message: str) -> None:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], text
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_bad_input_is_one_sentence_and_exit_2(args, message, tmp_path, monkeypatch, capsys):
+    """The console script's own entry point in this process, on a machine without a GPU."""
+    import torch
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # NVML sees no device, as torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = run_main(monkeypatch, "serve-bench", *args, "--out", str(tmp_path))
+    assert code == 2
+    one_error_line(capsys.readouterr().err, message)
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_the_installed_command_says_one_sentence_too(tmp_path):
+    """The same through `python -m greenray.cli` in a process of its own: no traceback anywhere."""
+    result = subprocess.run(
+        [sys.executable, "-m", "greenray.cli", "serve-bench", "--device", "cuda", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
-        (["--policy", "fixed:0"], "fixed:0 needs a batch size"),
-        (["--frequency", "16,0"], "--frequency '0' is not a positive number"),
-        (["--requests", "0"], "--requests 0 is not a whole number of at least 1"),
-        (["--requests", "many"], "Invalid value for '--requests'"),
-        (["--weights", "missing.pt"], "--weights 'missing.pt' is not default"),
-        (["--energy", "nvml"], "--energy nvml is not available"),
-        (["--device", "cuda"], "--device cuda needs a GPU"),
-        (["--precision", "fp16", "--device", "cpu"], "fp16 needs a GPU"),
-    ],
-)
-def test_bad_input_is_one_sentence_and_exit_2(args, message, tmp_path):
-    result = greenray(*args, "--out", str(tmp_path))
     assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert not list(tmp_path.iterdir())  # nothing started, nothing written
+    one_error_line(result.stderr, "--device cuda needs a GPU")
+    assert not list(tmp_path.iterdir())

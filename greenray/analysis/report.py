@@ -163,7 +163,7 @@ def _header(simulated: bool, loaded: Loaded, sources: list[str], paths: list[Pat
                 "folder": str(f.path.relative_to(base)),
                 "kind": f.kind,
                 "rows": f.rows,
-                "failed (excluded)": f.failed,
+                "excluded (failed, stopped)": f.failed,
                 "energy_source": ", ".join(f.sources) or "unknown",
             }
             for f in loaded.folders
@@ -174,8 +174,8 @@ def _header(simulated: bool, loaded: Loaded, sources: list[str], paths: list[Pat
         "## Inputs\n",
         f"Results folders under `{base.name or base}`:\n",
         markdown_table(folders) + "\n",
-        f"{failed} failed row(s) in all: failed trials and runs are counted here and left out of "
-        "every statistic.\n",
+        f"{failed} excluded row(s) in all: failed runs, failed and early-stopped trials are counted "
+        "here and never averaged.\n",
     ]
     return "\n".join(lines)
 
