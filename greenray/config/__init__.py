@@ -23,6 +23,7 @@ from greenray.config.policy import (
     PolicyError,
     parse_policy,
 )
+from greenray.config.serving import AUTO, DeployConfig, PolicyTuneConfig, ServeConfig, TargetConfig
 from greenray.config.vocab import (
     ADAM_PARAMS,
     ARRIVALS,
@@ -41,6 +42,7 @@ from greenray.config.vocab import (
 
 __all__ = [
     "ADAM_PARAMS",
+    "AUTO",
     "ARRIVALS",
     "COMMAND",
     "DATASETS",
@@ -60,13 +62,17 @@ __all__ = [
     "BatchPolicy",
     "BenchConfig",
     "Config",
+    "DeployConfig",
     "EnergyConfig",
     "PolicyError",
+    "PolicyTuneConfig",
     "ResourceConfig",
     "SearchConfig",
+    "ServeConfig",
     "ServingConfig",
     "Source",
     "StudyConfig",
+    "TargetConfig",
     "TrialConfig",
     "canonical_net",
     "default_relu",
