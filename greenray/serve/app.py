@@ -43,6 +43,7 @@ log = logging.getLogger("greenray.serve")
 PUSH_S = 1.0  # an ingress replica sends its counts to the hub this often (and on every scrape)
 STATS_TIMEOUT_S = 30.0  # a model replica that does not answer a scrape by then shows as down
 INLINE_DECODE_BYTES = 256 * 1024  # larger bodies are decoded on a thread, off the replica's loop
+DRAIN_BYTES = 2 * images.MAX_BODY_BYTES  # an oversized body is read up to this before the 413
 # Calls an ingress replica takes beyond its share of --max-queue: the 503s it answers at once,
 # /metrics, /healthz. Past that Serve's proxy itself answers 503 (not counted in /metrics).
 INGRESS_HEADROOM = 256
@@ -55,13 +56,18 @@ def _json(status: int, body: dict, headers: dict | None = None) -> Response:
 
 
 async def _read_body(request: Request) -> bytes:
-    """The body, refused (413) as soon as it passes the limit."""
+    """The body, or a 413 once it passes the limit. An oversized body is still read (and
+    dropped) up to DRAIN_BYTES, so that a client which sends it all before reading gets the 413
+    rather than a connection reset; beyond that the connection is cut."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > images.MAX_BODY_BYTES:
-            raise images.too_large(size)
-        chunks.append(chunk)
+        if size > DRAIN_BYTES:
+            break
+        if size <= images.MAX_BODY_BYTES:
+            chunks.append(chunk)
+    if size > images.MAX_BODY_BYTES:
+        raise images.too_large(size)
     return b"".join(chunks)
 
 
@@ -150,7 +156,7 @@ class Ingress:
     async def _predict(self, request: Request) -> tuple[int, dict]:
         try:
             images.check_content_type(request.headers.get("content-type"))
-            images.check_length(request.headers.get("content-length"))
+            images.check_length(request.headers.get("content-length"), DRAIN_BYTES)
             body = await _read_body(request)
             await self._setup()
             if len(body) <= INLINE_DECODE_BYTES:

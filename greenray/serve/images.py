@@ -32,9 +32,9 @@ def check_content_type(content_type: str | None) -> str:
     return CONTENT_TYPES[kind]
 
 
-def check_length(length: str | None) -> None:
-    """A 413 for a Content-Length over MAX_BODY_BYTES (before any of the body is read)."""
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+def check_length(length: str | None, limit: int = MAX_BODY_BYTES) -> None:
+    """A 413 for a Content-Length over `limit` bytes (before any of the body is read)."""
+    if length is not None and length.isdigit() and int(length) > limit:
         raise too_large(int(length))
 
 

@@ -103,7 +103,9 @@ class PolicySpace:
         u_cap, u_wait = (float(np.clip(v, 0.0, 1.0)) for v in point)
         cap = int(np.clip(round(2.0 ** (u_cap * math.log2(self.max_batch_size))), 1, self.max_batch_size))
         wait_ms = round(u_wait * self.slo_ms, 1)
-        return BatchPolicy("greedy", cap) if wait_ms < GREEDY_BELOW_MS else BatchPolicy("fixed", cap, wait_ms)
+        if wait_ms < GREEDY_BELOW_MS or cap == 1:  # a batch of one never waits
+            return BatchPolicy("greedy", cap)
+        return BatchPolicy("fixed", cap, wait_ms)
 
     def point(self, policy: BatchPolicy) -> np.ndarray:
         u_cap = math.log2(policy.size) / math.log2(self.max_batch_size) if self.max_batch_size > 1 else 1.0
