@@ -1,5 +1,7 @@
 """The Serve application of a live server: ingress replicas (FastAPI through `@serve.ingress`) in
-front of one ModelServer per device, and a small hub that gathers the numbers for /metrics.
+front of one ModelServer per device, and a small hub that gathers the numbers for /metrics and
+says when the server opens (HTTP requests get 503 "starting" until warm-up, and any policy
+search, are over).
 
 An ingress replica takes each request, checks and decodes it (greenray.serve.images), and hands
 it to a model replica through a `Feeder` (greenray.serve.ingress: requests go in groups, so a
@@ -41,12 +43,15 @@ from greenray.serve.loadgen import error_line
 log = logging.getLogger("greenray.serve")
 
 PUSH_S = 1.0  # an ingress replica sends its counts to the hub this often (and on every scrape)
+OPEN_CHECK_S = 0.5  # until the server opens, an ingress replica asks the hub at most this often
 STATS_TIMEOUT_S = 30.0  # a model replica that does not answer a scrape by then shows as down
 INLINE_DECODE_BYTES = 256 * 1024  # larger bodies are decoded on a thread, off the replica's loop
 DRAIN_BYTES = 2 * images.MAX_BODY_BYTES  # an oversized body is read up to this before the 413
 # Calls an ingress replica takes beyond its share of --max-queue: the 503s it answers at once,
 # /metrics, /healthz. Past that Serve's proxy itself answers 503 (not counted in /metrics).
 INGRESS_HEADROOM = 256
+
+HUB = "hub"  # the Hub's deployment name
 
 api = FastAPI(title="greenray", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -82,7 +87,7 @@ class Ingress:
 
     def __init__(self, models: list, hub, limit: int | None) -> None:
         self._models = models  # DeploymentHandles of the ModelServers
-        self._hub = hub  # the MetricsHub's handle
+        self._hub = hub  # the Hub's handle
         self._limit = limit
         try:
             self._id = serve.get_replica_context().replica_id.unique_id
@@ -95,6 +100,8 @@ class Ingress:
         self._labels: list[str] | None = None
         self._setup_lock: asyncio.Lock | None = None
         self._pusher: asyncio.Task | None = None
+        self._open = False  # HTTP requests are refused until the driver opens the server
+        self._open_checked = 0.0
 
     async def _setup(self) -> None:
         """What the first request needs: the model's input size and class names (from model
@@ -136,9 +143,26 @@ class Ingress:
 
     # ---- HTTP ------------------------------------------------------------------------
 
+    async def _is_open(self) -> bool:
+        """Whether the driver has opened the server (warm-up, and a policy search, are over)."""
+        if not self._open and time.monotonic() - self._open_checked >= OPEN_CHECK_S:
+            self._open_checked = time.monotonic()
+            try:
+                self._open = await self._hub.is_open.remote()
+            except Exception as exc:
+                log.debug("the hub did not answer: %s", error_line(exc))
+        return self._open
+
     @api.post("/predict")
     async def predict(self, request: Request) -> Response:
         started = time.perf_counter()
+        if not await self._is_open():
+            return self._answered(
+                started,
+                503,
+                {"error": "the server is starting (warm-up or its policy search); retry later"},
+                {"Retry-After": "5"},
+            )
         if self._limit is not None and self.stats.inflight >= self._limit:
             return self._answered(
                 started,
@@ -197,6 +221,8 @@ class Ingress:
 
     @api.get("/healthz")
     async def healthz(self) -> Response:
+        if not await self._is_open():
+            return _json(503, {"status": "starting"})
         return _json(
             200,
             {
@@ -217,13 +243,21 @@ class Ingress:
 
 
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, logging_config=SERVE_LOGGING)
-class MetricsHub:
-    """Gathers every ingress replica's counts (pushed) and every model replica's stats (asked at
-    each scrape) into one /metrics page."""
+class Hub:
+    """What the ingress replicas share: whether the server is open (the driver opens it once
+    warm-up and any policy search are over), and the numbers for one /metrics page: every
+    ingress replica's counts (pushed) and every model replica's stats (asked at each scrape)."""
 
     def __init__(self, models: list) -> None:
         self._models = models
         self._ingress: dict[str, dict] = {}
+        self._open = False
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def is_open(self) -> bool:
+        return self._open
 
     async def report(self, snapshot: dict) -> None:
         self._ingress[snapshot["ingress"]] = snapshot
@@ -255,7 +289,7 @@ def serving_app(
     max_queue: int | None,
 ):
     """One application: `ingress_replicas` Ingress replicas over `replicas` ModelServers named
-    f"{model}-{i}" (one replica each, one device each) and the MetricsHub. `max_queue` (None:
+    f"{model}-{i}" (one replica each, one device each) and the Hub. `max_queue` (None:
     no limit) is split evenly over the ingress replicas."""
     models = [
         server_app(
@@ -263,7 +297,7 @@ def serving_app(
         )
         for i in range(replicas)
     ]
-    hub = MetricsHub.options(name="metrics", num_replicas=1, ray_actor_options={"num_cpus": 0}).bind(models)
+    hub = Hub.options(name=HUB, num_replicas=1, ray_actor_options={"num_cpus": 0}).bind(models)
     limit = None if max_queue is None else -(-max_queue // ingress_replicas)
     ongoing = MAX_ONGOING_REQUESTS if limit is None else limit + INGRESS_HEADROOM
     return Ingress.options(

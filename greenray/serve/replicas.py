@@ -25,10 +25,11 @@ class IngressOptions:
 
 
 class Replicas:
-    def __init__(self, handles: list, app_names: list[str], ingress=None) -> None:
+    def __init__(self, handles: list, app_names: list[str], ingress=None, hub=None) -> None:
         self.handles = handles  # one per model replica
         self.app_names = app_names
         self.ingress = ingress  # the ingress deployment's handle, if there is one
+        self.hub = hub  # and its hub's (greenray.serve.app.Hub)
 
     @classmethod
     def deploy(
@@ -72,7 +73,7 @@ class Replicas:
     ) -> Replicas:
         from ray import serve
 
-        from greenray.serve.app import serving_app
+        from greenray.serve.app import HUB, serving_app
 
         name = f"greenray-{tag}"
         app = serving_app(
@@ -88,7 +89,7 @@ class Replicas:
         )
         front = serve.run(app, name=name, route_prefix="/" if ingress.http is not None else None)
         handles = [serve.get_deployment_handle(f"{model}-{i}", app_name=name) for i in range(count)]
-        return cls(handles, [name], ingress=front)
+        return cls(handles, [name], ingress=front, hub=serve.get_deployment_handle(HUB, app_name=name))
 
     def __len__(self) -> int:
         return len(self.handles)

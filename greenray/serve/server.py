@@ -134,6 +134,7 @@ class Server:
             ResultStore(self.out).write_json(SERVE_FILE, about)
             replicas.call("set_policy", self.policy.max_batch_size, self.policy.batch_wait_timeout_s)
             replicas.call("begin_serving")
+            replicas.hub.open.remote().result()  # HTTP requests were refused (503) until now
         except BaseException:
             _delete(replicas)
             raise
