@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from greenray.config import BatchPolicy, TargetConfig
 from greenray.results import OK
@@ -29,6 +30,9 @@ from greenray.results import OK
 log = logging.getLogger("greenray.serve")
 
 GREEDY_BELOW_MS = 0.5  # a max wait this short is no wait
+# Policies closer than these steps measure the same within noise: runs are not spent on both.
+CAP_STEPS_PER_DOUBLING = 4  # caps 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 13, 16, ...
+WAIT_STEPS = 40  # max waits in steps of target / 40
 REPEATS_BEFORE_RANDOM = 3  # suggestions of policies already run, in a row, before a random one
 
 
@@ -101,8 +105,11 @@ class PolicySpace:
 
     def policy(self, point) -> BatchPolicy:
         u_cap, u_wait = (float(np.clip(v, 0.0, 1.0)) for v in point)
-        cap = int(np.clip(round(2.0 ** (u_cap * math.log2(self.max_batch_size))), 1, self.max_batch_size))
-        wait_ms = round(u_wait * self.slo_ms, 1)
+        doublings = (
+            round(u_cap * math.log2(self.max_batch_size) * CAP_STEPS_PER_DOUBLING) / CAP_STEPS_PER_DOUBLING
+        )
+        cap = int(np.clip(round(2.0**doublings), 1, self.max_batch_size))
+        wait_ms = float(f"{round(u_wait * WAIT_STEPS) * self.slo_ms / WAIT_STEPS:.4g}")
         if wait_ms < GREEDY_BELOW_MS or cap == 1:  # a batch of one never waits
             return BatchPolicy("greedy", cap)
         return BatchPolicy("fixed", cap, wait_ms)
@@ -138,7 +145,11 @@ class PolicySearch:
             allow_duplicate_points=True,
             verbose=0,
         )
-        self._optimizer.set_gp_params(alpha=1e-3)  # runs are noisy: no exact interpolation
+        # Runs are noisy: no exact interpolation. Two restarts of each fit are plenty for a
+        # handful of points in two dimensions (the package's five cost seconds per suggestion).
+        self._optimizer.set_gp_params(alpha=1e-3, n_restarts_optimizer=2)
+        for model in self._optimizer.constraint.model:
+            model.set_params(alpha=1e-3, n_restarts_optimizer=2)
         self._feasible = 0
 
     def suggest(self) -> np.ndarray:
@@ -148,7 +159,9 @@ class PolicySearch:
             return self._initial.pop(0)
         if not self._feasible:
             return self.random()
-        with warnings.catch_warnings():
+        # One BLAS thread: the GPs' matrices have a few rows, and more threads only spin (as in
+        # greenray.tune.searchers.PIBayesSearch).
+        with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")  # sklearn's convergence warnings on a handful of points
             suggestion = self._optimizer.suggest()
         return np.array([suggestion["cap"], suggestion["wait"]])

@@ -126,7 +126,7 @@ class Server:
             about |= {"session": self.session, "model": self.model.about, "url": self.url}
             if self.policy is None:
                 check_measured(self.model)
-                self.tuned = _tune(
+                self.tuned = search_policy(
                     self.model, bench, self.config.target, self.out / "tune", self.progress, about
                 )
                 self.policy = _chosen(self.tuned)
@@ -229,7 +229,7 @@ def serve_tune(
         model = ready(zoo.resolve(config.deploy.model), replicas, bench, progress)
         check_measured(model)
         about = run_record("serve-tune", config, device=device, out=str(out), model=model.about)
-        return _tune(model, bench, config.target, out, progress, about)
+        return search_policy(model, bench, config.target, out, progress, about)
     finally:
         _delete(replicas)
 
@@ -244,11 +244,11 @@ def _deploy(deploy_config: DeployConfig, bench: BenchConfig, address: str | None
     return device, deploy(model, bench, device, ingress=ingress)
 
 
-def _tune(
+def search_policy(
     model: ServedModel, bench: BenchConfig, target: TargetConfig, out: Path, progress, about: dict
 ) -> TuneResult:
-    """The search's live runs on `model`, each stored like serve-bench's in `out`, and
-    out/tune.json rewritten after each with the search so far."""
+    """Search `target`'s policy by live runs on the deployed `model`, each stored like
+    serve-bench's in `out`, with out/tune.json rewritten after each with the search so far."""
     store = ResultStore(out)
     record = dict(about)
 
