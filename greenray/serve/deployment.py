@@ -65,6 +65,7 @@ class _Item:
     image: torch.Tensor
     request_id: int | None
     enqueued_s: float
+    grouped: bool = False  # came in a group from an ingress replica (counted in _queued)
 
 
 class Answer(NamedTuple):
@@ -105,7 +106,7 @@ class RunEnd:
     served: int  # requests in batches that ended inside the window
     batches: int
     cpu_s: float = 0.0  # the replica process's CPU seconds over the window, every thread
-    batch_cpu_s: float = 0.0  # of which its loop thread spent inside batch windows (the forward)
+    batch_cpu_s: float = 0.0  # of which its loop thread spent on batches (tensor, forward, argmax)
 
 
 @dataclass
@@ -232,6 +233,7 @@ class ModelServer:
         self._outboxes: dict[str, _Outbox] = {}
         self._tasks: set[asyncio.Task] = set()
         self._next_batch: asyncio.Future | None = None  # resolved when the next batch starts
+        self._queued = 0  # grouped images in Serve's batch queue, not yet in a batch
         self._policy = (1, 0.0)  # max_batch_size, batch_wait_timeout_s
         self._totals = _Totals()
         self._tally = _Tally(self.meter)
@@ -273,8 +275,11 @@ class ModelServer:
         started = time.time()
         if self._next_batch is not None and not self._next_batch.done():
             self._next_batch.set_result(None)  # the submits waiting on it answer after this batch
-        batch = None if self.serving.preprocess_in_window else self._prepare(items)
+        self._queued -= sum(item.grouped for item in items)
+        # The batch's own CPU (its loop thread's): preparing the tensor, forward, argmax. What the
+        # replica spends outside it is the request path's (RunEnd.cpu_s - batch_cpu_s).
         cpu0 = time.thread_time()
+        batch = None if self.serving.preprocess_in_window else self._prepare(items)
         labels = await self._classify(items, batch)
         cpu_s = time.thread_time() - cpu0
         measured = batch_ledger(self).last
@@ -301,7 +306,10 @@ class ModelServer:
         taken them (a batch holds this thread, so the answer leaves when it ends, and the
         ingress's next group holds what arrived meanwhile: greedy still takes what queued
         while the model was busy) or, after SETTLE_S, when the queue waits for more images.
-        It carries the answers ready for this feeder; the rest come through `collect`."""
+        While more than a batch's worth of grouped images is queued here it waits for more
+        batches first (the next group would only queue behind them: fewer, bigger groups, and
+        the backlog stays in the ingress, whose queue is bounded). It carries the answers ready
+        for this feeder; the rest come through `collect`."""
         size = self.spec.image_size
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, size, size):
             raise ValueError(
@@ -313,10 +321,14 @@ class ModelServer:
         started = self._batch_started()
         now = time.time()
         for i, ticket in enumerate(tickets):
-            task = asyncio.ensure_future(self._answer(outbox, ticket, _Item(group[i], request_ids[i], now)))
+            item = _Item(group[i], request_ids[i], now, grouped=True)
+            task = asyncio.ensure_future(self._answer(outbox, ticket, item))
             self._tasks.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._tasks.discard)
+        self._queued += len(tickets)
         await asyncio.wait([started], timeout=SETTLE_S)
+        while self._queued > self._policy[0]:
+            await self._batch_started()
         await asyncio.sleep(0)  # a batch that just ended hands its answers over first
         return outbox.take()
 
@@ -507,6 +519,10 @@ class ModelServer:
         if run is None:
             return {"batches": [], "requests": {}}
         return {"batches": [asdict(b) for b in run.batches], "requests": run.requests}
+
+    async def cpu_s(self) -> float:
+        """The replica process's CPU seconds so far, every thread (a benchmark's idle baseline)."""
+        return time.process_time()
 
     async def energy_report(self, reset: bool = False):
         """Every measured batch's energy since the replica started (greenray.serve.EnergyReport)."""
