@@ -1,4 +1,4 @@
-"""The `greenray` command line: hpo, serve-bench, report, run, meter, doctor.
+"""The `greenray` command line: hpo, mutate, serve-bench, report, run, meter, doctor.
 
 Each command turns its flags into a config (greenray.config: every default and check is
 declared there once; a flag is named after the setting it sets), hands it to a pipeline, and
@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from greenray.config import BenchConfig, PolicyTuneConfig, ServeConfig, StudyConfig
+from greenray.config import BenchConfig, MutateConfig, PolicyTuneConfig, ServeConfig, StudyConfig
 from greenray.energy import EnergyRequestError
 from greenray.errors import UsageError
 from greenray.ui import err, out, say
@@ -33,7 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-STUDY, BENCH = StudyConfig.defaults(), BenchConfig.defaults()
+STUDY, BENCH, MUTATE = StudyConfig.defaults(), BenchConfig.defaults(), MutateConfig.defaults()
 SERVE, TUNE = ServeConfig.defaults(), PolicyTuneConfig.defaults()
 
 
@@ -87,7 +87,7 @@ def doctor() -> None:
     from greenray.energy.nvml import NvmlBackend
     from greenray.energy.rapl import RaplBackend
     from greenray.results import versions
-    from greenray.ui import gpu_table
+    from greenray.ui import energy_sources, gpu_table
 
     try:
         nvml = NvmlBackend()
@@ -101,8 +101,7 @@ def doctor() -> None:
     except EnergyUnavailable as exc:
         out.print(f"RAPL: not available ({exc})")
     with open_meter("auto", quiet=True) as meter:
-        sources = ", ".join(sorted(meter.sources)) or "none (energy is not measured)"
-    out.print(f"energy source with --energy auto: {sources}")
+        out.print(f"energy sources with --energy auto: {energy_sources(meter)}", highlight=False)
     for name, version in (versions() | _cuda()).items():
         out.print(f"{name}: {version or 'not installed'}")
 
@@ -149,7 +148,7 @@ def meter(
     with config.energy.open_meter() as power:
         idle_w = power.measure_idle(idle) if idle is not None else {}
         if not command:
-            print_idle(idle_w, power.sources, as_json)
+            print_idle(power, idle_w, as_json)
             return
         with power.window("command") as window:
             code = subprocess.run(command, stdout=sys.stderr if as_json else None).returncode
@@ -181,8 +180,12 @@ def hpo(
         map(str, STUDY.synthetic_shape)
     ),
     params: Annotated[
-        int, typer.Option(help="3 (lr, beta1, beta2) or 5 (+ eps, weight_decay).")
-    ] = STUDY.params,
+        str,
+        typer.Option(
+            help="3 (lr, beta1, beta2) or 5 (+ eps, weight_decay); add +batch, +epochs to search the "
+            "batch size and the epoch count too (e.g. 3+batch)."
+        ),
+    ] = str(STUDY.params),
     uniform_lr: Annotated[
         bool, typer.Option("--uniform", help="Draw lr uniformly as the study did (else log-uniform).")
     ] = STUDY.uniform_lr,
@@ -221,6 +224,24 @@ def hpo(
     energy: Energy = STUDY.energy,
     interval_ms: IntervalMs = STUDY.interval_ms,
     require_energy: RequireEnergy = STUDY.require_energy,
+    energy_budget: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop the study once its trials together spent this many Joules (idle-free where known)."
+        ),
+    ] = STUDY.energy_budget,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop the study after this many rounds without a better round.")
+    ] = STUDY.patience,
+    target_accuracy: Annotated[
+        float | None, typer.Option(help="Stop the study once a round's mean accuracy reaches this.")
+    ] = STUDY.target_accuracy,
+    scheduler: Annotated[
+        str, typer.Option(help="fifo (every trial to its last epoch), asha or median: stop bad trials early.")
+    ] = STUDY.scheduler,
+    objective: Annotated[
+        str, typer.Option(help="What the searcher optimises: accuracy, accuracy-per-kj or pareto.")
+    ] = STUDY.objective,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder (default greenray-results/hpo-TIME).")
     ] = None,
@@ -230,21 +251,110 @@ def hpo(
     address: Address = None,
 ) -> None:
     """Search Adam's hyperparameters on Ray Tune, measuring every trial's energy."""
-    from greenray.analysis.summary import describe, summarize
-    from greenray.results import ResultStore
     from greenray.tune.study import resume_study, start_study
 
     if resume is not None:
         run = resume_study(resume, address=address, say=say)
     else:
-        config = StudyConfig.from_flat(settings(ctx, StudyConfig))
-        run = start_study(config, out_dir or _results("hpo"), address=address, say=say)
-    for line in describe(summarize(ResultStore(run.root).read("trials"), run.config.trials)):
+        flat = settings(ctx, StudyConfig)
+        flat["params"] = int(params) if params.strip().isdigit() else params  # 3, 5 stay numbers
+        run = start_study(StudyConfig.from_flat(flat), out_dir or _results("hpo"), address=address, say=say)
+    _print_summary(run, "hpo")
+
+
+def _print_summary(run, command: str) -> None:
+    """A study's closing lines; exit 130 where it stopped before its end (Ctrl-C, a crash)."""
+    from greenray.analysis.summary import describe, summarize
+    from greenray.results import ResultStore
+    from greenray.tune.study import PARETO_FILE
+
+    store = ResultStore(run.root)
+    pareto = run.root / PARETO_FILE
+    front = _read_csv(pareto) if pareto.exists() else None
+    rows, config = store.read("trials"), run.config
+    summary = summarize(rows, config.trials, levers=config.levers, stopped_by=run.stopped_by, front=front)
+    for line in describe(summary):
         out.print(line, highlight=False, markup=False, soft_wrap=True)
     out.print(f"results: {run.root}", highlight=False, soft_wrap=True)
-    if not run.complete:
-        err.print(f"stopped before the budget ran out: continue with greenray hpo --resume {run.root}")
+    if not run.finished:
+        err.print(f"stopped before the budget ran out: continue with greenray {command} --resume {run.root}")
         raise typer.Exit(130)
+
+
+def _read_csv(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+# ---------------------------------------------------------------------------- mutate
+
+
+@app.command()
+@user_errors
+def mutate(
+    ctx: typer.Context,
+    mutate: Annotated[
+        str, typer.Option(help="Hyperparameters to change, one at a time: epochs, lr, batch_size.")
+    ] = ",".join(MUTATE.mutate),
+    steps: Annotated[
+        str, typer.Option(help="Factors each is multiplied by, one mutant each (e.g. 0.5,2).")
+    ] = ",".join(f"{s:g}" for s in MUTATE.steps),
+    lr: Annotated[float, typer.Option(help="The base configuration's learning rate (Adam's default).")] = (
+        MUTATE.lr
+    ),
+    repetitions: Annotated[int, typer.Option(help="Trainings of each configuration.")] = MUTATE.repetitions,
+    parallel: Annotated[
+        int, typer.Option(help="Trials at once (1: serially); on a GPU they share it, 1/N each.")
+    ] = MUTATE.parallel,
+    cpus_per_trial: Annotated[float, typer.Option(help="CPUs per trial.")] = MUTATE.cpus_per_trial,
+    net: Annotated[str, typer.Option(help="dense-linear, dense-poly or cnn.")] = MUTATE.net,
+    dataset: Annotated[
+        str, typer.Option(help="digits, synthetic, fashionmnist or cifar10.")
+    ] = MUTATE.dataset,
+    data_dir: Annotated[str, typer.Option(help="torchvision's data folder.")] = MUTATE.data_dir,
+    download: Annotated[bool, typer.Option(help="Download fashionmnist/cifar10 into --data-dir.")] = (
+        MUTATE.download
+    ),
+    synthetic_shape: Annotated[str, typer.Option(help="CxHxW of --dataset synthetic.")] = "x".join(
+        map(str, MUTATE.synthetic_shape)
+    ),
+    epochs: Annotated[int, typer.Option(help="The base configuration's epochs.")] = MUTATE.epochs,
+    batch_size: Annotated[int, typer.Option(help="The base configuration's batch size.")] = MUTATE.batch_size,
+    n_conv: Annotated[int, typer.Option("--conv-layers", help="SimpleCNN's conv layers.")] = MUTATE.n_conv,
+    n_linear: Annotated[int, typer.Option("--linear-layers", help="Linear layers of every net.")] = (
+        MUTATE.n_linear
+    ),
+    relu: Annotated[
+        bool | None, typer.Option("--relu/--no-relu", help="ReLU (default: the net's studied default).")
+    ] = MUTATE.relu,
+    seed: Annotated[int, typer.Option(help="Seeds each trial with its round and repetition.")] = MUTATE.seed,
+    idle_seconds: Annotated[float, typer.Option(help="Idle baseline per GPU before the trials; 0 skips.")] = (
+        MUTATE.idle_seconds
+    ),
+    energy: Energy = MUTATE.energy,
+    interval_ms: IntervalMs = MUTATE.interval_ms,
+    require_energy: RequireEnergy = MUTATE.require_energy,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Results folder (default greenray-results/mutate-TIME).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the interrupted mutation study in this results folder.")
+    ] = None,
+    address: Address = None,
+) -> None:
+    """Train a base configuration and one mutant per hyperparameter and step (one value changed
+    at a time), serially or several at once on one GPU: hyperparameters against energy."""
+    from greenray.tune.mutate import start_mutation
+    from greenray.tune.study import resume_study
+
+    if resume is not None:
+        run = resume_study(resume, address=address, say=say)
+    else:
+        config = MutateConfig.from_flat(settings(ctx, MutateConfig))
+        run = start_mutation(config, out_dir or _results("mutate"), address=address, say=say)
+    _print_summary(run, "mutate")
+    out.print(f"report: greenray report {run.root}", highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------- serve-bench

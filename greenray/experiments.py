@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import AfterValidator, BeforeValidator
 
-from greenray.config import BenchConfig, Config, Source, StudyConfig, TrialConfig
+from greenray.config import BenchConfig, Config, Source, StudyConfig
 from greenray.config.jobs import Policy
 from greenray.config.vocab import (
     Arrival,
@@ -78,17 +78,24 @@ T = TypeVar("T")
 Factor = Annotated[tuple[T, ...], BeforeValidator(_factor), AfterValidator(_distinct)]
 Levels = Annotated[tuple[T, ...], AfterValidator(_distinct)]  # may be empty: not a factor
 Model = Annotated[str, BeforeValidator(_model)]
-_TRIAL, _BENCH = TrialConfig.model_fields, BenchConfig.model_fields
 
 
-class HpoExperiment(Config):
+def default(config: type[Config], setting: str):
+    """A setting's default as its config declares it (an experiment file may leave it out)."""
+    return getattr(config.defaults(), setting)
+
+
+class _Experiment(Config):
+    experiment: Text
+    description: str = ""
+
+
+class HpoExperiment(_Experiment):
     """An experiment of training studies: every combination of its factors is one cell."""
 
     FLAGS = {"datasets": "--dataset"}
 
-    experiment: Text
     kind: Literal["hpo"]
-    description: str = ""
     strategies: Factor[Strategy]
     nets: Factor[Net]
     params: Factor[ParamCount]
@@ -100,30 +107,28 @@ class HpoExperiment(Config):
     n_linear: Levels[Count] = ()
     n_conv: Levels[Count] = ()
     relu: Levels[Flag] = ()
-    batch_size: Count = _TRIAL["batch_size"].default
-    seed: WholeNumber = StudyConfig.model_fields["seed"].default
-    uniform_lr: Flag = False
+    batch_size: Count = default(StudyConfig, "batch_size")
+    seed: WholeNumber = default(StudyConfig, "seed")
+    uniform_lr: Flag = default(StudyConfig, "uniform_lr")
 
 
-class ServeExperiment(Config):
+class ServeExperiment(_Experiment):
     """An experiment of serving benches: one cell per model and precision, each running every
     frequency x policy."""
 
     FLAGS = {"models": "--model"}
 
-    experiment: Text
     kind: Literal["serve-bench"]
-    description: str = ""
     models: Factor[Model]
     frequencies: Factor[Frequency]
     policies: Factor[Policy]
     requests: Count
-    warmup_batches: WholeNumber = _BENCH["warmup_batches"].default
-    warmup_batch_size: Count = _BENCH["warmup_batch_size"].default
-    precisions: Factor[Precision] = ("fp32",)
-    weights: Weights = "default"
-    arrival: Arrival = "constant"
-    image_size: MaybePixels = None  # None: the weights' own (224)
+    warmup_batches: WholeNumber = default(BenchConfig, "warmup_batches")
+    warmup_batch_size: Count = default(BenchConfig, "warmup_batch_size")
+    precisions: Factor[Precision] = (default(BenchConfig, "precision"),)
+    weights: Weights = default(BenchConfig, "weights")
+    arrival: Arrival = default(BenchConfig, "arrival")
+    image_size: MaybePixels = default(BenchConfig, "image_size")  # None: the weights' own (224)
 
 
 SCHEMAS: dict[str, type[Config]] = {"hpo": HpoExperiment, "serve-bench": ServeExperiment}

@@ -24,14 +24,18 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
 
     if ray.is_initialized():
         return
+    # Workers' own output stays in Ray's session logs (/tmp/ray/session_latest/logs): what a
+    # command's user needs comes back as rows, errors and notices, and a worker Ray stops at
+    # exit would otherwise print its SystemExit traceback under the command's last line.
+    quiet = {"logging_level": "WARNING", "log_to_driver": False}
     if address is None:
         # A private local Ray needs no token; a cluster keeps its own authentication.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, logging_level="WARNING")
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **quiet)
         return
     _probe(address)
     try:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UsageError(
             f"cannot reach a Ray cluster at --address {address} ({exc.__class__.__name__}); "

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import asdict
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from greenray.energy import Measurement
+from greenray.energy import EnergyMeter, Measurement
 
 # Piped output gets a wide console so tables are not cut to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 140)
@@ -45,48 +46,66 @@ def cell(value) -> str:
 # ------------------------------------------------------------------------------ doctor
 
 
+SHORT_WINDOWS = {
+    "instant": "nvml-power (instant field)",
+    "average": "nvml-power (1 s average field: short windows are estimates, peaks are 1 s averages)",
+}
+
+
 def gpu_table(nvml) -> Table:
-    """The GPUs NVML sees (greenray.energy.nvml.NvmlBackend), one row each."""
+    """The GPUs NVML sees (greenray.energy.nvml.NvmlBackend), one row each: what long and short
+    windows are measured from."""
     table = Table(title=f"NVIDIA GPUs (driver {nvml.driver_version()})")
-    columns = (
-        "device",
-        "name",
-        "NVML index",
-        "UUID",
-        "energy counter",
-        "power field",
-        "power limit W",
-        "power W",
-    )
+    columns = ("device", "name", "NVML index", "UUID", "long windows", "short windows", "limit W", "power W")
     for column in columns:
         table.add_column(column)
     for device in nvml.devices():
         limit = nvml.power_limit_w(device)
+        uuid = device.uuid or ""
+        if device.shared:
+            uuid = f"{uuid} (MIG instance {device.mig_uuid} measured as its whole GPU)"
         table.add_row(
             device.key,
             device.name,
             str(device.index),
-            device.uuid or "",
-            "yes" if nvml.has_counter(device) else "no (power samples instead)",
-            nvml.power_field,
+            uuid,
+            "nvml-counter" if nvml.has_counter(device) else "nvml-power (no energy counter)",
+            SHORT_WINDOWS.get(nvml.power_field, f"nvml-power ({nvml.power_field} field)"),
             f"{limit:.0f}" if limit else "?",
             f"{nvml.read_power_w(device):.1f}",
         )
     return table
 
 
+def energy_sources(meter: EnergyMeter) -> str:
+    """What a meter measures, per device (a long window's source), or why nothing."""
+    sources = meter.device_sources()
+    if not sources:
+        return f"none ({meter.empty_reason or 'nothing is readable'}): energy is not measured"
+    return ", ".join(f"{key}: {source}" for key, source in sources.items())
+
+
 # ------------------------------------------------------------------------------- meter
 
 
-def print_idle(idle_w: dict[str, float], sources: set[str], as_json: bool) -> None:
+def print_idle(meter: EnergyMeter, idle_w: dict[str, float], as_json: bool) -> None:
+    """The idle baseline per device, with its spread and how long the power took to settle."""
+    stats = meter.idle_stats
     if as_json:
-        out.print_json(json.dumps({"idle_w": idle_w, "energy_sources": sorted(sources)}))
+        data = {"idle_w": idle_w, "energy_sources": sorted(meter.sources)}
+        data["idle_stats"] = {key: asdict(s) for key, s in stats.items()}
+        out.print_json(json.dumps(data))
         return
     if not idle_w:
         out.print("idle power: nothing measurable here (energy source: none)")
-    label = SIMULATED_LABEL if "simulated" in sources else ""
+    label = SIMULATED_LABEL if "simulated" in meter.sources else ""
     for key, watts in idle_w.items():
-        out.print(f"idle power {key}: {watts:.1f} W{label}")
+        line = f"idle power {key}: {watts:.1f} W"
+        if key in stats:
+            s = stats[key]
+            settled = f"settled after {s.settle_s:.1f} s" if s.settled else "still changing when measured"
+            line += f" (spread {s.spread_w:.1f} W, {settled})"
+        out.print(line + label)
 
 
 def print_measurement(m: Measurement, command: list[str], code: int, idle_w: dict, as_json: bool) -> None:
@@ -101,12 +120,25 @@ def print_measurement(m: Measurement, command: list[str], code: int, idle_w: dic
     if not m.devices:
         err.print(f"{' '.join(command)}: {m.seconds:.3f} s; energy not measured (source: none)")
         return
-    table = Table(title=title, caption=f"power field: {m.power_field or 'mixed'}")
-    for column in ("device", "name", "J", "idle-free J", "avg W", "peak W", "samples", "source"):
+    flags = [f for f, on in (("partial", m.energy_partial), ("approximate", m.approximate)) if on]
+    caption = "; ".join([f"power field: {m.power_field or 'mixed'}", *flags, *([m.note] if m.note else [])])
+    averaged = any(d.power_field == "average" for d in m.devices)
+    table = Table(title=title, caption=caption)
+    headings = (
+        "device",
+        "name",
+        "J",
+        "± J",
+        "idle-free J",
+        "avg W",
+        "max 1 s avg W" if averaged else "peak W",
+    )
+    for column in (*headings, "field", "samples", "source"):
         table.add_column(column)
     for d in m.devices:
-        row = (d.joules, d.idle_free_joules, d.avg_power_w, d.peak_power_w)
-        table.add_row(d.device.key, d.device.name, *(_fixed(v) for v in row), str(d.samples), d.source)
+        row = (d.joules, d.uncertainty_j, d.idle_free_joules, d.avg_power_w, d.peak_power_w)
+        cells = (*(_fixed(v) for v in row), str(d.power_field), str(d.samples), d.source)
+        table.add_row(d.device.key, d.device.name, *cells)
     err.print(table)
 
 

@@ -9,11 +9,14 @@ from types import SimpleNamespace
 
 
 class NVMLError(Exception):
-    pass
+    def __init__(self, message: str = "Unknown Error", value: int = 999) -> None:
+        super().__init__(message)
+        self.value = value  # pynvml's return code
 
 
 class NVMLError_NotSupported(NVMLError):  # noqa: N801 (pynvml's own name)
-    pass
+    def __init__(self, message: str = "Not Supported") -> None:
+        super().__init__(message, 3)
 
 
 @dataclass
@@ -40,6 +43,8 @@ class FakeNvml:
     NVML_SUCCESS = 0
     NVML_ERROR_NOT_SUPPORTED = 3
     NVML_FI_DEV_POWER_INSTANT = 186
+    NVML_ERROR_GPU_IS_LOST = 15
+    NVML_ERROR_RESET_REQUIRED = 16
 
     def __init__(self, gpus: list[FakeGpu], fail_init: bool = False) -> None:
         self.gpus = gpus
@@ -51,7 +56,7 @@ class FakeNvml:
 
     def _check(self, gpu: FakeGpu) -> None:
         if gpu.lost:
-            raise NVMLError("GPU is lost")
+            raise NVMLError("GPU is lost", 15)
 
     def nvmlInit(self) -> None:
         if self.fail_init:

@@ -234,3 +234,40 @@ def test_the_best_table_in_the_study_layout():
     assert list(layout.columns) == ["cifar10 params=5", "digits params=3"]
     assert layout.loc[("cnn", "random"), "digits params=3"] == "0.7000 (r1)"
     assert layout.loc[("cnn", "bayes"), "cifar10 params=5"] == "0.4500 (r2)"
+
+
+def test_trials_that_shared_a_gpu_are_not_summed_and_a_sentence_says_why():
+    trials = ok_rows(_search_trials()).assign(gpu_sharers_max=1)
+    # random's round 1: two trials at once on one GPU, each measured the whole GPU
+    trials.loc[(trials["strategy"] == "random") & (trials["round"] == 1), "gpu_sharers_max"] = 2
+    found = hpo.search_stats(trials, "idle_free_energy_j")
+    curves = found.curves.set_index(["strategy", "round"])
+    assert curves.loc[("random", 0), "energy_so_far_j"] == pytest.approx(21.0)
+    assert curves.loc["random", "energy_so_far_j"].iloc[1:].isna().all()
+    assert list(curves.loc["bayes", "energy_so_far_j"]) == pytest.approx([21.0, 62.0, 123.0])
+    assert math.isnan(found.best.set_index("strategy").loc["random", "energy_until_best_j"])
+    note = hpo.shared_gpu_note(trials)
+    assert "2 trial(s) that shared a GPU" in note and "up to 2 times" in note
+    assert hpo.shared_gpu_note(trials.assign(gpu_sharers_max=1)) is None
+    mig = trials.assign(gpu_sharers_max=1, device_shared=[True] + [False] * (len(trials) - 1))
+    assert "1 trial(s)" in hpo.shared_gpu_note(mig)
+
+
+def test_captions_name_the_power_field_and_never_call_an_average_a_peak():
+    from greenray.analysis.provenance import Provenance, fields_of
+
+    rows = pd.DataFrame(
+        {"peak_power_field": ["average", None], "power_field": ["average", "average,instant"]}
+    )
+    assert fields_of(rows, "peak_power_field") == ("average",)
+    assert fields_of(rows) == ("average", "instant")
+    average = Provenance("peak_power_w", ("nvml-power",), quantity="power", fields=("average",))
+    assert "power_field: average" in average.caption()
+    assert "highest 1 s average power, not a peak" in average.caption()
+    assert "(average field)" in average.title()
+    instant = Provenance("peak_power_w", ("nvml-counter",), quantity="power", fields=("instant",))
+    assert "power_field: instant" in instant.caption() and "not a peak" not in instant.caption()
+    sampled = Provenance("energy_j", ("nvml-power",), fields=("average",))
+    assert "power_field: average" in sampled.caption() and "estimates" in sampled.caption()
+    counted = Provenance("energy_j", ("nvml-counter",), fields=("instant",))
+    assert "power_field" not in counted.caption()  # the counter's Joules are no field's

@@ -73,7 +73,7 @@ def test_bad_input_ends_in_one_sentence_and_exit_2(args, phrase, tmp_path):
 def test_doctor_reports_what_it_finds():
     result = greenray("doctor")
     assert result.returncode == 0, result.stderr
-    for phrase in ("NVML", "RAPL", "ray", "torch", "energy source with --energy auto"):
+    for phrase in ("NVML", "RAPL", "ray", "torch", "energy sources with --energy auto"):
         assert phrase in result.stdout
 
 
@@ -92,3 +92,18 @@ def test_hpo_against_an_unreachable_cluster_exits_2_at_once():
     result = greenray("hpo", "--address", "127.0.0.1:1", timeout=60)
     assert result.returncode == 2
     assert "cannot reach a Ray cluster" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_doctor_says_what_each_gpu_is_measured_from():
+    from fake_nvml import FakeGpu, FakeNvml
+    from rich.console import Console
+
+    from greenray.energy.nvml import NvmlBackend
+    from greenray.ui import gpu_table
+
+    gpus = [FakeGpu("GPU-aaaa", counter=False, instant=False), FakeGpu("GPU-bbbb", instant=False)]
+    console = Console(width=400, record=True)
+    console.print(gpu_table(NvmlBackend(nvml=FakeNvml(gpus))))
+    rows = [line for line in console.export_text().splitlines() if "GPU-" in line]
+    assert "nvml-power (no energy counter)" in rows[0] and "nvml-counter" in rows[1]
+    assert all("1 s average field: short windows are estimates" in row for row in rows)

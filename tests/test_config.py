@@ -10,21 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from greenray.cli import hpo, serve, serve_bench, serve_tune
-from greenray.config import BenchConfig, PolicyTuneConfig, ServeConfig, StudyConfig
+from greenray.cli import hpo, mutate, serve, serve_bench, serve_tune
+from greenray.config import BenchConfig, MutateConfig, PolicyTuneConfig, ServeConfig, StudyConfig
 from greenray.errors import UsageError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "greenray"
 INVOCATION = {"ctx", "out_dir", "resume", "address"}  # where and how to run, not what
 
 
-CONFIGS = [StudyConfig, BenchConfig, ServeConfig, PolicyTuneConfig]
 COMMANDS = (
     (hpo, StudyConfig),
     (serve_bench, BenchConfig),
+    (mutate, MutateConfig),
     (serve, ServeConfig),
     (serve_tune, PolicyTuneConfig),
 )
+CONFIGS = [config for _, config in COMMANDS]
 
 
 @pytest.mark.parametrize("config", CONFIGS)

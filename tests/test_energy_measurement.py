@@ -102,3 +102,10 @@ def test_open_meter_says_in_one_sentence_why_energy_cannot_be_had(monkeypatch):
         open_meter("auto", require=True)
     with open_meter("simulated", interval_ms=5.0, require=True) as meter:
         assert meter.interval_s == 0.005 and meter.sources == {"simulated"}
+
+
+def test_require_energy_says_why_nothing_is_readable(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("GREENRAY_POWERCAP", "/nonexistent")
+    with pytest.raises(EnergyRequestError, match=r"\(NVML: .*; RAPL: no readable RAPL package counter under"):
+        open_meter("auto", require=True, quiet=True)

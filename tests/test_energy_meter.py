@@ -79,25 +79,40 @@ def test_window_names_must_be_unique_while_open():
         meter.end_window("x")
 
 
-def test_short_windows_are_integrated_from_samples_and_marked_approximate():
+def test_approximate_follows_the_expected_error_not_the_length():
     clock = FakeClock(0.0)
-    meter = EnergyMeter([SimulatedBackend(idle_w=50.0, busy_w=200.0, clock=clock)], clock=clock)
-    meter.begin_window("short")
+    # The model's counter is exact: a 0.2 s window is no estimate.
+    exact = EnergyMeter([SimulatedBackend(idle_w=50.0, busy_w=200.0, clock=clock)], clock=clock)
+    exact.begin_window("short")
     clock.t = 0.2
-    m = meter.end_window("short")
-    assert m.approximate
-    assert m.joules == pytest.approx(40.0)
+    m = exact.end_window("short")
+    assert m.joules == pytest.approx(40.0) and m.uncertainty_j == 0.0 and not m.approximate
+    # No counter, and a 100 W step inside a 10 ms sample gap: the trapezoid may be off by up to
+    # 100 W x 10 ms / 2 = 0.5 J of 4.5 J, and the window says so.
+    levels = {0.0: 100.0, 0.01: 100.0, 0.02: 200.0, 0.03: 200.0}
+    curve = SimulatedBackend(power_fn=lambda t: levels[round(t, 2)], clock=clock)
+    meter = EnergyMeter([curve], clock=clock)
+    clock.t = 0.0
+    meter.begin_window("step")
+    for t in (0.01, 0.02, 0.03):
+        clock.t = t
+        meter.sample()
+    m = meter.end_window("step")
+    assert m.joules == pytest.approx(1.0 + 1.5 + 2.0)
+    assert m.uncertainty_j == pytest.approx(2 * math.sqrt(0.5**2 / 3))
+    assert m.approximate and m.to_row()["uncertainty_j"] == m.uncertainty_j
 
 
 def test_idle_baseline_is_subtracted():
-    with EnergyMeter([SimulatedBackend(idle_w=60.0, busy_w=250.0)], interval_s=0.005) as meter:
-        idle = meter.measure_idle(0.2)
-        assert idle == {"sim:0": pytest.approx(60.0)}
-        with meter.window("work") as w:
-            pass
-    m = w.measurement
-    assert m.idle_free_joules == pytest.approx(m.joules - 60.0 * m.seconds)
-    assert m.idle_free_joules == pytest.approx(190.0 * m.seconds, rel=1e-6)
+    clock = FakeClock(0.0)
+    meter = EnergyMeter([SimulatedBackend(idle_w=60.0, busy_w=250.0, clock=clock)], clock=clock)
+    assert meter.measure_idle(0.2) == {"sim:0": 60.0}  # the model's idle, known without waiting
+    meter.begin_window("work")
+    clock.t = 0.5
+    m = meter.end_window("work")
+    assert m.idle_w == 60.0
+    assert m.joules == pytest.approx(250.0 * 0.5)
+    assert m.idle_free_joules == pytest.approx(190.0 * 0.5)
 
 
 def test_measure_idle_rejects_a_non_positive_duration():
@@ -141,17 +156,22 @@ def test_energy_of_several_devices_adds_up_and_rows_name_them():
     assert row["energy_source"] == "simulated"
 
 
-def test_the_trace_is_trimmed_once_no_window_needs_it():
+def test_memory_stays_bounded_however_long_a_window_is_open():
     clock = FakeClock(0.0)
-    meter = EnergyMeter([SimulatedBackend(clock=clock)], clock=clock)
-    for i in range(5000):
-        clock.t = i * 0.01
+    meter = EnergyMeter([SimulatedBackend(n_devices=8, clock=clock)], clock=clock, interval_s=0.1)
+    held = meter.memory_bytes()
+    meter.begin_window("trial", busy=False)
+    for i in range(1, 20_000):  # 2000 s, far beyond the trace's tail
+        clock.t = i * 0.1
         meter.sample()
-    clock.t = 100.0
-    meter.begin_window("w")
-    meter.end_window("w")
+    clock.t = 2000.0
+    during = meter.read_window("trial")
     times, _ = meter.trace()
-    assert times[0] >= 100.0 - 30.0 - 0.1
+    assert meter.memory_bytes() == held  # allocated once
+    assert len(times) <= 2 * 1024 and times[0] > 1000.0  # only a recent tail is kept
+    m = meter.end_window("trial")
+    assert during.joules == pytest.approx(8 * 60.0 * 2000.0) and m.joules == pytest.approx(during.joules)
+    assert m.devices[0].samples == 20_001  # counted in running sums, not kept
 
 
 def test_an_idle_baseline_travels_between_meters_by_uuid():

@@ -4,6 +4,7 @@ study.json, the summary, and bad flags as one sentence with exit code 2."""
 
 import json
 import math
+import shutil
 import socket
 
 import pandas as pd
@@ -174,3 +175,25 @@ def test_bad_flags_end_in_one_sentence_and_exit_2(ray_local, tmp_path, args, phr
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and phrase in result.output
     assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_a_study_with_a_damaged_trials_parquet_resumes_from_its_csv(study, tmp_path):
+    run, _, trials = study
+    copy = tmp_path / "copy"
+    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("tune"))
+    (copy / "trials.parquet").write_bytes(b"PAR1 not really")
+    result = CliRunner().invoke(app, ["hpo", "--resume", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "6 of 6 trials recorded" in result.output and "Traceback" not in result.output
+    repaired = pd.read_parquet(copy / "trials.parquet")  # rewritten from trials.csv
+    assert sorted(repaired["trial_id"]) == sorted(trials["trial_id"])
+
+
+def test_a_damaged_study_json_is_one_sentence(study, tmp_path):
+    run, _, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("tune"))
+    (copy / "study.json").write_text('{"kind": "hpo", "config": ')
+    result = CliRunner().invoke(app, ["hpo", "--resume", str(copy)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "study.json is damaged (JSONDecodeError)" in result.output

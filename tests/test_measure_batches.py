@@ -50,7 +50,7 @@ def test_each_batch_has_a_record_with_its_energy(doubler):
     assert report.items == 10 == sum(b.size for b in report.batches)
     assert report.batch_count == len(report.batches) and max(b.size for b in report.batches) <= 4
     for batch in report.batches:
-        assert batch.energy_j == pytest.approx(BUSY_W * batch.seconds, rel=1e-6)
+        assert batch.energy_j == pytest.approx(BUSY_W * batch.seconds, rel=1e-4)
         assert batch.seconds >= 0.02 and batch.started_s <= batch.ended_s
         assert batch.peak_power_w == BUSY_W and batch.energy_source == "simulated"
         assert batch.joules_per_item == pytest.approx(batch.energy_j / batch.size)

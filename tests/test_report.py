@@ -142,3 +142,20 @@ def test_report_command_writes_the_report(tmp_path):
     assert (best["target_accuracy"] == 0.6).all()
     bad = CliRunner().invoke(app, ["report", str(folder), "--out", str(tmp_path / "r"), "--target", "7"])
     assert bad.exit_code == 2 and "--target is an accuracy" in bad.output
+
+
+def test_trials_that_shared_a_gpu_get_no_energy_sums_and_one_sentence(tmp_path):
+    rows = [row | {"gpu_sharers_max": 2} for row in trial_rows()]
+    report = build_report([hpo_folder(tmp_path / "hpo", rows)], tmp_path / "report")
+    sentences = [line for line in report.cannot if "shared a GPU" in line]
+    assert len(sentences) == 1 and "up to 2 times" in sentences[0]
+    assert sentences[0] in (tmp_path / "report" / "report.md").read_text()
+    best = pd.read_csv(tmp_path / "report" / "tables" / "search_best.csv")
+    assert best["energy_until_best_j"].isna().all()
+
+
+def test_energy_from_power_samples_names_its_power_field_in_captions(tmp_path):
+    rows = [row | {"energy_source": "nvml-power", "power_field": "instant"} for row in trial_rows()]
+    build_report([hpo_folder(tmp_path / "hpo", rows)], tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "energy_source: nvml-power, power_field: instant" in text

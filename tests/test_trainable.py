@@ -30,7 +30,7 @@ def test_every_epoch_reports_accuracy_loss_and_its_own_training_energy():
     assert [r["epoch"] for r in reports] == [1, 2] and reports[-1] is final
     for report in reports:
         assert 0 <= report["accuracy"] <= 1 and report["loss"] > 0
-        assert report["epoch_energy_j"] == pytest.approx(BUSY_W * report["epoch_seconds"], rel=1e-6)
+        assert report["epoch_energy_j"] == pytest.approx(BUSY_W * report["epoch_seconds"], rel=1e-4)
     assert final["train_energy_j"] == pytest.approx(sum(r["epoch_energy_j"] for r in reports))
     assert final["train_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in reports))
     # idle-free: less the modelled idle (60 W) over the epochs

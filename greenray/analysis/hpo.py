@@ -14,6 +14,9 @@ ARCHITECTURE = ("n_linear", "n_conv", "relu")
 # Without an explicit target, a search's target is this share of the best that any strategy
 # reached on the same problem (net, data set, parameter count, architecture).
 RELATIVE_TARGET = 0.95
+# A trial that shared its GPU measured the whole GPU over its window, its neighbours' work
+# included: the sums here leave such trials' rounds out rather than count a GPU twice.
+SHARERS = "gpu_sharers_max"
 
 
 @dataclass(frozen=True)
@@ -63,20 +66,24 @@ def convergence(
     best so far, and the energy of the round and of every round up to it. The energy is that
     of `spent` (default: `trials`): pass every trial, failed ones included, since a failed
     trial's Joules were spent all the same; a round where every repetition failed keeps its
-    energy and has no accuracy."""
+    energy and has no accuracy. A round with a trial that shared its GPU (gpu_sharers_max > 1,
+    or a MIG instance) has no energy: see `shared_gpu_note`."""
     spent = trials if spent is None else spent
     accuracy = (
         trials.groupby([*keys, "round"], dropna=False)
         .agg(round_accuracy=("accuracy", "mean"), repetitions=("accuracy", "size"))
         .reset_index()
     )
-    frame = spent.assign(_energy=pd.to_numeric(spent[energy]) if energy else float("nan"))
+    frame = spent.assign(
+        _energy=pd.to_numeric(spent[energy]) if energy else float("nan"), _shared=shared_gpu(spent)
+    )
     joules = (
-        frame.groupby([*keys, "round"], dropna=False)["_energy"]
-        .agg(lambda s: s.sum(min_count=1))
-        .rename("round_energy_j")
+        frame.groupby([*keys, "round"], dropna=False)
+        .agg(round_energy_j=("_energy", lambda s: s.sum(min_count=1)), energy_shared=("_shared", "any"))
         .reset_index()
     )
+    # Trials that shared a GPU each hold the GPU's energy over their window: no sum of them.
+    joules.loc[joules["energy_shared"], "round_energy_j"] = float("nan")
     rounds = (
         accuracy.merge(joules, on=[*keys, "round"], how="outer")
         .astype({"repetitions": "Int64"})
@@ -92,6 +99,32 @@ def convergence(
     unknown = grouped["round_energy_j"].transform(lambda s: s.isna().cumsum()) > 0
     rounds.loc[unknown, "energy_so_far_j"] = float("nan")
     return rounds
+
+
+def shared_gpu(trials: pd.DataFrame) -> pd.Series:
+    """The trials whose GPU was shared while they ran: several trials on it at once (fractional
+    GPUs), or a MIG instance measured as its whole GPU."""
+    shared = pd.Series(False, index=trials.index)
+    if SHARERS in trials:
+        shared |= pd.to_numeric(trials[SHARERS], errors="coerce").fillna(1) > 1
+    if "device_shared" in trials:
+        shared |= trials["device_shared"].fillna(False).astype(bool)
+    return shared
+
+
+def shared_gpu_note(trials: pd.DataFrame) -> str | None:
+    """One sentence on why energy sums are left out where trials shared a GPU; None if none did."""
+    shared = shared_gpu(trials)
+    if not shared.any():
+        return None
+    most = pd.to_numeric(trials.get(SHARERS, pd.Series(dtype=float)), errors="coerce").max()
+    times = f"up to {int(most)} times" if most == most and most > 1 else "more than once"
+    return (
+        f"no energy summed over the {int(shared.sum())} trial(s) that shared a GPU (gpu_sharers_max > 1 or a "
+        "MIG instance) nor over the rounds after them: each such trial measured its whole GPU, its "
+        f"neighbours' work included, so a sum would count that GPU's energy {times} (their per-trial "
+        "energies below include their neighbours' too)."
+    )
 
 
 def best_accuracy(trials: pd.DataFrame, curves: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

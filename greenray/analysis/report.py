@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from greenray.analysis import architecture, figures, hpo, inference
+from greenray.analysis import architecture, figures, hpo, inference, levers, mutate
 from greenray.analysis.load import EXPERIMENT_INDEX, Loaded, load, ok_rows
-from greenray.analysis.provenance import SIMULATED, UNMEASURED, Provenance, choose_energy, sources_of
+from greenray.analysis.provenance import (
+    SIMULATED,
+    UNMEASURED,
+    Provenance,
+    choose_energy,
+    fields_of,
+    sources_of,
+)
 from greenray.errors import UsageError
 from greenray.results import atomic_write
 
@@ -77,8 +84,12 @@ def build_report(paths: list[Path], out: Path, target: float | None = None) -> R
     report = Report(out, simulated=SIMULATED in sources, cannot=list(loaded.notes))
     trials = loaded.table("trials")
     if trials is not None:
-        _search_section(report, ok_rows(trials), target, spent=trials)
-        _architecture_section(report, ok_rows(trials))
+        trials, mutations = mutate.split(trials)  # greenray mutate's folders have a section of their own
+        if not trials.empty:
+            _search_section(report, ok_rows(trials), target, spent=trials)
+            _architecture_section(report, ok_rows(trials))
+            levers.lever_section(report, trials)
+        mutate.mutate_section(report, mutations)
     else:
         report.cannot.append("no training statistics: no hpo folder (trials.parquet) was given.")
     runs = loaded.table("runs")
@@ -187,6 +198,9 @@ def _search_section(report: Report, trials: pd.DataFrame, target: float | None, 
         return
     energy = choose_energy(trials, "idle_free_energy_j", "energy_j", "no idle baseline was stored")
     stats = hpo.search_stats(trials, energy.column, target, spent=spent)
+    shared = hpo.shared_gpu_note(spent) if energy.column is not None else None
+    if shared is not None:
+        report.cannot.append(shared)
     target_words = (
         f"target accuracy {target:g}"
         if target is not None
@@ -375,7 +389,9 @@ def _inference_section(report: Report, runs: pd.DataFrame, batches: pd.DataFrame
 
 
 def _peak_power(report: Report, runs: pd.DataFrame, batches: pd.DataFrame | None) -> None:
-    peak_sources = Provenance("peak_power_w", sources_of(runs), quantity="power")
+    peak_sources = Provenance(
+        "peak_power_w", sources_of(runs), quantity="power", fields=fields_of(runs, "peak_power_field")
+    )
     if "peak_power_w" not in runs or runs["peak_power_w"].isna().all():
         report.cannot.append("no peak power: the runs carry no peak_power_w values.")
         return
@@ -389,7 +405,7 @@ def _peak_power(report: Report, runs: pd.DataFrame, batches: pd.DataFrame | None
     report.table(
         table,
         "inference_peak_power",
-        f"**Peak power, small against large batches** ({basis}: "
+        f"**{_peak_words(peak_sources)}, small against large batches** ({basis}: "
         + (
             f"batches of at most {inference.SMALL_BATCH} images against the largest batch size served"
             if basis == "per batch"
@@ -400,6 +416,13 @@ def _peak_power(report: Report, runs: pd.DataFrame, batches: pd.DataFrame | None
     report.figure(
         lambda p, t: figures.peak_power(table, basis, p, t),
         "inference_peak_power",
-        f"Peak power of small and large batches ({peak_sources.title()})",
-        f"Peak power {basis}; {peak_sources.caption()}.",
+        f"{_peak_words(peak_sources)} of small and large batches ({peak_sources.title()})",
+        f"{_peak_words(peak_sources)} {basis}; {peak_sources.caption()}.",
     )
+
+
+def _peak_words(peak: Provenance) -> str:
+    """What the peak column is: a peak, or (from NVML's 1 s average field) the highest average."""
+    if peak.fields and set(peak.fields) <= {"average"}:
+        return "Highest 1 s average power (not a peak)"
+    return "Peak power"

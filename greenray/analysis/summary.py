@@ -1,5 +1,6 @@
-"""The few lines `greenray hpo` ends with: the best accuracy, its configuration and round, and
-the energy spent in all and until that best was first reached."""
+"""The few lines `greenray hpo` ends with: the best accuracy, its configuration and round, the
+energy spent in all and until that best was first reached, and, where levers were on, which
+one stopped the study, the energy spent against the budget and the accuracy / energy front."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from greenray.analysis.hpo import convergence
+
+FRONT_SHOWN = 10  # front trials the summary prints (pareto.csv has them all)
 
 
 @dataclass(frozen=True)
@@ -25,9 +28,18 @@ class StudySummary:
     total_j: float | None  # every trial, failed ones included
     until_best_j: float | None  # every trial of the rounds up to the best one
     sources: tuple[str, ...]
+    stopped: int = 0  # trials stopped before their last epoch (a scheduler or a lever)
+    stopped_by: str | None = None  # the lever that stopped the study, in words
+    energy_budget_j: float | None = None
+    budget_spent_j: float | None = None  # energy_column of every trial: what the budget counts
+    front: tuple[dict, ...] = ()  # the accuracy / energy front of a pareto study, by energy
 
 
-def summarize(trials: pd.DataFrame, budget: int) -> StudySummary:
+def summarize(
+    trials: pd.DataFrame, budget: int, *, levers=None, stopped_by=None, front: pd.DataFrame | None = None
+) -> StudySummary:
+    """The summary of a study's rows; `levers` (its LeversConfig), `stopped_by` (the Stop a
+    lever made) and `front` (its pareto.csv table) add the levers' lines."""
     ok = trials[trials["status"] == "ok"] if len(trials) else trials
     column = _energy_column(trials)
     energy = pd.to_numeric(trials[column], errors="coerce") if column else None
@@ -42,10 +54,13 @@ def summarize(trials: pd.DataFrame, budget: int) -> StudySummary:
     until = None
     if energy is not None and best_round is not None:
         until = _sum(energy[trials["round"] <= best_round])
+    status = trials["status"] if len(trials) else pd.Series(dtype=str)
+    budget_j = getattr(levers, "energy_budget", None)
+    spent = _sum(energy) if budget_j is not None and energy is not None else None
     return StudySummary(
         trials=len(trials),
         budget=budget,
-        failed=int((trials["status"] != "ok").sum()) if len(trials) else 0,
+        failed=int((status == "failed").sum()),
         best_accuracy=best_accuracy,
         best_round=best_round,
         rounds=int(trials["round"].nunique()) if len(trials) else 0,
@@ -55,6 +70,11 @@ def summarize(trials: pd.DataFrame, budget: int) -> StudySummary:
         total_j=_sum(energy) if energy is not None else None,
         until_best_j=until,
         sources=tuple(sorted(set(trials["energy_source"].dropna().astype(str)))) if len(trials) else (),
+        stopped=int((status == "stopped").sum()),
+        stopped_by=f"{stopped_by.lever} ({stopped_by.detail})" if stopped_by is not None else None,
+        energy_budget_j=budget_j,
+        budget_spent_j=spent,
+        front=tuple(front.to_dict("records")) if front is not None else (),
     )
 
 
@@ -75,7 +95,14 @@ def _sum(values: pd.Series) -> float | None:
 
 def describe(s: StudySummary) -> list[str]:
     """The summary as plain sentences."""
-    lines = [f"trials: {s.trials} of {s.budget} recorded, {s.failed} failed"]
+    stopped = f", {s.stopped} stopped early" if s.stopped else ""
+    lines = [f"trials: {s.trials} of {s.budget} recorded, {s.failed} failed{stopped}"]
+    if s.stopped_by:
+        lines.append(f"stopped by: {s.stopped_by}")
+    label = _label(s.sources)
+    if s.energy_budget_j is not None:
+        spent = f"{s.budget_spent_j:.1f} J" if s.budget_spent_j is not None else "nothing measured"
+        lines.append(f"energy budget{label}: {spent} of {s.energy_budget_j:g} J spent ({s.energy_column})")
     if s.best_accuracy is None:
         lines.append("best accuracy: none (no trial finished)")
         return lines
@@ -87,7 +114,6 @@ def describe(s: StudySummary) -> list[str]:
         f"first reached in round {s.best_round} of {s.rounds}; best single trial {s.best_run_accuracy:.4f})"
     )
     lines.append(f"best configuration: {config}")
-    label = _label(s.sources)
     if s.energy_column is None or s.total_j is None:
         lines.append(f"energy: not measured{label}")
         return lines
@@ -95,7 +121,31 @@ def describe(s: StudySummary) -> list[str]:
     lines.append(
         f"energy ({kind}){label}: {s.total_j:.1f} J in all, {s.until_best_j:.1f} J until the best round"
     )
+    lines += _front_lines(s.front)
     return lines
+
+
+def _front_lines(front: tuple[dict, ...]) -> list[str]:
+    if not front:
+        return []
+    column = next(c for c in ("idle_free_energy_j", "energy_j") if c in front[0])
+    lines = [f"accuracy / energy front ({len(front)} trials, {column}; all in pareto.csv):"]
+    for row in front[:FRONT_SHOWN]:
+        lines.append(
+            f"  {row['accuracy']:.4f} at {row[column]:.1f} J (round {row['round']}, "
+            f"repetition {row['repetition']}): {_config(row.get('config'))}"
+        )
+    if len(front) > FRONT_SHOWN:
+        lines.append(f"  ... and {len(front) - FRONT_SHOWN} more")
+    return lines
+
+
+def _config(text) -> str:
+    try:
+        values = json.loads(text)
+    except (TypeError, ValueError):
+        return ""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
 def _label(sources: tuple[str, ...]) -> str:

@@ -12,7 +12,6 @@ from pydantic import PlainSerializer, PlainValidator, model_validator
 from greenray.config.base import Config
 from greenray.config.policy import BatchPolicy, PolicyError, parse_policy
 from greenray.config.vocab import (
-    ADAM_PARAMS,
     DEFAULT_DATA_DIR,
     GRID_VALUES,
     Arrival,
@@ -25,22 +24,30 @@ from greenray.config.vocab import (
     Frequency,
     Gpus,
     Listed,
+    MaybeAccuracy,
     MaybeCount,
     MaybeFlag,
+    MaybeJoules,
     MaybePixels,
+    Mutable,
     Net,
     NotNegative,
+    Objective,
     ParamCount,
     Positive,
     Precision,
+    Scheduler,
     Shape,
+    Step,
     Strategy,
     Text,
     Unique,
     Weights,
     WholeNumber,
+    adam_count,
     default_relu,
     problem,
+    searched_names,
     sentence,
 )
 from greenray.energy import EnergyMeter, open_meter
@@ -68,7 +75,9 @@ class SearchConfig(Config):
     """What the searcher proposes: `rounds` configurations, each trained `repetitions` times."""
 
     strategy: Strategy = "bayes"  # grid (the study's partial grid), random, bayes (GP with PI)
-    params: ParamCount = 3  # 3 (lr, beta1, beta2) or 5 (+ eps, weight_decay)
+    # 3 (lr, beta1, beta2) or 5 (+ eps, weight_decay); "3+batch", "5+batch+epochs", ... also
+    # search the batch size and the epoch count (the number stays a number without extras)
+    params: ParamCount = 3
     uniform_lr: Flag = False  # draw lr uniformly as the study did (else log-uniform)
     rounds: Count = 8
     repetitions: Count = 2
@@ -101,6 +110,34 @@ class ResourceConfig(Config):
     max_concurrent: MaybeCount = None  # None: as many as the cluster's nodes hold
 
 
+class LeversConfig(Config):
+    """The green levers of a study: stop it once it stops paying off, stop bad trials early,
+    and make energy part of what the searcher optimises. All off by default (the study's own
+    protocol: every trial to its last epoch, accuracy alone)."""
+
+    # Joules of all trials together, idle-free where the idle baseline is known (as the summary)
+    energy_budget: MaybeJoules = None
+    patience: MaybeCount = None  # stop after this many rounds without a better round
+    target_accuracy: MaybeAccuracy = None  # stop once a round's mean accuracy reaches this
+    scheduler: Scheduler = "fifo"  # fifo (no early stopping), asha, median (Ray Tune's own)
+    objective: Objective = "accuracy"  # accuracy, accuracy-per-kj, pareto (accuracy and energy)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether any lever may stop the whole study before its budget of trials."""
+        return any(v is not None for v in (self.energy_budget, self.patience, self.target_accuracy))
+
+    @property
+    def needs_energy(self) -> tuple[str, ...]:
+        """The flags set here that mean nothing without measured (or simulated) energy."""
+        named = []
+        if self.energy_budget is not None:
+            named.append("--energy-budget")
+        if self.objective != "accuracy":
+            named.append(f"--objective {self.objective}")
+        return tuple(named)
+
+
 class StudyConfig(Config):
     """A training study (`greenray hpo`): stored whole in DIR/study.json."""
 
@@ -111,14 +148,29 @@ class StudyConfig(Config):
     trial: TrialConfig = TrialConfig()
     resources: ResourceConfig = ResourceConfig()
     energy: EnergyConfig = EnergyConfig()
+    levers: LeversConfig = LeversConfig()
 
     @model_validator(mode="after")
     def _grid_fits(self) -> StudyConfig:
-        points = GRID_VALUES**self.search.params
+        points = GRID_VALUES ** len(self.hyperparameters)
         if self.search.strategy == "grid" and self.search.rounds > points:
             raise sentence(
                 f"--rounds {self.search.rounds} is more than the partial grid's {points} points with "
                 f"--params {self.search.params}: use at most that, or --strategy random"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _levers_fit(self) -> StudyConfig:
+        needs = self.levers.needs_energy
+        if needs and self.energy.backend == "none":
+            raise sentence(
+                f"{needs[0]} counts energy, which --energy none does not measure: use --energy auto "
+                "(or simulated on a machine without a GPU), or drop it"
+            )
+        if "epochs" in self.hyperparameters and self.trial.epochs < 2:
+            raise sentence(
+                f"--params {self.search.params} searches 1 to --epochs epochs: give --epochs 2 or more"
             )
         return self
 
@@ -128,7 +180,13 @@ class StudyConfig(Config):
 
     @property
     def hyperparameters(self) -> tuple[str, ...]:
-        return ADAM_PARAMS[self.search.params]
+        """Every hyperparameter the searcher proposes (Adam's, then batch_size / epochs)."""
+        return searched_names(self.search.params)
+
+    @property
+    def adam_params(self) -> int:
+        """How many of Adam's hyperparameters are searched (3 or 5)."""
+        return adam_count(self.search.params)
 
     def row_fields(self) -> dict[str, Any]:
         """The columns every trial row of this study carries besides its own results."""
@@ -148,6 +206,84 @@ class StudyConfig(Config):
             "gpus_per_trial": self.resources.gpus_per_trial,
             "cpus_per_trial": self.resources.cpus_per_trial,
         }
+
+
+# ----------------------------------------------------------------------------- mutate
+
+BASE_ADAM = {"beta1": 0.9, "beta2": 0.999}  # Adam's defaults: the base configuration's betas
+
+
+class MutationConfig(Config):
+    """What `greenray mutate` changes: a base configuration, and one mutant per hyperparameter
+    and step, each with that one value multiplied by the step (Wang et al.'s operators)."""
+
+    FLAT = {"hyperparameters": "mutate"}
+
+    hyperparameters: Annotated[tuple[Mutable, ...], Listed, Unique] = ("epochs", "lr", "batch_size")
+    steps: Annotated[tuple[Step, ...], Listed, Unique] = (0.5, 2.0)  # factors on the base value
+    lr: Positive = 1e-3  # the base's learning rate (Adam's default; betas 0.9, 0.999)
+    repetitions: Count = 2  # trainings of each configuration
+    parallel: Count = 1  # trials at once (1: serially); on a GPU they share it, 1/N each
+    cpus_per_trial: Positive = 1.0
+
+
+class MutateConfig(Config):
+    """A mutation study (`greenray mutate`): stored in DIR/study.json beside the StudyConfig
+    it runs as (one round per configuration)."""
+
+    FLAGS = {"n_conv": "--conv-layers", "n_linear": "--linear-layers"}
+
+    seed: WholeNumber = 0
+    mutation: MutationConfig = MutationConfig()
+    trial: TrialConfig = TrialConfig()
+    energy: EnergyConfig = EnergyConfig()
+
+    def base(self) -> dict[str, Any]:
+        """The base configuration: Adam's defaults with --lr, the trial's batch size and epochs."""
+        return {
+            "lr": self.mutation.lr,
+            **BASE_ADAM,
+            "batch_size": self.trial.batch_size,
+            "epochs": self.trial.epochs,
+        }
+
+    def configurations(self) -> list[dict[str, Any]]:
+        """The base, then one mutant per hyperparameter and step (a mutant equal to the base or
+        to an earlier one is left out), each labelled for its row: `__mutation__` ("base",
+        "lr x2"), `__mutated__` (the hyperparameter, None for the base), `__step__`."""
+        base = self.base()
+        found = [base | {"__mutation__": "base", "__mutated__": None, "__step__": 1.0}]
+        seen = [base]
+        for name in self.mutation.hyperparameters:
+            for step in self.mutation.steps:
+                value = base[name] * step
+                if name != "lr":  # epochs and batch size are whole numbers
+                    value = max(1, round(value))
+                mutant = base | {name: value}
+                if mutant in seen:
+                    continue
+                seen.append(mutant)
+                found.append(
+                    mutant | {"__mutation__": f"{name} x{step:g}", "__mutated__": name, "__step__": step}
+                )
+        return found
+
+    def study(self, gpus: bool) -> StudyConfig:
+        """The StudyConfig a mutation study runs as: a round per configuration, `parallel`
+        trials at once, each holding 1/parallel of a GPU where the cluster has GPUs."""
+        mutation = self.mutation
+        share = 1.0 / mutation.parallel if gpus else 0.0
+        return StudyConfig(
+            seed=self.seed,
+            search=SearchConfig(
+                strategy="random", rounds=len(self.configurations()), repetitions=mutation.repetitions
+            ),
+            trial=self.trial,
+            resources=ResourceConfig(
+                gpus_per_trial=share, cpus_per_trial=mutation.cpus_per_trial, max_concurrent=mutation.parallel
+            ),
+            energy=self.energy,
+        )
 
 
 # ------------------------------------------------------------------------------ bench

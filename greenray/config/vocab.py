@@ -29,6 +29,14 @@ DATASETS = ("digits", "synthetic", "fashionmnist", "cifar10")
 DOWNLOADABLE = ("fashionmnist", "cifar10")
 # Adam's hyperparameters searched: the study's 3- and 5-parameter spaces.
 ADAM_PARAMS = {3: ("lr", "beta1", "beta2"), 5: ("lr", "beta1", "beta2", "eps", "weight_decay")}
+# Optional searchable dimensions beside Adam's (`--params 3+batch`): the knobs that move energy
+# most. Each is named in --params by its key and searched as the hyperparameter beside it.
+EXTRA_DIMS = {"batch": "batch_size", "epochs": "epochs"}
+PARAMS_HELP = "one of 3, 5 (optionally with +batch and +epochs, e.g. 3+batch)"
+# What `greenray mutate` may change, one at a time (Wang et al.'s mutation operators).
+MUTABLE = ("epochs", "lr", "batch_size")
+SCHEDULERS = ("fifo", "asha", "median")  # fifo: every trial to its last epoch (the study's)
+OBJECTIVES = ("accuracy", "accuracy-per-kj", "pareto")
 GRID_VALUES = 5  # the study's partial grid: 5 values per hyperparameter (125 or 3,125 points)
 PRECISIONS = ("fp32", "bf16", "fp16")
 ARRIVALS = ("constant", "jitter", "poisson")
@@ -93,6 +101,30 @@ def choice(names: Iterable, lower: bool = True) -> Callable[[Any], Any]:
     return check
 
 
+def _params(value: Any) -> int | str:
+    """3 or 5 (the study's spaces, kept as the numbers they always were), or either with
+    extra dimensions as canonical text ("3+batch+epochs", the extras in EXTRA_DIMS' order)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise problem(PARAMS_HELP)
+    head, *extras = str(value).strip().lower().split("+")
+    if head not in ("3", "5") or any(e not in EXTRA_DIMS for e in extras) or len(set(extras)) < len(extras):
+        raise problem(PARAMS_HELP)
+    if not extras:
+        return int(head)
+    return "+".join([head, *(dim for dim in EXTRA_DIMS if dim in extras)])
+
+
+def adam_count(params: int | str) -> int:
+    """How many of Adam's hyperparameters a --params value searches (3 or 5)."""
+    return int(str(params).split("+")[0])
+
+
+def searched_names(params: int | str) -> tuple[str, ...]:
+    """Every hyperparameter a --params value searches: Adam's, then the extra dimensions."""
+    extras = str(params).split("+")[1:]
+    return ADAM_PARAMS[adam_count(params)] + tuple(EXTRA_DIMS[e] for e in extras)
+
+
 def whole(minimum: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -119,6 +151,33 @@ def _not_negative(value: Any) -> float:
     number = _number(value)
     if number is None or not 0 <= number < math.inf:
         raise problem("a number of at least 0")
+    return number
+
+
+def _joules(value: Any) -> float:
+    number = _number(value)
+    if number is None or not 0 < number < math.inf:
+        raise problem("a positive number of Joules")
+    return number
+
+
+def _accuracy(value: Any) -> float:
+    number = _number(value)
+    if number is None or not 0 < number <= 1:
+        raise problem("an accuracy in (0, 1]")
+    return number
+
+
+def _step(value: Any) -> float:
+    """A mutation's factor: a positive number other than 1, as a number or its text ('0.5')."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise problem("a positive factor other than 1, such as 0.5 or 2") from None
+    number = _number(value)
+    if number is None or not 0 < number < math.inf or number == 1:
+        raise problem("a positive factor other than 1, such as 0.5 or 2")
     return number
 
 
@@ -198,7 +257,11 @@ def _frequency(value: Any) -> float:
 Strategy = Annotated[str, _checked(choice(STRATEGIES))]
 Net = Annotated[str, _checked(_net)]
 Dataset = Annotated[str, _checked(choice(DATASETS))]
-ParamCount = Annotated[int, _checked(choice(ADAM_PARAMS, lower=False))]
+ParamCount = Annotated[int | str, _checked(_params)]
+Scheduler = Annotated[str, _checked(choice(SCHEDULERS))]
+Mutable = Annotated[str, _checked(choice(MUTABLE))]
+Step = Annotated[float, _checked(_step)]
+Objective = Annotated[str, _checked(choice(OBJECTIVES))]
 Precision = Annotated[str, _checked(choice(PRECISIONS))]
 Arrival = Annotated[str, _checked(choice(ARRIVALS))]
 Device = Annotated[str, _checked(choice(DEVICES))]
@@ -215,6 +278,8 @@ DataDir = Annotated[str, _checked(_data_dir)]
 Weights = Annotated[str, _checked(_weights)]
 Frequency = Annotated[float, _checked(_frequency)]
 MaybeCount = Annotated[int | None, _optional(whole(1))]
+MaybeJoules = Annotated[float | None, _optional(_joules)]
+MaybeAccuracy = Annotated[float | None, _optional(_accuracy)]
 MaybeFlag = Annotated[bool | None, _optional(_flag)]
 MaybePixels = Annotated[int | None, _optional(whole(16))]
 Listed = _checked(_listed)

@@ -1,9 +1,10 @@
 """What a window of work cost: Joules per device, their sum over the compute devices, where
-the Joules came from (one rule, whatever mix of devices, replicas or batches is combined), and
-the flat energy columns every result row carries."""
+the Joules came from (one rule, whatever mix of devices, replicas or batches is combined), how
+far off they may be, and the flat energy columns every result row carries."""
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -35,16 +36,21 @@ def sum_or_none(values: Iterable[float | None]) -> float | None:
 
 @dataclass(frozen=True)
 class DeviceEnergy:
-    """One device over one window. Units: J, W."""
+    """One device over one window. Units: J, W, s."""
 
     device: Device
-    joules: float | None
+    joules: float | None  # None: nothing of this window was measured on it
     idle_free_joules: float | None  # joules less idle_w x seconds
     avg_power_w: float | None
-    peak_power_w: float | None
+    peak_power_w: float | None  # the highest reading of `power_field` (a 1 s average is no peak)
     samples: int
     source: str
     idle_w: float | None = None  # the idle baseline subtracted
+    uncertainty_j: float | None = None  # about-95% bound on the error of `joules`
+    partial: bool = False  # the device stopped answering: joules are until then
+    power_field: str | None = None  # what its samples and peak are: instant, average, derived, model
+    seconds: float | None = None  # the span its joules cover (shorter than the window's if partial)
+    note: str = ""  # a fault the number survived (counter reset, lost GPU, shared GPU), in words
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,9 @@ class Measurement:
     devices: tuple[DeviceEnergy, ...]
     peak_power_w: float | None  # peak of the compute devices' summed power
     power_field: str | None
-    approximate: bool
+    approximate: bool  # its expected error is above 1% of its Joules
     node: str = field(default_factory=socket.gethostname)
+    clock_start: float | None = None  # the meter's clock (EnergyMeter.now, trace times) at the start
 
     @property
     def compute(self) -> tuple[DeviceEnergy, ...]:
@@ -67,17 +74,54 @@ class Measurement:
         return gpus or self.devices
 
     @property
+    def measured(self) -> tuple[DeviceEnergy, ...]:
+        """The compute devices that measured something of this window."""
+        return tuple(d for d in self.compute if d.joules is not None)
+
+    @property
     def joules(self) -> float | None:
-        return sum_or_none(d.joules for d in self.compute)
+        """What the compute devices measured; None when none did. A device that stopped
+        answering adds what it measured until then (see `energy_partial`)."""
+        return sum_or_none(d.joules for d in self.measured)
 
     @property
     def idle_free_joules(self) -> float | None:
-        return sum_or_none(d.idle_free_joules for d in self.compute)
+        return sum_or_none(d.idle_free_joules for d in self.measured)
 
     @property
     def idle_w(self) -> float | None:
         """The compute devices' idle baseline, as idle_free_joules subtracted it."""
-        return sum_or_none(d.idle_w for d in self.compute)
+        return sum_or_none(d.idle_w for d in self.measured)
+
+    @property
+    def uncertainty_j(self) -> float | None:
+        """About-95% bound on the error of `joules` (devices err independently: root sum of
+        squares); None when unknown."""
+        parts = [d.uncertainty_j for d in self.measured]
+        if not parts or any(u is None for u in parts):
+            return None
+        return math.sqrt(sum(u * u for u in parts))
+
+    @property
+    def energy_partial(self) -> bool:
+        """Some compute device measured only part of the window, or none of it."""
+        return any(d.partial or d.joules is None for d in self.compute) and bool(self.measured)
+
+    @property
+    def peak_power_field(self) -> str | None:
+        """The power field `peak_power_w` is the highest reading of ("average": a 1 s average,
+        not a peak)."""
+        return self.power_field if self.peak_power_w is not None else None
+
+    @property
+    def note(self) -> str:
+        """Every device's note, once each."""
+        return "; ".join(dict.fromkeys(d.note for d in self.devices if d.note))
+
+    @property
+    def device_shared(self) -> bool:
+        """A compute device is shared with work outside this window (a MIG instance's GPU)."""
+        return any(d.device.shared for d in self.compute)
 
     @property
     def cpu_joules(self) -> float | None:
@@ -93,7 +137,8 @@ class Measurement:
 
     @property
     def energy_source(self) -> str:
-        return combined_source(d.source for d in self.compute)
+        """The source of `joules` (see combined_source); `none` when nothing was measured."""
+        return combined_source(d.source for d in self.measured)
 
     def to_row(self) -> dict:
         """The flat energy columns every result row carries (greenray.results.schema)."""
@@ -107,6 +152,11 @@ class Measurement:
             "energy_source": self.energy_source,
             "power_field": self.power_field,
             "energy_approximate": self.approximate,
+            "uncertainty_j": self.uncertainty_j,
+            "energy_partial": self.energy_partial,
+            "peak_power_field": self.peak_power_field,
+            "energy_note": self.note,
+            "device_shared": self.device_shared,
             "device": ",".join(d.device.key for d in self.compute),
             "device_name": ",".join(sorted({d.device.name for d in self.compute})),
             "device_uuid": ",".join(d.device.uuid or "" for d in self.compute),
@@ -122,6 +172,11 @@ class Measurement:
             cpu_joules=self.cpu_joules,
             avg_power_w=self.avg_power_w,
             energy_source=self.energy_source,
+            uncertainty_j=self.uncertainty_j,
+            energy_partial=self.energy_partial,
+            peak_power_field=self.peak_power_field,
+            note=self.note,
+            device_shared=self.device_shared,
         )
         return out
 

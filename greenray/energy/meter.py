@@ -1,30 +1,47 @@
 """EnergyMeter: measurement windows over one or more energy backends, a background power
-sampler (trace and peak power), and the idle baseline."""
+sampler, background reads of costly counters, device faults, and the idle baseline."""
 
 from __future__ import annotations
 
-import bisect
 import logging
+import math
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from greenray.energy.backend import Backend, Device, EnergyUnavailable
+from greenray.energy import estimate
+from greenray.energy.backend import Backend, Device, DeviceLost, EnergyUnavailable
+from greenray.energy.calibration import UNCALIBRATED_REL, Anchor, Calibration, implausible
+from greenray.energy.discover import open_backends, open_backends_explained  # noqa: F401 (kept here too)
+from greenray.energy.idle import SETTLE_MAX_S, SETTLE_SPAN_S, SETTLE_STEP_S, IdleStats, steady
 from greenray.energy.measurement import DeviceEnergy, Measurement
+from greenray.energy.trace import PowerTrace
 
 log = logging.getLogger("greenray.energy")
 
-# The NVML counter advances about every 100 ms: below this a window's counter delta is
-# coarse, so the window is integrated from power samples and marked approximate.
-MIN_COUNTER_WINDOW_S = 0.5
 DEFAULT_INTERVAL_S = 0.01
-# Samples kept after every window has closed, for late peak-power queries.
+# The trace keeps about this much of the recent past (for peak_power_w and trace); open
+# windows need none of it: they keep running sums.
 TRACE_TAIL_S = 30.0
+# Costly counters (NVML: about 4 ms a read) are read this often in the background, never at
+# window edges; cheaper ones (RAPL, the model) are read at the edges of every window.
+ANCHOR_INTERVAL_S = 1.0
+CHEAP_READ_S = 0.001
+# A read slower than this has no known time (the driver stalled): its value is not used.
+SLOW_READ_S = 0.05
+# A window whose expected error is above this share of its Joules is marked approximate.
+APPROXIMATE_REL = 0.01
+# A device that fails this many reads in a row, over at least this long, has ended (a lost
+# GPU, or one that needs a reset, ends at once).
+END_AFTER_FAILURES = 10
+END_AFTER_S = 2.0
+STOP_TIMEOUT_S = 2.0
 
 
 def integrate(times: np.ndarray, watts: np.ndarray, t0: float, t1: float) -> float:
@@ -39,13 +56,63 @@ def integrate(times: np.ndarray, watts: np.ndarray, t0: float, t1: float) -> flo
     return float(np.trapezoid(p, t))
 
 
+@dataclass(frozen=True)
+class _Column:
+    """What the meter knows about one device, fixed when it opens."""
+
+    backend: Backend
+    device: Device
+    field: str
+    period_s: float
+    average_s: float  # > 0 only for a moving-average power field
+    limit_w: float | None
+    model_idle_w: float | None
+    edge_counter: bool  # read the counter at window edges (cheap, or the best there is)
+    anchored: bool  # read the counter in the background
+
+
 @dataclass
-class _OpenWindow:
+class _Health:
+    streak: int = 0
+    failing_since: float | None = None
+    ended_at: float | None = None  # its last reading, once it has ended
+    reason: str = ""
+
+
+@dataclass
+class _Window:
     name: str
     t0: float
     wall0: float
-    counters: dict[str, float | None]
     busy: bool
+    start: list[tuple[float, float, int] | None]  # per device: Joules, J^2, readings at t0
+    counters: dict[int, tuple[float, float]]  # device column -> counter J, read seconds
+    anchors: list[Anchor | None]  # per device: the first background read inside the window
+    peak_w: list[float]  # per device, its highest reading so far
+    peak_sum_w: float = math.nan
+    seen_t: float = -math.inf  # the latest trace row folded into the peaks
+
+
+@dataclass(frozen=True)
+class _Span:
+    """One device's samples over a window: running sums at its two edges. Units: s, J, J^2, W."""
+
+    t0: float
+    t1: float
+    start_j: float
+    end_j: float
+    b2: float
+    samples: int
+    peak_w: float | None
+
+    @property
+    def seconds(self) -> float:
+        return max(self.t1 - self.t0, 0.0)
+
+
+@dataclass
+class WindowResult:
+    measurement: Measurement | None = None
 
 
 class EnergyMeter:
@@ -54,10 +121,11 @@ class EnergyMeter:
         with EnergyMeter.create() as meter:
             with meter.window("trial") as w:
                 ...
-            print(w.measurement.joules)
+            print(w.measurement.joules, w.measurement.uncertainty_j)
 
-    One background thread samples every device's power every `interval_s`; counters are
-    read only at window edges (one NVML counter read costs about 4 ms on an H100).
+    One background thread samples every device's power every `interval_s`; another reads
+    costly counters (NVML's) every `anchor_interval_s`. No NVML call is made under the meter's
+    lock, and memory stays bounded however long a window is open.
     """
 
     def __init__(
@@ -68,29 +136,45 @@ class EnergyMeter:
         idle_w: dict[str, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
         warn_if_empty: bool = True,
+        anchor_interval_s: float = ANCHOR_INTERVAL_S,
+        trace_tail_s: float = TRACE_TAIL_S,
+        sleep: Callable[[float], None] = time.sleep,
+        empty_reason: str | None = None,
     ) -> None:
-        if interval_s <= 0:
-            raise ValueError("the sampling interval must be positive")
+        if interval_s <= 0 or anchor_interval_s <= 0:
+            raise ValueError("the sampling and counter intervals must be positive")
         self.interval_s = interval_s
+        self.anchor_interval_s = anchor_interval_s
         self._clock = clock
+        self._sleep = sleep
         self._backends = backends
-        self._devices: list[tuple[Backend, Device]] = [(b, d) for b in backends for d in b.devices()]
-        # A modelled device's idle is known exactly; a measured one's needs measure_idle.
-        self._model_idle = {
-            d.key: watts for b, d in self._devices if (watts := b.model_idle_w(d)) is not None
-        }
+        self._columns = [_column(b, d) for b in backends for d in b.devices()]
+        n = len(self._columns)
+        self._model_idle = {c.device.key: c.model_idle_w for c in self._columns if c.model_idle_w is not None}
         self.idle_w: dict[str, float] = self._model_idle | dict(idle_w or {})
+        self.idle_stats: dict[str, IdleStats] = {}
         self._lock = threading.RLock()
-        self._times: list[float] = []
-        self._watts: list[tuple[float, ...]] = []
-        self._open: dict[str, _OpenWindow] = {}
+        # Edge readings of an RAPL package, for instance, add rows: leave room for them.
+        capacity = max(1024, math.ceil(1.5 * trace_tail_s / interval_s))
+        limits = np.array([c.limit_w or np.nan for c in self._columns], dtype=float)
+        self._trace = PowerTrace(
+            n, capacity, gap_s=max(3 * interval_s, 0.05), limits_w=limits, on_rows=self._observe
+        )
+        self._calibration = [
+            Calibration(c.period_s, c.limit_w) if c.anchored else None for c in self._columns
+        ]
+        self._health = [_Health() for _ in self._columns]
+        self._failing: set[int] = set()  # devices whose last read failed
+        self._compute = [i for i, c in enumerate(self._columns) if c.device.kind == "gpu"] or list(range(n))
+        self._open: dict[str, _Window | None] = {}  # None: being opened
         self._busy = 0
-        self._lost: dict[str, float] = {}  # device key -> when it stopped answering
         self._warned: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if not self._devices and warn_if_empty:
-            self._warn_once("no energy source (neither NVML nor RAPL is readable): energy is not measured")
+        self._threads: list[threading.Thread] = []
+        self._stop: threading.Event | None = None
+        self.empty_reason = empty_reason  # why nothing is measured, when nothing is
+        if not self._columns and warn_if_empty:
+            why = f" ({empty_reason})" if empty_reason else " (neither NVML nor RAPL is readable)"
+            self._warn_once("empty", f"no energy source{why}: energy is not measured")
 
     # ---- construction and lifetime -------------------------------------------------
 
@@ -98,32 +182,89 @@ class EnergyMeter:
     def create(cls, energy: str = "auto", *, warn_if_empty: bool = True, **kwargs) -> EnergyMeter:
         """A meter over the backends named by `energy` (see `open_backends`); `none` asked
         for is not warned about."""
-        return cls(open_backends(energy), warn_if_empty=warn_if_empty and energy != "none", **kwargs)
+        backends, reasons = open_backends_explained(energy)
+        return cls(
+            backends,
+            warn_if_empty=warn_if_empty and energy != "none",
+            empty_reason="; ".join(reasons) or None,
+            **kwargs,
+        )
 
     @property
     def devices(self) -> list[Device]:
-        return [d for _, d in self._devices]
+        return [c.device for c in self._columns]
 
     @property
     def sources(self) -> set[str]:
-        return {b.counter_source for b in self._backends}
+        """Every energy_source this meter's windows can carry: a device's counter source where
+        it has a counter, and its power source (short windows, windows without counter reads)."""
+        found = set()
+        for c in self._columns:
+            found.add(c.backend.power_source)
+            if c.backend.has_counter(c.device):
+                found.add(c.backend.counter_source)
+        return found
+
+    def device_sources(self) -> dict[str, str]:
+        """Per device, the source of a long window's Joules (the counter where it has one)."""
+        return {
+            c.device.key: c.backend.counter_source
+            if c.backend.has_counter(c.device)
+            else c.backend.power_source
+            for c in self._columns
+        }
+
+    @property
+    def power_field(self) -> str | None:
+        """The compute devices' power field: what peaks and sample-integrated Joules are of."""
+        fields = sorted({self._columns[i].field for i in self._compute})
+        return ",".join(fields) if fields else None
+
+    def calibration(self) -> dict[str, tuple[float, float]]:
+        """Per device with a costly counter: the factor that scales its sample integrals to the
+        counter, and that factor's relative error (about 95%); (1, 0.02) until the counter has
+        covered enough to tell."""
+        return {
+            c.device.key: cal.ratio() for c, cal in zip(self._columns, self._calibration, strict=True) if cal
+        }
 
     def start(self) -> EnergyMeter:
-        """Start the background sampler (idempotent)."""
-        if self._thread is None and self._devices:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="greenray-power", daemon=True)
-            self._thread.start()
+        """Start the background sampler, and the counter reader where a counter is costly
+        (idempotent)."""
+        if self._threads or not self._columns:
+            return self
+        stop = threading.Event()
+        self._stop = stop
+        targets = [("greenray-power", self._run_sampler)]
+        if any(c.anchored for c in self._columns):
+            targets.append(("greenray-counter", self._run_anchors))
+        for name, target in targets:
+            thread = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
-    def stop(self) -> None:
-        if self._thread is not None:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        """Stop the background threads; False when one is still inside a read after
+        `timeout_s` (a stalled driver): it is left behind, a daemon, and ends with its read."""
+        if self._stop is not None:
             self._stop.set()
-            self._thread.join()
-            self._thread = None
+        deadline = time.monotonic() + timeout_s
+        stuck = []
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+            if thread.is_alive():
+                stuck.append(thread.name)
+        self._threads, self._stop = [], None
+        if stuck:
+            self._warn_once(
+                "stuck", f"{', '.join(stuck)} still inside a read after {timeout_s:g} s: left behind"
+            )
+        return not stuck
 
     def close(self) -> None:
-        self.stop()
+        if not self.stop():
+            return  # closing NVML under a read in progress could crash it: leave it open
         for backend in self._backends:
             backend.close()
 
@@ -136,56 +277,65 @@ class EnergyMeter:
     # ---- windows -------------------------------------------------------------------
 
     def begin_window(self, name: str, *, counter: bool = True, busy: bool = True) -> None:
-        """Open a window. `counter=False` skips the edge counter reads (for many short
-        windows, such as one per served batch); `busy=False` says the window holds no work
-        of its own (only the simulated backend cares)."""
+        """Open a window. `counter=False` skips edge counter reads where a window would make
+        them (cheap counters, and GPUs with only the average power field), for many short
+        windows such as one per served batch; `busy=False` says the window holds no work of
+        its own (only the simulated backend cares)."""
         with self._lock:
             if name in self._open:
                 raise ValueError(f"a window named {name!r} is already open")
+            self._open[name] = None
             if busy:
-                self._busy += 1
-                if self._busy == 1:
-                    self._set_busy(True)
-        self.sample()
-        before = self._clock()
-        counters = self._read_counters() if counter else {}
-        t0 = (before + self._clock()) / 2
-        with self._lock:
-            self._open[name] = _OpenWindow(name, t0, time.time() - (self._clock() - t0), counters, busy)
+                self._add_busy(1)
+        try:
+            edge = [i for i, c in enumerate(self._columns) if counter and c.edge_counter and self._live(i)]
+            t0, counters = self._read_edge_counters(edge) if edge else (self._clock(), {})
+            self.sample()
+            with self._lock:
+                window = _Window(
+                    name=name,
+                    t0=t0,
+                    wall0=time.time() - (self._clock() - t0),
+                    busy=busy,
+                    start=[self._trace.at(i, t0) for i in range(len(self._columns))],
+                    counters=counters,
+                    anchors=[None] * len(self._columns),
+                    peak_w=[math.nan] * len(self._columns),
+                )
+                self._catch_up(window)
+                self._open[name] = window
+        except BaseException:
+            with self._lock:
+                self._open.pop(name, None)
+                if busy:
+                    self._add_busy(-1)
+            raise
 
     def end_window(self, name: str) -> Measurement:
+        """Close a window and measure it. Two threads closing one window: one gets the
+        measurement, the other a ValueError."""
         _synchronize_cuda()
         with self._lock:
-            if name not in self._open:
+            window = self._open.get(name)
+            if window is None:
                 raise ValueError(f"no open window named {name!r}")
-        before = self._clock()
-        counters = self._read_counters() if self._open[name].counters else {}
-        t1 = (before + self._clock()) / 2
-        self.sample()
-        with self._lock:
-            window = self._open.pop(name)
+            del self._open[name]
+        try:
+            return self._close_reading(window)
+        finally:
             if window.busy:
-                self._busy -= 1
-                if self._busy == 0:
-                    self._set_busy(False)
-            measurement = self._measure(window, t1, counters)
-            self._trim()
-        return measurement
+                with self._lock:
+                    self._add_busy(-1)
 
     def read_window(self, name: str) -> Measurement:
         """What an open window has measured so far; it stays open (a trial reports its energy
-        after every epoch this way). Reads the counters when the window has them."""
+        after every epoch this way)."""
         _synchronize_cuda()
         with self._lock:
-            if name not in self._open:
+            window = self._open.get(name)
+            if window is None:
                 raise ValueError(f"no open window named {name!r}")
-            window = self._open[name]
-        before = self._clock()
-        counters = self._read_counters() if window.counters else {}
-        t1 = (before + self._clock()) / 2
-        self.sample()
-        with self._lock:
-            return self._measure(window, t1, counters)
+        return self._close_reading(window)
 
     @contextmanager
     def window(self, name: str, *, counter: bool = True, busy: bool = True) -> Iterator[WindowResult]:
@@ -197,22 +347,42 @@ class EnergyMeter:
         finally:
             result.measurement = self.end_window(name)
 
-    def measure_idle(self, seconds: float) -> dict[str, float]:
-        """Mean power per device over `seconds` with nothing of ours running; kept as the
-        baseline that idle-free energies subtract. Modelled devices keep their model's idle
-        (nothing is waited for when every device is modelled)."""
+    def measure_idle(self, seconds: float, *, settle_max_s: float = SETTLE_MAX_S) -> dict[str, float]:
+        """Mean power per device over `seconds` with nothing of ours running, once the power
+        has settled (up to `settle_max_s`: a GPU just out of work draws more for a while, and
+        an averaged reading lags); kept as the baseline idle-free energies subtract, with its
+        spread in `idle_stats`. Modelled devices keep their model's idle (nothing is waited
+        for when every device is modelled)."""
         if seconds <= 0:
             raise ValueError("the idle measurement needs a positive number of seconds")
-        if all(d.key in self._model_idle for d in self.devices):
+        measured = [i for i, c in enumerate(self._columns) if c.model_idle_w is None and self._live(i)]
+        if not measured:
             return dict(self.idle_w)
-        self.start()
-        name = f"idle-{time.monotonic_ns()}"
+        settle_s, settled = self._settle(measured, settle_max_s)
+        name = f"idle-{uuid.uuid4().hex}"
         self.begin_window(name, busy=False)
-        time.sleep(seconds)
-        measurement = self.end_window(name)
-        for reading in measurement.devices:
-            if reading.joules is not None and reading.device.key not in self._model_idle:
-                self.idle_w[reading.device.key] = reading.joules / measurement.seconds
+        self._wait(seconds)
+        m = self.end_window(name)
+        t1 = self._clock()
+        times, watts = self.trace(t1 - m.seconds - self.interval_s, t1)
+        for i in measured:
+            reading = m.devices[i]
+            if reading.joules is None or not reading.seconds:
+                continue
+            key = reading.device.key
+            column = watts[:, i][~np.isnan(watts[:, i])] if len(times) else np.array([])
+            self.idle_w[key] = reading.joules / reading.seconds
+            self.idle_stats[key] = IdleStats(
+                mean_w=self.idle_w[key],
+                spread_w=float(column.std(ddof=1)) if len(column) > 1 else 0.0,
+                uncertainty_w=reading.uncertainty_j / reading.seconds
+                if reading.uncertainty_j is not None
+                else None,
+                samples=reading.samples,
+                settle_s=settle_s,
+                settled=settled,
+                power_field=self._columns[i].field,
+            )
         return dict(self.idle_w)
 
     def baseline(self) -> dict[str, float]:
@@ -230,154 +400,488 @@ class EnergyMeter:
     # ---- the power trace -----------------------------------------------------------
 
     def sample(self) -> None:
-        """One pass over every device's power; the sampler thread calls it every interval."""
-        if not self._devices:
+        """One pass over every device's power; the sampler thread calls it every interval.
+        The reads happen outside the meter's lock."""
+        if not self._columns:
             return
+        n = len(self._columns)
+        stamps, watts = [math.nan] * n, [math.nan] * n
+        failures: list[tuple[int, Exception]] = []
+        clock, before = self._clock, self._clock()
+        for i, c in enumerate(self._columns):
+            if self._health[i].ended_at is not None:
+                continue
+            try:
+                value = c.backend.read_power_w(c.device)
+            except EnergyUnavailable as exc:
+                failures.append((i, exc))
+                before = clock()
+                continue
+            after = clock()
+            if after - before > SLOW_READ_S:
+                self._warn_once(f"slow:{i}", f"a power read of {c.device.key} stalled: its value is not used")
+            else:
+                stamps[i], watts[i] = before, value  # read at once, but the GIL may delay the return
+            before = after
         with self._lock:
-            watts = tuple(self._read_power(b, d) for b, d in self._devices)
-            self._times.append(self._clock())
-            self._watts.append(watts)
+            for i in [i for i in self._failing if watts[i] == watts[i]]:
+                self._succeeded(i)
+            for i, exc in failures:
+                self._failed(i, exc)
+            self._trace.append(stamps, watts)
+
+    def anchor(self) -> None:
+        """One pass over the costly counters (a background read each); the counter thread
+        calls it every `anchor_interval_s`."""
+        reads: list[tuple[int, float, float]] = []
+        failures: list[tuple[int, Exception]] = []
+        for i, c in enumerate(self._columns):
+            if not c.anchored or not self._live(i):
+                continue
+            before = self._clock()
+            try:
+                value = c.backend.read_counter_j(c.device)
+            except EnergyUnavailable as exc:
+                failures.append((i, exc))
+                continue
+            after = self._clock()
+            if after - before <= SLOW_READ_S:
+                reads.append((i, (before + after) / 2, value))
+        with self._lock:
+            for i, exc in failures:
+                self._failed(i, exc)
+            for i, t, value in reads:
+                self._take_anchor(i, t, value)
 
     def trace(self, t0: float | None = None, t1: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Sample times (monotonic seconds) and Watts (one column per device) in [t0, t1]."""
+        """Sample times (monotonic seconds) and Watts (one column per device, NaN where a device
+        gave no reading) in [t0, t1], from the last TRACE_TAIL_S or so only."""
+        if not self._columns:
+            return np.empty(0), np.empty((0, 0))
         with self._lock:
-            lo = 0 if t0 is None else bisect.bisect_left(self._times, t0)
-            hi = len(self._times) if t1 is None else bisect.bisect_right(self._times, t1)
-            times = np.array(self._times[lo:hi], dtype=float)
-            watts = np.array(self._watts[lo:hi], dtype=float).reshape(len(times), len(self._devices))
-        return times, watts
+            return self._trace.rows(t0, t1)
 
     def peak_power_w(self, t0: float, t1: float | None = None) -> float | None:
         """Peak summed power of the compute devices (GPUs, else CPUs) over [t0, t1] of the
         meter's clock, counting the samples just outside it: a window shorter than the
-        sampling interval may hold none of its own. Units: W."""
+        sampling interval may hold none of its own. The highest reading of `power_field`:
+        with only the average field, the highest 1 s average, not a peak. Units: W."""
         t1 = self._clock() if t1 is None else t1
         _, watts = self.trace(t0 - self.interval_s, t1 + self.interval_s)
-        return _peak(watts[:, self._compute_columns()])
-
-    def _compute_columns(self) -> list[int]:
-        gpus = [i for i, (_, d) in enumerate(self._devices) if d.kind == "gpu"]
-        return gpus or list(range(len(self._devices)))
+        if not len(watts):
+            return None
+        summed = self._summed(watts)
+        return float(np.nanmax(summed)) if not np.isnan(summed).all() else None
 
     def now(self) -> float:
         """The meter's clock, the one trace times use."""
         return self._clock()
 
-    # ---- internals -----------------------------------------------------------------
+    def memory_bytes(self) -> int:
+        """What the trace holds (it does not grow once full)."""
+        return self._trace.nbytes()
 
-    def _run(self) -> None:
+    # ---- background threads ----------------------------------------------------------
+
+    def _run_sampler(self, stop: threading.Event) -> None:
         next_t = time.monotonic()
-        while not self._stop.is_set():
-            self.sample()
+        while not stop.is_set():
+            self._survive(self.sample)
             next_t += self.interval_s
             delay = next_t - time.monotonic()
             if delay < 0:  # fell behind (a long GIL hold): skip, don't burst to catch up
                 next_t = time.monotonic()
                 delay = 0
-            self._stop.wait(delay)
+            stop.wait(delay)
 
-    def _set_busy(self, busy: bool) -> None:
-        for backend in self._backends:
-            backend.set_busy(busy)
+    def _run_anchors(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._survive(self.anchor)
+            stop.wait(self.anchor_interval_s)
 
-    def _read_counters(self) -> dict[str, float | None]:
-        readings: dict[str, float | None] = {}
-        for backend, device in self._devices:
-            readings[device.key] = None
-            if device.key in self._lost or not backend.has_counter(device):
-                continue
-            try:
-                readings[device.key] = backend.read_counter_j(device)
-            except EnergyUnavailable as exc:
-                self._lose(device, exc)
-        return readings
-
-    def _read_power(self, backend: Backend, device: Device) -> float:
-        if device.key in self._lost:
-            return float("nan")
+    def _survive(self, step: Callable[[], None]) -> None:
+        """Run one pass of a background thread; an unexpected error (a backend's bug) is said
+        once and costs that pass, not the thread."""
         try:
-            return backend.read_power_w(device)
-        except EnergyUnavailable as exc:
-            self._lose(device, exc)
-            return float("nan")
+            step()
+        except Exception as exc:
+            self._warn_once(f"crash:{step.__name__}", f"the meter's {step.__name__} pass failed: {exc!r}")
 
-    def _lose(self, device: Device, exc: Exception) -> None:
-        self._lost.setdefault(device.key, self._clock())
-        self._warn_once(f"energy of {device.key} is no longer measured: {exc}")
+    # ---- internals: reading ----------------------------------------------------------
 
-    def _warn_once(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
+    def _live(self, i: int) -> bool:
+        return self._health[i].ended_at is None
+
+    def _read_edge_counters(self, columns: list[int]) -> tuple[float, dict[int, tuple[float, float]]]:
+        """The counters of `columns` (J, and what each read took) and the moment they stand
+        for: the middle of the reads, or their start when one stalled (its value is dropped,
+        so the window is not stretched by it)."""
+        values: dict[int, tuple[float, float]] = {}
+        first = self._clock()
+        stalled = False
+        for i in columns:
+            c = self._columns[i]
+            before = self._clock()
+            try:
+                value = c.backend.read_counter_j(c.device)
+            except EnergyUnavailable as exc:
+                with self._lock:
+                    self._failed(i, exc)
+                continue
+            took = self._clock() - before
+            if took > SLOW_READ_S:
+                stalled = True
+                self._warn_once(f"slow-counter:{i}", f"a counter read of {c.device.key} stalled: not used")
+                continue
+            values[i] = (value, took)
+        return (first if stalled else (first + self._clock()) / 2), values
+
+    def _close_reading(self, window: _Window) -> Measurement:
+        edge = [i for i in window.counters if self._live(i)]
+        t1, counters = self._read_edge_counters(edge) if edge else (self._clock(), {})
+        self.sample()
+        with self._lock:
+            self._catch_up(window)
+            return self._measure(window, t1, counters)
+
+    def _succeeded(self, i: int) -> None:
+        health = self._health[i]
+        log.info("%s answers again after %d failed reads", self._columns[i].device.key, health.streak)
+        health.streak, health.failing_since = 0, None
+        self._failing.discard(i)
+
+    def _failed(self, i: int, exc: Exception) -> None:
+        health, key = self._health[i], self._columns[i].device.key
+        if health.ended_at is not None:
+            return
+        now = self._clock()
+        self._failing.add(i)
+        health.streak += 1
+        health.failing_since = health.failing_since if health.failing_since is not None else now
+        if isinstance(exc, DeviceLost):
+            self._end(i, str(exc))
+        elif health.streak >= END_AFTER_FAILURES and now - health.failing_since >= END_AFTER_S:
+            self._end(
+                i, f"{health.streak} reads failed in a row over {now - health.failing_since:.1f} s ({exc})"
+            )
+        elif health.streak == 1:
+            self._warn_once(
+                f"transient:{i}", f"a read of {key} failed ({exc}): retrying; windows bridge the gap"
+            )
+
+    def _end(self, i: int, reason: str) -> None:
+        health, key = self._health[i], self._columns[i].device.key
+        last = float(self._trace.last_t[i])
+        health.ended_at = last if math.isfinite(last) else self._clock()
+        health.reason = f"{key} stopped answering: {reason}"
+        self._warn_once(
+            f"ended:{i}",
+            f"energy of {key} is no longer measured: {reason}; windows keep what it measured "
+            "until then and are marked partial",
+        )
+
+    def _take_anchor(self, i: int, t: float, counter_j: float) -> None:
+        at = self._trace.at(i, t)
+        if at is None:
+            return  # no power reading yet to pair it with
+        calibration = self._calibration[i]
+        # A read lags the truth by the energy since the counter last moved: the highest power
+        # over that period bounds it (the reading at the read itself may be a lull).
+        _, recent = self._trace.rows(t - calibration.period_s - self.interval_s, t)
+        seen = recent[:, i][~np.isnan(recent[:, i])]
+        power = float(self._trace.high_w()[i]) if self._columns[i].average_s else float(seen.max(initial=0.0))
+        jump = calibration.add(t, counter_j, at[0], at[1], power)
+        if jump is not None:
+            self._warn_once(
+                f"jump:{i}:{calibration.epoch}",
+                f"the energy counter of {self._columns[i].device.key} jumped ({jump}: a GPU reset, "
+                "a driver reload or a wrap): windows spanning it use the power samples",
+            )
+        for window in self._open.values():
+            if window is not None and window.anchors[i] is None and t >= window.t0:
+                window.anchors[i] = calibration.latest
+
+    def _observe(self, times: list[float], watts: list[list[float]]) -> None:
+        """Fold newly integrated trace rows into the peaks of the open windows they fall in."""
+        open_windows = [w for w in self._open.values() if w is not None]
+        if open_windows:
+            summed = [self._summed_row(row) for row in watts]
+            for window in open_windows:
+                self._fold(window, times, watts, summed)
+
+    def _catch_up(self, window: _Window) -> None:
+        """Fold the trace rows since the window opened into its peaks (it was being opened, or
+        closed and so no longer among the open windows)."""
+        times, watts = self._trace.rows(max(window.t0, window.seen_t), None)
+        rows = watts.tolist()
+        self._fold(window, times.tolist(), rows, [self._summed_row(row) for row in rows])
+
+    def _summed_row(self, row: list[float]) -> float:
+        """A row's summed power of the compute devices; NaN when a live one gave no reading or
+        none did (an ended device counts as absent)."""
+        total, seen = 0.0, False
+        for i in self._compute:
+            w = row[i]
+            if w == w:
+                total, seen = total + w, True
+            elif self._health[i].ended_at is None:
+                return math.nan
+        return total if seen else math.nan
+
+    @staticmethod
+    def _fold(window: _Window, times: list[float], watts: list[list[float]], summed: list[float]) -> None:
+        """Plain Python: a few rows at a time, where numpy's fixed cost would dominate. NaN
+        (no reading) never wins a comparison."""
+        since, peaks = max(window.t0, window.seen_t), window.peak_w
+        for t, row, total in zip(times, watts, summed, strict=True):
+            if t < since:
+                continue
+            for i, w in enumerate(row):
+                if w > peaks[i] or (peaks[i] != peaks[i] and w == w):
+                    peaks[i] = w
+            if total > window.peak_sum_w or (window.peak_sum_w != window.peak_sum_w and total == total):
+                window.peak_sum_w = total
+            window.seen_t = t
+
+    def _summed(self, watts: np.ndarray) -> np.ndarray:
+        """Each row's summed power of the compute devices; NaN where a live one gave no reading
+        (an ended device counts as absent)."""
+        part = watts[:, self._compute]
+        ended = np.array([not self._live(i) for i in self._compute], dtype=bool)
+        missing = np.isnan(part)
+        summed = np.where(missing & ended, 0.0, part).sum(axis=1)
+        summed[missing.all(axis=1)] = np.nan
+        return summed
+
+    def _add_busy(self, step: int) -> None:
+        before = self._busy
+        self._busy += step
+        if (before == 0) != (self._busy == 0):
+            for backend in self._backends:
+                backend.set_busy(self._busy > 0)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
             log.warning(message)
 
-    def _measure(self, window: _OpenWindow, t1: float, counters: dict[str, float | None]) -> Measurement:
-        seconds = t1 - window.t0
-        times, watts = self.trace(window.t0 - self.interval_s, t1 + self.interval_s)
-        in_window = (times >= window.t0) & (times <= t1)
-        readings = []
-        for column, (backend, device) in enumerate(self._devices):
-            readings.append(
-                self._device_energy(window, t1, counters, backend, device, times, watts[:, column], in_window)
-            )
-        peak = _peak(watts[in_window][:, self._compute_columns()])
-        fields = {b.power_field for b, _ in self._devices}
-        return Measurement(
+    # ---- internals: measuring ----------------------------------------------------------
+
+    def _measure(self, window: _Window, t1: float, counters: dict[int, tuple[float, float]]) -> Measurement:
+        readings = tuple(self._device_energy(window, i, t1, counters) for i in range(len(self._columns)))
+        peak = window.peak_sum_w if not math.isnan(window.peak_sum_w) else None
+        measurement = Measurement(
             name=window.name,
             started_at=window.wall0,
-            seconds=seconds,
-            devices=tuple(readings),
+            seconds=t1 - window.t0,
+            devices=readings,
             peak_power_w=peak,
-            power_field=fields.pop() if len(fields) == 1 else None,
-            approximate=seconds < MIN_COUNTER_WINDOW_S,
+            power_field=self.power_field,
+            approximate=False,
+            clock_start=window.t0,
         )
+        joules, error = measurement.joules, measurement.uncertainty_j
+        approximate = joules is not None and error is not None and error > APPROXIMATE_REL * abs(joules)
+        return Measurement(**{**measurement.__dict__, "approximate": approximate})
 
-    def _device_energy(self, window, t1, counters, backend, device, times, watts, in_window) -> DeviceEnergy:
-        lost_at = self._lost.get(device.key)
-        valid = ~np.isnan(watts)
-        samples = int((in_window & valid).sum())
-        if lost_at is not None and lost_at <= t1:
-            return DeviceEnergy(device, None, None, None, None, samples, "none")
-        seconds = t1 - window.t0
-        start, end = window.counters.get(device.key), counters.get(device.key)
-        if start is not None and end is not None and seconds >= MIN_COUNTER_WINDOW_S:
-            joules, source = end - start, backend.counter_source
-        else:
-            joules, source = integrate(times[valid], watts[valid], window.t0, t1), backend.power_source
-        idle = self.idle_w.get(device.key)
-        peak = float(watts[in_window & valid].max()) if samples else None
+    def _device_energy(
+        self, window: _Window, i: int, t1: float, counters: dict[int, tuple[float, float]]
+    ) -> DeviceEnergy:
+        c, health = self._columns[i], self._health[i]
+        partial = health.ended_at is not None and health.ended_at < t1
+        notes = [health.reason] if partial else []
+        if c.device.shared:
+            notes.append(f"{c.device.key} is MIG instance {c.device.mig_uuid}: the energy of its whole GPU")
+        span = self._span(window, i, min(t1, health.ended_at) if partial else t1, partial)
+        if span is None:  # nothing of the window was measured on it
+            return DeviceEnergy(
+                c.device,
+                None,
+                None,
+                None,
+                None,
+                0,
+                "none",
+                partial=True,
+                power_field=c.field,
+                note="; ".join(notes),
+            )
+        candidates = [self._from_samples(i, span)]
+        if i in window.counters and i in counters and not partial:
+            candidates += self._from_counter_edges(i, span, window.counters[i], counters[i], notes)
+        candidates += self._from_anchors(window, i, span, notes)
+        chosen = estimate.best(candidates)
+        idle = self.idle_w.get(c.device.key)
         return DeviceEnergy(
-            device=device,
-            joules=joules,
-            idle_free_joules=joules - idle * seconds if idle is not None else None,
-            avg_power_w=joules / seconds if seconds > 0 else None,
-            peak_power_w=peak,
-            samples=samples,
-            source=source,
+            device=c.device,
+            joules=chosen.joules,
+            idle_free_joules=chosen.joules - idle * span.seconds if idle is not None else None,
+            avg_power_w=chosen.joules / span.seconds if span.seconds > 0 else None,
+            peak_power_w=span.peak_w,
+            samples=span.samples,
+            source=c.backend.counter_source if chosen.kind == estimate.COUNTER else c.backend.power_source,
             idle_w=idle,
+            uncertainty_j=chosen.uncertainty_j,
+            partial=partial,
+            power_field=c.field,
+            seconds=span.seconds,
+            note="; ".join(notes),
         )
 
-    def _trim(self) -> None:
-        """Forget samples no open window can need, past a short tail."""
-        horizon = self._clock() - TRACE_TAIL_S
-        if self._open:
-            horizon = min(horizon, min(w.t0 for w in self._open.values()) - 2 * self.interval_s)
-        cut = bisect.bisect_left(self._times, horizon)
-        if cut > 1024:  # trim in chunks: deleting a list prefix costs its length
-            del self._times[:cut]
-            del self._watts[:cut]
+    def _span(self, window: _Window, i: int, t_end: float, partial: bool) -> _Span | None:
+        """What device i's samples hold over [window.t0, t_end]; None when nothing."""
+        if partial and self._health[i].ended_at <= window.t0:
+            return None
+        # Recomputed while the ring still reaches back: a reading that came after the window
+        # opened makes its start exact.
+        fresh = self._trace.at(i, window.t0) if window.t0 >= self._trace.oldest_t else None
+        start = fresh or window.start[i]
+        if start is None:
+            return None
+        end = self._trace.at(i, t_end, hold=not partial)
+        if end is None:  # its last reading has left the ring: the running sums are at it
+            end = (float(self._trace.joules[i]), float(self._trace.b2[i]), int(self._trace.samples[i]))
+        peak = float(window.peak_w[i])
+        return _Span(
+            t0=window.t0,
+            t1=t_end,
+            start_j=start[0],
+            end_j=end[0],
+            b2=self._trace.b2_after(i, t_end) - start[1],
+            samples=end[2] - start[2],
+            peak_w=None if math.isnan(peak) else peak,
+        )
+
+    def _from_samples(self, i: int, span: _Span) -> estimate.Estimate:
+        ratio, ratio_rel = self._ratio(i)
+        return estimate.from_samples(
+            span.end_j - span.start_j,
+            span.b2,
+            span.seconds,
+            ratio=ratio,
+            ratio_rel=ratio_rel,
+            average_s=self._columns[i].average_s,
+            swing_w=float(self._trace.swing_w()[i]),
+        )
+
+    def _from_counter_edges(
+        self, i: int, span: _Span, first: tuple[float, float], last: tuple[float, float], notes: list[str]
+    ) -> list[estimate.Estimate]:
+        """The counter read at both edges, unless it jumped between them."""
+        c = self._columns[i]
+        (c0, read0), (c1, read1) = first, last
+        if implausible(c1 - c0, span.seconds, c.limit_w, c.period_s):
+            notes.append(
+                f"the energy counter of {c.device.key} jumped ({c1 - c0:+.0f} J): power samples used"
+            )
+            self._warn_once(f"edge-jump:{i}", notes[-1])
+            return []
+        # The tick lag is set by the power just before each read: known from instant samples,
+        # only bounded (by the device's most) behind an average.
+        edge_w = float(self._trace.high_w()[i]) if c.average_s else (span.peak_w or 0.0)
+        return [
+            estimate.from_counter_edges(
+                c1 - c0, period_s=c.period_s, p0_w=edge_w, p1_w=edge_w, read_s=max(read0, read1)
+            )
+        ]
+
+    def _from_anchors(
+        self, window: _Window, i: int, span: _Span, notes: list[str]
+    ) -> list[estimate.Estimate]:
+        """Counter energy between the first and last background reads inside the window (when
+        two of one counter epoch lie in it), and samples for the stretches outside them."""
+        calibration, first = self._calibration[i], window.anchors[i]
+        if calibration is None or first is None:
+            return []
+        if first.epoch != calibration.epoch:
+            notes.append(
+                f"the energy counter of {self._columns[i].device.key} jumped during the window: samples used"
+            )
+            return []
+        last = calibration.latest if calibration.latest.t <= span.t1 else calibration.previous
+        if last is None or last.t <= first.t or last.epoch != first.epoch:
+            return []
+        c = self._columns[i]
+        edge_s = (first.t - span.t0, span.t1 - last.t)
+        share = sum(edge_s) / span.seconds if span.seconds > 0 else 1.0
+        ratio, ratio_rel = self._ratio(i)
+        high = float(self._trace.high_w()[i])
+        return [
+            estimate.from_anchors(
+                last.counter_j - first.counter_j,
+                (first.samples_j - span.start_j) + (span.end_j - last.samples_j),
+                span.b2 * share,
+                edge_s,
+                period_s=c.period_s,
+                p_first_w=high if c.average_s else first.power_w,
+                p_last_w=high if c.average_s else last.power_w,
+                ratio=ratio,
+                ratio_rel=ratio_rel,
+                average_s=c.average_s,
+                swing_w=float(self._trace.swing_w()[i]),
+            )
+        ]
+
+    def _ratio(self, i: int) -> tuple[float, float]:
+        calibration = self._calibration[i]
+        if calibration is not None:
+            return calibration.ratio()
+        exact = self._columns[i].field in ("model", "derived")  # the model itself, or counter deltas
+        return 1.0, 0.0 if exact else UNCALIBRATED_REL
+
+    # ---- internals: idle -----------------------------------------------------------
+
+    def _wait(self, seconds: float) -> None:
+        """Let `seconds` pass, sampling by hand when no sampler thread runs."""
+        if self._threads:
+            self._sleep(seconds)
+            return
+        deadline = self._clock() + seconds
+        while (left := deadline - self._clock()) > 1e-9:
+            self._sleep(min(self.interval_s, left))
+            self.sample()
+
+    def _settle(self, columns: list[int], max_s: float) -> tuple[float, bool]:
+        """Wait until every device's power is steady; (seconds waited, whether it settled)."""
+        start = self._clock()
+        span = max([SETTLE_SPAN_S] + [2 * self._columns[i].average_s for i in columns])
+        while True:
+            self._wait(SETTLE_STEP_S)
+            waited = self._clock() - start
+            if waited >= span and all(self._steady(i, span) for i in columns):
+                return waited, True
+            if waited >= max_s:
+                keys = ", ".join(self._columns[i].device.key for i in columns)
+                self._warn_once(
+                    f"unsettled:{keys}",
+                    f"the power of {keys} was still changing after {max_s:g} s: "
+                    "the idle baseline may be high",
+                )
+                return waited, False
+
+    def _steady(self, i: int, span: float) -> bool:
+        now = self._clock()
+        times, watts = self.trace(now - span, now)
+        return steady(times, watts[:, i] if len(times) else np.empty(0), now, span)
 
 
-def _peak(watts: np.ndarray) -> float | None:
-    """The highest summed power of some sample rows (NaN: a device that did not answer)."""
-    if watts.size == 0 or watts.shape[1] == 0:
-        return None
-    summed = watts.sum(axis=1)
-    return None if np.isnan(summed).all() else float(np.nanmax(summed))
-
-
-@dataclass
-class WindowResult:
-    measurement: Measurement | None = None
+def _column(backend: Backend, device: Device) -> _Column:
+    has_counter = backend.has_counter(device)
+    field_name = getattr(backend, "power_field", "average")
+    cheap = getattr(backend, "counter_read_s", 0.004) <= CHEAP_READ_S
+    limit = getattr(backend, "power_limit_w", None)
+    return _Column(
+        backend=backend,
+        device=device,
+        field=field_name,
+        period_s=getattr(backend, "counter_period_s", 0.1),
+        average_s=getattr(backend, "average_window_s", 1.0) if field_name == "average" else 0.0,
+        limit_w=limit(device) if callable(limit) else None,
+        model_idle_w=backend.model_idle_w(device),
+        # With only an averaged power field, the counter is the better estimate at any length.
+        edge_counter=has_counter and (cheap or field_name == "average"),
+        anchored=has_counter and not cheap,
+    )
 
 
 def _synchronize_cuda() -> None:
@@ -386,37 +890,3 @@ def _synchronize_cuda() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
-
-
-def open_backends(energy: str = "auto") -> list[Backend]:
-    """Backends for `energy`: "auto" (NVML GPUs, plus RAPL CPUs when readable; RAPL alone
-    without GPUs; nothing, with a warning, when neither answers), "nvml", "rapl",
-    "simulated" or "none". A backend named explicitly must work: EnergyUnavailable if not."""
-    from greenray.energy.nvml import NvmlBackend
-    from greenray.energy.rapl import RaplBackend
-    from greenray.energy.simulated import SimulatedBackend
-
-    if energy == "none":
-        return []
-    if energy == "simulated":
-        return [SimulatedBackend()]
-    if energy == "nvml":
-        return [_nonempty(NvmlBackend())]
-    if energy == "rapl":
-        return [RaplBackend()]
-    if energy != "auto":
-        raise ValueError(f"unknown energy backend {energy!r}: use auto, nvml, rapl, simulated or none")
-    backends: list[Backend] = []
-    for make in (NvmlBackend, RaplBackend):
-        try:
-            backends.append(_nonempty(make()))
-        except EnergyUnavailable as exc:
-            log.debug("energy backend unavailable: %s", exc)
-    return backends
-
-
-def _nonempty(backend: Backend) -> Backend:
-    if not backend.devices():
-        backend.close()
-        raise EnergyUnavailable("NVML sees no GPU visible to this process")
-    return backend

@@ -29,8 +29,8 @@ def open_meter(
         ) from None
     if require and not meter.devices:
         meter.close()
+        why = meter.empty_reason or "no NVML GPU, no readable RAPL counter"
         raise EnergyRequestError(
-            f"no energy source is readable on {where} (no NVML GPU, no readable RAPL counter); "
-            "drop --require-energy or run where one is"
+            f"no energy source is readable on {where} ({why}); drop --require-energy or run where one is"
         )
     return meter

@@ -52,6 +52,9 @@ class RaplBackend:
     counter_source = "rapl"
     power_source = "rapl"
     power_field = "derived"
+    counter_period_s = 0.001  # RAPL's energy status updates about every millisecond
+    counter_read_s = 2e-5  # a sysfs read: cheap enough to read at every window edge
+    average_window_s = 0.0
 
     def __init__(self, root: Path | None = None) -> None:
         # GREENRAY_POWERCAP: where a container mounts powercap elsewhere (and for tests)
@@ -92,6 +95,9 @@ class RaplBackend:
                 return self._zones[device.key].power_w()
         except (OSError, ValueError) as exc:
             raise EnergyUnavailable(f"{device.key} RAPL counter unreadable ({exc})") from exc
+
+    def power_limit_w(self, device: Device) -> float | None:
+        return None  # not read: powercap's constraints are package limits, not a bound to trust
 
     def set_busy(self, busy: bool) -> None:
         pass

@@ -22,6 +22,9 @@ class SimulatedBackend:
     counter_source = "simulated"
     power_source = "simulated"
     power_field = "model"
+    counter_period_s = 0.0  # the model's integral is exact
+    counter_read_s = 0.0
+    average_window_s = 0.0
 
     def __init__(
         self,
@@ -57,6 +60,9 @@ class SimulatedBackend:
 
     def has_counter(self, device: Device) -> bool:
         return self._power_fn is None or self._energy_fn is not None
+
+    def power_limit_w(self, device: Device) -> float | None:
+        return None
 
     def model_idle_w(self, device: Device) -> float | None:
         """The model's idle power: the baseline is known, not measured."""

@@ -16,7 +16,12 @@ ENERGY_COLUMNS = (
     "peak_power_w",
     "energy_source",  # nvml-counter, nvml-power, rapl, simulated or none
     "power_field",  # instant, average, derived or model
-    "energy_approximate",  # window shorter than the counter's resolution allows
+    "energy_approximate",  # expected error (uncertainty_j) above 1% of the Joules
+    "uncertainty_j",  # about-95% bound on the error of energy_j
+    "energy_partial",  # a device stopped answering during the window: energy_j is what was measured
+    "peak_power_field",  # what peak_power_w is of: instant samples, or the highest 1 s average
+    "energy_note",  # why a window's Joules came from where they did (a counter jump, a lost device)
+    "device_shared",  # the device is shared (a MIG instance measured as its whole GPU)
     "device",
     "device_name",
     "device_uuid",
@@ -118,7 +123,9 @@ TABLES: dict[str, tuple[str, ...]] = {
         "queue_wait_max_s",
         "queue_wait_mean_s",
         "energy_j",  # integrated from power samples: approximate for short batches
+        "uncertainty_j",  # about-95% bound on the error of energy_j
         "peak_power_w",
+        "power_field",  # what the samples are of: instant, average (1 s), model, ...
         "energy_source",
         "in_run",
         "preprocess_in_window",
@@ -140,7 +147,9 @@ SERVED_BATCH_TYPES: dict[str, str] = {
     "queue_wait_mean_s": "float64",
     "energy_j": "float64",
     "idle_free_energy_j": "float64",
+    "uncertainty_j": "float64",
     "peak_power_w": "float64",
+    "power_field": "string",
     "energy_source": "string",
     "in_run": "bool",
     "preprocess_in_window": "bool",

@@ -5,6 +5,7 @@ in one sentence."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pandas as pd
 
 from greenray.errors import UsageError
 from greenray.results.schema import PARQUET_ONLY, TABLES
+
+log = logging.getLogger("greenray.results")
 
 
 class ResultsError(UsageError):
@@ -55,10 +58,10 @@ class ResultStore:
             atomic_write(self.path(table, "csv"), lambda p: frame.to_csv(p, index=False))
 
     def read(self, table: str) -> pd.DataFrame:
-        path = self.path(table)
-        if not path.exists():
+        """The table so far; a damaged Parquet file is rebuilt from its CSV copy."""
+        if not self.path(table).exists():
             return pd.DataFrame(columns=list(TABLES.get(table, ())))
-        return pd.read_parquet(path)
+        return load(self.root, table, repair=True)
 
     def write_json(self, name: str, data: dict) -> None:
         text = json.dumps(data, indent=2, sort_keys=True, default=str)
@@ -66,7 +69,14 @@ class ResultStore:
 
     def read_json(self, name: str) -> dict | None:
         path = self.root / f"{name}.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (ValueError, OSError) as exc:
+            raise ResultsError(
+                f"{path} is damaged ({exc.__class__.__name__}): restore it, or start again in another folder"
+            ) from None
 
     def _held(self, table: str) -> list[dict]:
         if table not in self._rows:
@@ -80,11 +90,30 @@ def read_table(root: str | Path, table: str, required: tuple[str, ...] | None = 
     path = Path(root) / f"{table}.parquet"
     if not path.exists():
         raise ResultsError(f"{root} has no {table}.parquet: it is not a greenray results folder of that kind")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise ResultsError(f"{path} cannot be read ({exc.__class__.__name__}): it is damaged") from exc
+    frame = load(Path(root), table)
     missing = [c for c in (required if required is not None else TABLES[table]) if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path} lacks the column(s) {', '.join(missing)}, so it cannot be analysed")
+    return frame
+
+
+def load(root: Path, table: str, repair: bool = False) -> pd.DataFrame:
+    """A table from its Parquet file or, where that alone is damaged (a crash mid-write on a
+    file system without atomic rename, a bad disk), from its CSV copy; `repair` rewrites the
+    Parquet file from it. A ResultsError says which file is damaged when neither can be read."""
+    parquet, csv = root / f"{table}.parquet", root / f"{table}.csv"
+    try:
+        return pd.read_parquet(parquet)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        damage = exc.__class__.__name__
+    try:
+        frame = pd.read_csv(csv)
+    except Exception:  # missing or damaged too
+        raise ResultsError(
+            f"{parquet} is damaged ({damage}) and has no readable CSV copy: restore it, or start again "
+            "in another folder"
+        ) from None
+    log.warning("%s is damaged (%s): its %d rows were read from %s", parquet, damage, len(frame), csv.name)
+    if repair:
+        atomic_write(parquet, lambda p: frame.to_parquet(p, index=False))
     return frame

@@ -6,8 +6,7 @@ without Ray Serve."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from greenray.lazy import exports
 
 _PUBLIC = {
     "measure_batches": "greenray.serve.measure",
@@ -19,9 +18,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'greenray.serve' has no attribute {name!r}")
+__getattr__ = exports(__name__, _PUBLIC)

@@ -93,7 +93,9 @@ class BatchRecord:
     queue_wait_mean_s: float
     energy_j: float | None  # integrated from power samples: approximate for short batches
     idle_free_energy_j: float | None  # less the idle baseline (None without one)
+    uncertainty_j: float | None  # about-95% bound on the error of energy_j
     peak_power_w: float | None  # from the samples in the batch and at its edges
+    power_field: str | None
     energy_source: str
     in_run: bool  # ended inside a run window: its requests count as served
 
@@ -419,7 +421,9 @@ class ModelServer:
             queue_wait_mean_s=sum(waits) / len(waits),
             energy_j=measured.energy_j,
             idle_free_energy_j=measured.idle_free_energy_j,
+            uncertainty_j=measured.uncertainty_j,
             peak_power_w=measured.peak_power_w,
+            power_field=measured.power_field,
             energy_source=measured.energy_source,
             in_run=run.open if run is not None else True,
         )

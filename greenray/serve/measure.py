@@ -32,6 +32,7 @@ class BatchEnergy:
     ended_s: float
     seconds: float  # the batch's energy window
     energy_j: float | None
+    uncertainty_j: float | None  # about-95% bound on the error of energy_j
     idle_free_energy_j: float | None  # None until the replica has an idle baseline
     peak_power_w: float | None  # from the samples in the batch and at its edges
     energy_source: str
@@ -196,6 +197,7 @@ class _OpenBatch:
             ended_s=time.time(),
             seconds=m.seconds,
             energy_j=m.joules,
+            uncertainty_j=m.uncertainty_j,
             idle_free_energy_j=m.idle_free_joules,
             peak_power_w=self.meter.peak_power_w(self.t0),
             energy_source=m.energy_source,

@@ -1,5 +1,6 @@
 """Ray Tune callbacks of the study's driver: one row per trial written to the results folder as
-each trial ends (ok or failed), and a rich progress bar in place of Tune's console reporter.
+each trial ends (ok, failed, or stopped early by a scheduler or a lever), and a rich progress
+bar in place of Tune's console reporter.
 
 Tune pickles callbacks into its own state (and unpickles them on `Tuner.restore`), so these
 hold only plain values; the results folder is found from the trial's own path, which a
@@ -16,9 +17,11 @@ from pathlib import Path
 from ray import cloudpickle
 from ray.tune import Callback
 
-from greenray.results import ENERGY_COLUMNS, FAILED, OK, ResultStore
+from greenray.results import ENERGY_COLUMNS, FAILED, OK, STOPPED, ResultStore
 from greenray.results.schema import EPOCH_COLUMNS, RESULT_COLUMNS
-from greenray.tune.keys import TrialFailed, hyperparameters, slot
+from greenray.tune.keys import TrialFailed, hyperparameters, labels, slot
+from greenray.tune.ledger import ran_to_end
+from greenray.tune.space import trained_with
 
 
 def study_root(trial) -> Path:
@@ -49,23 +52,44 @@ def one_line(exc: BaseException | None) -> str:
 
 class TrialRecorder(Callback):
     """Appends DIR/trials.{parquet,csv} (one row per trial) and DIR/epochs.{parquet,csv}
-    through ResultStore as each trial completes or fails."""
+    through ResultStore as each trial completes, fails or is stopped. A trial that ended
+    before its last epoch (a scheduler stopped it) is `stopped`, with what it spent and the
+    accuracy of its last epoch; so are the trials still running when one of `levers` (the
+    study's stoppers) stopped the whole study, which Tune ends without a callback."""
 
-    def __init__(self, study: dict) -> None:
+    def __init__(self, study: dict, levers: tuple = ()) -> None:
         self.study = dict(study)  # columns every row carries: strategy, net, dataset, ...
+        self.levers = tuple(levers)  # Stoppers with stop_all(): the study's green levers
         self._epochs: dict[str, list[dict]] = {}
         self._stores: dict[Path, tuple[ResultStore, set]] = {}
 
     def __getstate__(self) -> dict:
-        return {"study": self.study, "_epochs": {}, "_stores": {}}
+        return {"study": self.study, "levers": self.levers, "_epochs": {}, "_stores": {}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"levers": ()} | state)  # (a state pickled before levers existed)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._epochs.setdefault(trial.trial_id, []).append({k: result.get(k) for k in EPOCH_COLUMNS})
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._write_ended(trial)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        # Tune ends the trials a stopper's stop_all() stopped without on_trial_complete; on
+        # Ctrl-C it ends the running ones the same way, and those must run again on a resume,
+        # so only a lever's stop records them.
+        if not any(lever.stop_all() for lever in self.levers):
+            return
+        for trial in trials:
+            if trial.status == "TERMINATED" and trial.last_result and "energy_j" in trial.last_result:
+                self._write_ended(trial)
+
+    def _write_ended(self, trial) -> None:
         result = trial.last_result or {}
         measured = {k: result.get(k) for k in (*ENERGY_COLUMNS, *RESULT_COLUMNS)}
-        self._write(trial, _trial_power(measured) | {"status": OK, "error": None})
+        status = OK if ran_to_end(result) else STOPPED
+        self._write(trial, _trial_power(measured) | {"status": status, "error": None})
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         exc = trial_error(trial)
@@ -88,10 +112,11 @@ class TrialRecorder(Callback):
         epochs = self._epochs.pop(trial.trial_id, [])
         if key in written:  # a trial re-run after a resume: its slot already has its row
             return
-        params = hyperparameters(trial.config)
+        params = trained_with(hyperparameters(trial.config))  # a searched batch size as trained
         row = {
             "trial_id": trial.trial_id,
             **self.study,
+            **labels(trial.config),
             "round": key[0],
             "repetition": key[1],
             **params,

@@ -7,8 +7,20 @@ import numpy as np
 from ray.tune.search.repeater import TRIAL_INDEX as REPETITION_KEY
 
 ROUND_KEY = "__round__"
+# Labels a searcher may put in a trial config beside its hyperparameters (greenray mutate names
+# each configuration); rows carry them as columns without the underscores.
+LABEL_KEYS = ("__mutation__", "__mutated__", "__step__")
 
-__all__ = ["REPETITION_KEY", "ROUND_KEY", "TrialFailed", "hyperparameters", "slot", "trial_seed"]
+__all__ = [
+    "LABEL_KEYS",
+    "REPETITION_KEY",
+    "ROUND_KEY",
+    "TrialFailed",
+    "hyperparameters",
+    "labels",
+    "slot",
+    "trial_seed",
+]
 
 
 class TrialFailed(RuntimeError):
@@ -36,3 +48,8 @@ def slot(config: dict) -> tuple[int, int]:
 def hyperparameters(config: dict) -> dict:
     """A trial config without the keys the study adds."""
     return {k: v for k, v in config.items() if not k.startswith("__")}
+
+
+def labels(config: dict) -> dict:
+    """The labels (LABEL_KEYS) in a trial config, named without their underscores."""
+    return {k.strip("_"): config[k] for k in LABEL_KEYS if k in config}

@@ -9,34 +9,20 @@ import functools
 import inspect
 import logging
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from numbers import Number
 from typing import Any
 
 from greenray.energy import ENERGY_CHOICES, EnergyMeter, open_meter
+from greenray.results import ENERGY_COLUMNS
 
 log = logging.getLogger("greenray.tune")
 
 TRIAL_WINDOW = "trial"  # the meter window that spans a with_energy trial
-# The keys every reported result gains (the flat energy columns of greenray's result rows).
-ENERGY_KEYS = (
-    "seconds",
-    "energy_j",
-    "idle_free_energy_j",
-    "cpu_energy_j",
-    "avg_power_w",
-    "peak_power_w",
-    "energy_source",
-    "power_field",
-    "energy_approximate",
-    "device",
-    "device_name",
-    "device_uuid",
-    "node",
-    "node_id",
-)
+# The keys every reported result gains: the energy columns of greenray's result rows.
+ENERGY_KEYS = (*ENERGY_COLUMNS, "node_id")
 
 _current: ContextVar[_TrialEnergy | None] = ContextVar("greenray_trial_energy", default=None)
 
@@ -48,6 +34,7 @@ def with_energy(
     interval_ms: float = 10.0,
     baseline: Mapping[str, Mapping[str, float]] | None = None,
     busy: bool = True,
+    per_kj: str | Sequence[str] = (),
 ) -> Callable:
     """Wrap a Ray Tune function trainable so every result it reports carries its energy.
 
@@ -60,9 +47,10 @@ def with_energy(
     - `avg_power_w`: Watts since the previous report;
     - `peak_power_w`: the highest Watts since the trial started;
     - `seconds`: the measured span so far;
+    - `uncertainty_j`: an about-95% bound on the error of `energy_j`;
     - `energy_source` (`nvml-counter`, `nvml-power`, `rapl`, `simulated` or `none`),
-      `power_field`, `energy_approximate`, `device`, `device_name`, `device_uuid`, `node`
-      (hostname) and `node_id` (Ray's).
+      `power_field`, `energy_approximate`, `energy_partial`, `device`, `device_name`,
+      `device_uuid`, `node` (hostname), `node_id` (Ray's) and the rest of `ENERGY_KEYS`.
 
     A key the trainable reports itself is kept as it reported it (with a warning, once). A
     trial that raises carries its energy so far on the exception (`greenray_energy`, the same
@@ -79,6 +67,10 @@ def with_energy(
             is None, except for the simulated backend, whose idle is its model's.
         busy: the whole trial is work. Only the simulated backend's model reads this; a
             trainable that marks its own work with `trial_meter().window(...)` passes False.
+        per_kj: reported keys to divide by the trial's kilojoules so far: each result that has
+            KEY gains `KEY_per_kj` (e.g. `accuracy_per_kj`, a searcher's energy-aware metric),
+            over `idle_free_energy_j` where the baseline is known, else `energy_j`; None where
+            nothing was measured.
 
     Returns:
         A function trainable with the wrapped one's name, parameters and resources.
@@ -100,11 +92,12 @@ def with_energy(
     if not interval_ms > 0:
         raise ValueError(f"interval_ms must be a positive number of milliseconds, not {interval_ms!r}")
     by_node = {node: dict(watts) for node, watts in (baseline or {}).items()}
+    ratios = (per_kj,) if isinstance(per_kj, str) else tuple(per_kj)
 
     @functools.wraps(trainable)
     def measured(config):
         meter = open_meter(energy, interval_ms=interval_ms, quiet=True)
-        with _TrialEnergy(meter, by_node.get(socket.gethostname(), {}), busy).active() as trial:
+        with _TrialEnergy(meter, by_node.get(socket.gethostname(), {}), busy, ratios).active() as trial:
             return trial.run(trainable, config)
 
     return measured
@@ -130,10 +123,13 @@ def trial_energy() -> dict[str, Any]:
 class _TrialEnergy:
     """One trial's meter and window, and the report hook that adds its energy to results."""
 
-    def __init__(self, meter: EnergyMeter, baseline: dict[str, float], busy: bool) -> None:
+    def __init__(
+        self, meter: EnergyMeter, baseline: dict[str, float], busy: bool, per_kj: tuple[str, ...] = ()
+    ) -> None:
         self.meter = meter
         meter.use_baseline(baseline)
         self._busy = busy
+        self._per_kj = per_kj
         self._last: tuple[float, float | None] | None = None  # (seconds, joules) at the last report
         self._clashes: set[str] = set()
 
@@ -185,7 +181,7 @@ class _TrialEnergy:
         if clashes:
             self._clashes |= clashes
             log.warning("the trainable reports %s itself; its values are kept", ", ".join(sorted(clashes)))
-        report({**energy, **metrics}, checkpoint=checkpoint)
+        report({**energy, **metrics, **_per_kj(metrics, energy, self._per_kj)}, checkpoint=checkpoint)
 
     def columns(self, advance: bool = True) -> dict[str, Any]:
         """The trial's energy columns now; `advance` makes this the report the next
@@ -200,6 +196,19 @@ class _TrialEnergy:
         if advance:
             self._last = (seconds, joules)
         return row
+
+
+def _per_kj(metrics: dict, energy: dict, keys: tuple[str, ...]) -> dict[str, float | None]:
+    """KEY_per_kj for each of `keys` the trainable reported: KEY over the trial's kJ so far."""
+    joules = energy.get("idle_free_energy_j")
+    joules = energy.get("energy_j") if joules is None else joules
+    out = {}
+    for key in keys:
+        if key in metrics:
+            value = metrics[key]
+            known = isinstance(value, Number) and isinstance(joules, Number) and joules > 0
+            out[f"{key}_per_kj"] = float(value) / (joules / 1000.0) if known else None
+    return out
 
 
 def _node_id() -> str | None:

@@ -31,7 +31,15 @@ range, or onto log(range) where the domain is log-uniform.
   * pending trials: the package's ConstantLiar registers every point still in flight with the mean
     observed target (a trial that fails or finishes leaves the liar set), so concurrent suggestions
     differ; a suggestion that still lands on a pending or observed point is replaced by a random one;
-  * mode "min" is handled by registering -metric (the package maximises).
+  * mode "min" is handled by registering -metric (the package maximises);
+  * several metrics (metric=["accuracy", "energy_j"], mode=["max", "min"], as OptunaSearch takes
+    them) search their Pareto front as ParEGO does (Knowles 2006): before each model suggestion a
+    weight vector is drawn at random from the simplex, every observation is scalarised with
+    those weights (augmented Tchebycheff over objectives scaled to [0, 1];
+    greenray.tune.objectives.parego_targets), and the GP is refitted on those targets, so each
+    suggestion aims at another part of the front.
+
+PartialGridSearch and RandomSearch take several metrics too: they never read results.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ from ray.tune.search.sample import Domain, Float, LogUniform, Uniform
 from scipy.stats import qmc
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 from threadpoolctl import threadpool_limits
+
+from greenray.tune.objectives import parego_targets, random_weights
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +163,15 @@ def _objective(result: dict | None, error: bool, metric: str | None) -> float | 
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def _gains(result: dict | None, error: bool, metrics: list, modes: list) -> np.ndarray | None:
+    """A finished trial's metrics, each oriented so that larger is better, or None when any is
+    missing or not finite."""
+    values = [_objective(result, error, metric) for metric in metrics]
+    if any(v is None for v in values):
+        return None
+    return np.array([v if mode == "max" else -v for v, mode in zip(values, modes, strict=True)])
 
 
 class PartialGridSearch(_CubeSearcher):
@@ -276,6 +295,7 @@ class PIBayesSearch(_CubeSearcher):
         }
         self._random_state = np.random.RandomState(seed)
         self._observed: list[tuple[np.ndarray, float]] = []  # (unit point, target to maximise)
+        self._gains: list[np.ndarray] = []  # several metrics: each observation's, larger is better
         self._pending: dict[str, np.ndarray] = {}  # trial id -> unit point in flight
         self._n_suggested = 0
         super().__init__(space, metric, mode)
@@ -316,9 +336,22 @@ class PIBayesSearch(_CubeSearcher):
         """How many finished trials the GP has learnt from."""
         return len(self._observed)
 
+    @property
+    def multi_objective(self) -> bool:
+        """Whether several metrics are searched (their front, through ParEGO)."""
+        return isinstance(self._metric, list | tuple)
+
+    def _check_metric(self) -> None:
+        modes = self._mode if isinstance(self._mode, list | tuple) else [self._mode]
+        metrics = self._metric if self.multi_objective else [self._metric]
+        if not all(metrics) or any(m not in ("min", "max") for m in modes) or len(modes) != len(metrics):
+            raise ValueError(
+                "PIBayesSearch needs metric and mode ('min' or 'max'; or lists of both, one mode per "
+                "metric) in its constructor"
+            )
+
     def suggest(self, trial_id: str) -> dict:
-        if self._mode not in ("min", "max") or not self._metric:
-            raise ValueError("PIBayesSearch needs metric and mode ('min' or 'max') in its constructor")
+        self._check_metric()
         if self._n_suggested < len(self._initial):
             point = self._initial[self._n_suggested]
         elif not self._observed:
@@ -329,7 +362,19 @@ class PIBayesSearch(_CubeSearcher):
         self._pending[trial_id] = point
         return self.cube.to_config(point)
 
+    def _scalarise(self) -> None:
+        """ParEGO: this suggestion's random weights turn every observation into one target."""
+        weights = random_weights(self._random_state, len(self._metric))
+        targets = parego_targets(np.array(self._gains), weights)
+        points = [point for point, _ in self._observed]
+        self._observed = [(p, float(t)) for p, t in zip(points, targets, strict=True)]
+        xi_now = self._pi.xi
+        self._build_optimizer()
+        self._pi.xi = xi_now
+
     def _model_suggestion(self) -> np.ndarray:
+        if self.multi_objective:
+            self._scalarise()
         targets = np.array([target for _, target in self._observed])
         scale = float(targets.std()) or 1.0
         keys = list(self._optimizer.space.keys)
@@ -353,6 +398,18 @@ class PIBayesSearch(_CubeSearcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         point = self._pending.pop(trial_id, None)
         if point is None:
+            return
+        if self.multi_objective:
+            gains = _gains(result, error, list(self._metric), list(self._mode))
+            if gains is None:
+                logger.warning(
+                    "trial %s failed or reported no finite %s; not learnt from",
+                    trial_id,
+                    self._metric,
+                )
+                return
+            self._gains.append(gains)
+            self._observed.append((point, 0.0))  # its target is set per suggestion (_scalarise)
             return
         value = _objective(result, error, self._metric)
         if value is None:

@@ -1,12 +1,16 @@
 """The study's Adam search spaces: 3 hyperparameters (lr, beta1, beta2) or 5 (+ eps,
-weight_decay), as Ray Tune domains, and how a configuration becomes Adam's arguments."""
+weight_decay), as Ray Tune domains, optionally with the batch size and the epoch count beside
+them (`--params 3+batch+epochs`), and how a configuration becomes Adam's arguments and the
+batch size and epochs a trial trains with."""
 
 from __future__ import annotations
+
+import math
 
 from ray import tune
 from ray.tune.search.sample import Domain
 
-from greenray.config import ADAM_PARAMS
+from greenray.config import ADAM_PARAMS, EXTRA_DIMS, adam_count
 
 # The study's ranges (thesis code). beta1 and beta2 are open at 1: values from the top of
 # the range are clipped to BETA_MAX when Adam is built (Adam needs beta < 1).
@@ -18,6 +22,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "weight_decay": (0.0, 0.1),
 }
 BETA_MAX = 0.999
+# The searchable batch size: log-uniform, rounded to a power of two (16 ... 1024).
+BATCH_BOUNDS = (16.0, 1024.0)
 
 
 def adam_space(params: int = 3, *, uniform_lr: bool = False) -> dict[str, Domain]:
@@ -31,6 +37,34 @@ def adam_space(params: int = 3, *, uniform_lr: bool = False) -> dict[str, Domain
         log = name == "lr" and not uniform_lr
         space[name] = tune.loguniform(low, high) if log else tune.uniform(low, high)
     return space
+
+
+def search_space(params: int | str = 3, *, uniform_lr: bool = False, max_epochs: int = 10) -> dict:
+    """The space a --params value names: Adam's (adam_space), then `batch_size` (log-uniform
+    over BATCH_BOUNDS) for +batch and `epochs` (uniform over 1 .. max_epochs) for +epochs.
+    Searchers propose them as floats; `trained_with` rounds them."""
+    space = adam_space(adam_count(params), uniform_lr=uniform_lr)
+    extras = [EXTRA_DIMS[e] for e in str(params).split("+")[1:]]
+    if "batch_size" in extras:
+        space["batch_size"] = tune.loguniform(*BATCH_BOUNDS)
+    if "epochs" in extras:
+        if max_epochs < 2:
+            raise ValueError("searching the epoch count needs max_epochs of at least 2")
+        space["epochs"] = tune.uniform(1.0, float(max_epochs))
+    return space
+
+
+def trained_with(config: dict) -> dict:
+    """A configuration as the trial trains it: a searched batch size (a searcher's float)
+    rounded to the nearest power of two, a searched epoch count to the nearest whole number (at
+    least 1); whole numbers (greenray mutate's) and the other values as they are."""
+    values = dict(config)
+    batch, epochs = values.get("batch_size"), values.get("epochs")
+    if isinstance(batch, float):
+        values["batch_size"] = int(2 ** round(math.log2(max(batch, 1.0))))
+    if isinstance(epochs, float):
+        values["epochs"] = max(1, int(round(epochs)))
+    return values
 
 
 def adam_kwargs(config: dict) -> dict:

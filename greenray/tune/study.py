@@ -1,6 +1,8 @@
 """A training study on Ray Tune: rounds x repetitions of a searcher's configurations, the idle
-baseline measured first, one row per trial written as it ends, and resuming an interrupted run
-from its results folder (DIR/study.json, DIR/trials.parquet, Tune's own state in DIR/tune)."""
+baseline measured first, one row per trial written as it ends, the green levers (stoppers, an
+early-stopping scheduler, an energy-aware objective) where asked for, and resuming an
+interrupted run from its results folder (DIR/study.json, DIR/trials.parquet, Tune's own state
+in DIR/tune)."""
 
 from __future__ import annotations
 
@@ -12,19 +14,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from greenray.config import DOWNLOADABLE, StudyConfig
 from greenray.errors import UsageError
-from greenray.results import ResultStore, run_record
+from greenray.results import ResultStore, atomic_write, run_record
 from greenray.tune import cluster
 from greenray.tune.callbacks import TrialProgress, TrialRecorder
+from greenray.tune.ledger import Stop, stop_reached
 from greenray.tune.measure import with_energy
+from greenray.tune.objectives import ACCURACY, PARETO, PER_KJ, energy_key, front, searcher_metric
 from greenray.tune.rounds import RoundRepeater
 
-METRIC, MODE = "accuracy", "max"
+METRIC, MODE = "accuracy", "max"  # what the schedulers and the stopping levers watch
 TUNE_DIR = "tune"  # Tune's experiment folder inside the results folder
 STUDY_FILE = "study"  # DIR/study.json
+PARETO_FILE = "pareto.csv"  # the accuracy / energy front of a --objective pareto study
 # Tune's newer console output prints its own tables whatever the verbosity; the legacy one is
 # silent at verbose=0, and the study draws its own progress bar (TrialProgress).
 QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0"}
@@ -40,15 +46,22 @@ TRIAL_ERROR_LOGGERS = (
 
 @dataclass(frozen=True)
 class StudyRun:
-    """Where a study's results are and whether it ran to the end of its budget."""
+    """Where a study's results are, whether it ran to the end of its budget, and which green
+    lever stopped it before (a stopped study is finished, though not complete)."""
 
     root: Path
     config: StudyConfig
     recorded: int  # rows in DIR/trials.parquet
+    stopped_by: Stop | None = None
 
     @property
     def complete(self) -> bool:
         return self.recorded >= self.config.trials
+
+    @property
+    def finished(self) -> bool:
+        """Complete, or stopped by a lever: nothing is left for a resume to do."""
+        return self.complete or self.stopped_by is not None
 
 
 def start_study(
@@ -58,9 +71,14 @@ def start_study(
     address: str | None = None,
     say: Callable[[str], None] = print,
     searcher: Searcher | None = None,
+    kind: str = "hpo",
+    row_fields: dict | None = None,
+    record_extra: dict | None = None,
 ) -> StudyRun:
     """Run a new study into the empty results folder `out`; `searcher` (metric and mode set)
-    replaces the one config.search.strategy names."""
+    replaces the one config.search.strategy names. A study built on this one (greenray
+    mutate) names its `kind` in study.json, adds `record_extra` there and `row_fields`
+    (columns, replacing config.row_fields()'s) to every row."""
     from greenray.ray_setup import connect
 
     out = _results_folder(out)
@@ -73,24 +91,26 @@ def start_study(
     connect(address)
     config = cluster.with_resources(config)
     readings = cluster.idle_baseline(config, say)
+    _check_lever_energy(config, readings)
     baseline = cluster.baseline_by_node(readings)
     store = ResultStore(out)
     record = run_record(
-        "hpo",
+        kind,
         config,
         trials=config.trials,
         baseline=baseline,  # {node: {device UUID: idle W}}
         idle_readings=[dataclasses.asdict(r) for r in readings],
         out=str(out),
+        **(record_extra or {}),
     )
     store.write_json(STUDY_FILE, record)
     search = config.search
     say(f"results: {out} ({config.trials} trials: {search.rounds} rounds x {search.repetitions} repetitions)")
     counter = cluster.share_counter(config, out)  # held until the trials end: Ray collects it after
-    tuner = _new_tuner(config, baseline, out, searcher, counter)
+    tuner = _new_tuner(config, baseline, out, searcher, counter, row_fields)
     with _quiet_trial_errors():
         tuner.fit()
-    return StudyRun(out, config, len(store.read("trials")))
+    return _finish(store, record, config)
 
 
 def resume_study(out: Path, *, address: str | None = None, say: Callable[[str], None] = print) -> StudyRun:
@@ -111,10 +131,16 @@ def resume_study(out: Path, *, address: str | None = None, say: Callable[[str], 
     connect(address)
     cluster.check_resources(config.resources)
     store = ResultStore(out)
-    done = len(store.read("trials"))
+    rows = store.read("trials")
+    done = len(rows)
     say(f"resuming {out}: {done} of {config.trials} trials recorded")
     if done >= config.trials:
         return StudyRun(out, config, done)
+    # A lever that stopped the study stops it again at once: the stored rows meet its condition.
+    stop = lever_stop(config, rows, baseline)
+    if stop is not None:
+        say(f"stopped by {stop.lever} ({stop.detail}): nothing to resume")
+        return StudyRun(out, config, done, stop)
     _quiet_tune()
     counter = cluster.share_counter(config, out)
     with _quiet_trial_errors():
@@ -122,9 +148,73 @@ def resume_study(out: Path, *, address: str | None = None, say: Callable[[str], 
             trainable = study_trainable(config, baseline, counter)
             tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable=trainable, resume_unfinished=True)
         else:  # stopped before Tune saved any state: start over; recorded slots keep their rows
-            tuner = _new_tuner(config, baseline, out, counter=counter)
+            searcher, row_fields = _variant(record, config)
+            tuner = _new_tuner(config, baseline, out, searcher, counter, row_fields)
         tuner.fit()
-    return StudyRun(out, config, len(store.read("trials")))
+    return _finish(store, record, config)
+
+
+def _variant(record: dict, config: StudyConfig) -> tuple[Searcher | None, dict | None]:
+    """The searcher and row columns of a study built on this one, from its study.json."""
+    if record.get("kind") == "mutate":
+        from greenray.tune.mutate import mutation_parts
+
+        return mutation_parts(record, config)
+    return None, None
+
+
+def study_energy(config: StudyConfig, baseline: dict) -> str:
+    """The energy the study's levers count (--energy-budget, the objectives): idle-free where
+    the trials know the idle baseline (as the study reported training energy, and as the
+    summary counts it), else the total."""
+    return energy_key(bool(baseline) or config.energy.backend == "simulated")
+
+
+def lever_stop(config: StudyConfig, rows: pd.DataFrame, baseline: dict) -> Stop | None:
+    """The lever whose condition a study's stored rows meet (None: none is, or none is on);
+    the rule the study's stoppers apply live (greenray.tune.ledger.stop_reached)."""
+    levers = config.levers
+    if not levers.stopping or rows.empty:
+        return None
+    return stop_reached(
+        rows.to_dict("records"),
+        repetitions=config.search.repetitions,
+        energy_budget=levers.energy_budget,
+        patience=levers.patience,
+        target_accuracy=levers.target_accuracy,
+        energy=study_energy(config, baseline),
+    )
+
+
+def _finish(store: ResultStore, record: dict, config: StudyConfig) -> StudyRun:
+    """After Tune: which lever stopped the study (kept in study.json as `stop`) and, for a
+    pareto study, its front in DIR/pareto.csv."""
+    rows = store.read("trials")
+    stop = None if len(rows) >= config.trials else lever_stop(config, rows, record.get("baseline", {}))
+    if stop is not None or "stop" in record:
+        store.write_json(STUDY_FILE, record | {"stop": stop.as_dict() if stop else None})
+    if config.levers.objective == PARETO:
+        write_front(store.root, rows)
+    return StudyRun(store.root, config, len(rows), stop)
+
+
+def study_front(rows: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy / energy front of a study's ok trials (every epoch trained), with the
+    energy its summary uses (idle-free where every ok trial has it)."""
+    ok = rows[rows["status"] == "ok"] if len(rows) else rows
+    column = energy_key(len(ok) > 0 and bool(ok.get("idle_free_energy_j", pd.Series([None])).notna().all()))
+    kept = ["trial_id", "round", "repetition", "accuracy", column, "config"]
+    if ok.empty:
+        return pd.DataFrame(columns=kept)
+    return front(ok, column)[[c for c in kept if c in ok]]
+
+
+def write_front(root: Path, rows: pd.DataFrame) -> Path:
+    """DIR/pareto.csv, rewritten atomically."""
+    table = study_front(rows)
+    path = root / PARETO_FILE
+    atomic_write(path, lambda p: table.to_csv(p, index=False))
+    return path
 
 
 def stored_config(record: dict, out: Path) -> StudyConfig:
@@ -150,7 +240,12 @@ def study_trainable(config: StudyConfig, baseline: dict, counter: cluster.ShareC
     # busy=False: the trial's work is in its epoch and test windows; the waits for Tune between
     # reports are idle (the simulated backend draws idle W then, as a GPU would).
     measured = with_energy(
-        trial, energy=energy.backend, interval_ms=energy.interval_ms, baseline=baseline, busy=False
+        trial,
+        energy=energy.backend,
+        interval_ms=energy.interval_ms,
+        baseline=baseline,
+        busy=False,
+        per_kj=METRIC if config.levers.objective == PER_KJ else (),
     )
     resources = config.resources
     return tune.with_resources(
@@ -164,39 +259,104 @@ def _new_tuner(
     out: Path,
     searcher: Searcher | None = None,
     counter: cluster.ShareCounter | None = None,
+    row_fields: dict | None = None,
 ):
-    """A Tuner for a new study; `searcher` replaces the one the strategy names (tests script one)."""
+    """A Tuner for a new study; `searcher` replaces the one the strategy names (tests script
+    one, greenray mutate lists its configurations); `row_fields` replaces config.row_fields()."""
     from ray import tune
+    from ray.tune.stopper import CombinedStopper
 
     from greenray.tune.searchers import make_searcher
-    from greenray.tune.space import adam_space
+    from greenray.tune.space import search_space
 
     _quiet_tune()
     search = config.search
     if searcher is None:
-        space = adam_space(search.params, uniform_lr=search.uniform_lr)
-        searcher = make_searcher(search.strategy, space, metric=METRIC, mode=MODE, seed=config.seed)
+        space = search_space(search.params, uniform_lr=search.uniform_lr, max_epochs=config.trial.epochs)
+        metric, mode = searcher_metric(config.levers.objective, study_energy(config, baseline))
+        searcher = make_searcher(search.strategy, space, metric=metric, mode=mode, seed=config.seed)
     # Bayes learns from every round before the next; grid and random need not wait.
-    repeater = RoundRepeater(searcher, repeat=search.repetitions, sequential=search.strategy == "bayes")
+    # An early-stopped round's accuracy is a lower bound the searcher may learn from; its energy
+    # (for the energy-aware objectives) would only flatter it.
+    partial = config.levers.objective == ACCURACY
+    repeater = RoundRepeater(
+        searcher, repeat=search.repetitions, sequential=search.strategy == "bayes", partial=partial
+    )
     # Tune keeps only one trial pending for a custom searcher unless a ConcurrencyLimiter says
     # how many may run: without it, short trials run one after another on one node.
     limit = config.resources.max_concurrent or cluster.trial_slots(config.resources)
+    levers = study_levers(config, baseline)
     return tune.Tuner(
         study_trainable(config, baseline, counter),
         # No param_space: the searcher holds the space, metric and mode.
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(repeater, max_concurrent=limit),
+            scheduler=study_scheduler(config),
             num_samples=config.trials,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
             storage_path=str(out),
-            callbacks=[TrialRecorder(config.row_fields()), TrialProgress(config.trials, METRIC)],
+            # The stoppers are callbacks too (they hear of trials that fail or are stopped);
+            # Tune pickles the run config whole, so each is one object in both places.
+            stop=CombinedStopper(*levers) if levers else None,
+            callbacks=[
+                *levers,
+                TrialRecorder(config.row_fields() if row_fields is None else row_fields, levers),
+                TrialProgress(config.trials, METRIC),
+            ],
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),
     )
+
+
+def study_levers(config: StudyConfig, baseline: dict) -> list:
+    """The stoppers the study's levers ask for (greenray.tune.stoppers)."""
+    from greenray.tune.stoppers import EnergyBudgetStopper, PatienceStopper, TargetAccuracyStopper
+
+    levers, repetitions = config.levers, config.search.repetitions
+    stoppers = []
+    if levers.energy_budget is not None:
+        stoppers.append(EnergyBudgetStopper(levers.energy_budget, metric=study_energy(config, baseline)))
+    if levers.target_accuracy is not None:
+        stoppers.append(TargetAccuracyStopper(levers.target_accuracy, METRIC, MODE, repetitions))
+    if levers.patience is not None:
+        stoppers.append(PatienceStopper(levers.patience, METRIC, MODE, repetitions))
+    return stoppers
+
+
+# Early stopping of bad trials on the accuracy each epoch reports: Ray Tune's own schedulers.
+# ASHA: rungs at 1, 3, 9, ... epochs, the top third of each rung goes on; median: a trial
+# whose best accuracy so far is below the median of the others' at the same epoch stops.
+ASHA_REDUCTION, MEDIAN_MIN_SAMPLES = 3, 3
+
+
+def study_scheduler(config: StudyConfig):
+    """Tune's scheduler for --scheduler (None: FIFO, every trial to its last epoch)."""
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    name = config.levers.scheduler
+    common = {"time_attr": "training_iteration", "metric": METRIC, "mode": MODE}
+    if name == "asha":
+        return ASHAScheduler(
+            **common, max_t=config.trial.epochs, grace_period=1, reduction_factor=ASHA_REDUCTION
+        )
+    if name == "median":
+        return MedianStoppingRule(**common, grace_period=1, min_samples_required=MEDIAN_MIN_SAMPLES)
+    return None
+
+
+def _check_lever_energy(config: StudyConfig, readings: list) -> None:
+    """A lever that counts energy where nothing is measurable is one sentence, not a study
+    whose budget never fills or whose objective is empty."""
+    needs = config.levers.needs_energy
+    if needs and not any(reading.sources for reading in readings):
+        raise UsageError(
+            f"{needs[0]} counts energy, but nothing is measurable where the trials run: run where "
+            "a GPU (NVML) or RAPL is readable, or use --energy simulated (labelled model numbers)"
+        )
 
 
 def _results_folder(out: Path) -> Path:

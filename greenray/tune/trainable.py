@@ -20,7 +20,7 @@ from greenray.tune.keys import TrialFailed, slot, trial_seed
 from greenray.tune.measure import trial_meter
 from greenray.tune.nets import build_net
 from greenray.tune.sharing import gpu_sharing
-from greenray.tune.space import adam_kwargs
+from greenray.tune.space import adam_kwargs, trained_with
 
 EVAL_BATCH = 4096
 
@@ -64,7 +64,9 @@ def run_trial(
 ) -> dict:
     """Train and test one configuration, calling `report` once per epoch with the epoch's own
     energy (`meter` windows); returns the last report. Raises TrialFailed on a NaN loss or
-    CUDA out-of-memory."""
+    CUDA out-of-memory. A searched `batch_size` or `epochs` in `config` replaces the trial's."""
+    searched = trained_with(config)
+    trial = trial.model_copy(update={k: searched[k] for k in ("batch_size", "epochs") if k in searched})
     round_, repetition = slot(config)
     seed_ = trial_seed(seed, round_, repetition)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -82,23 +84,19 @@ def run_trial(
     # fused Adam: one kernel per step for all parameters on CUDA (torch's fast path there)
     optimizer = torch.optim.Adam(model.parameters(), **adam_kwargs(config), fused=device.type == "cuda")
     generator = torch.Generator(device=device).manual_seed(seed_)
-    fixed = {"trial_seed": seed_, "train_device": str(device), "epochs": trial.epochs} | _placement()
-    with gpu_sharing(counter if fixed["node_id"] is not None else None, uuid.uuid4().hex) as sharers:
+    # with_energy adds where the trial ran (node, node_id, device); the GPU ids are Ray's own.
+    fixed = {"trial_seed": seed_, "train_device": str(device), "epochs": trial.epochs, "gpu_ids": _gpu_ids()}
+    with gpu_sharing(counter, uuid.uuid4().hex) as sharers:
         fixed_now = lambda: fixed | {"gpu_sharers_max": sharers()}  # noqa: E731
         return _train(model, optimizer, data, generator, trial, meter, report, fixed_now)
 
 
-def _placement() -> dict:
-    """Where Ray put this trial: its node (Ray's id: hostnames may repeat) and GPU ids."""
+def _gpu_ids() -> str | None:
+    """The GPUs Ray gave this trial, as Ray numbers them on its node."""
     import ray
 
-    if not ray.is_initialized():
-        return {"node_id": None, "gpu_ids": None}
-    gpus = ray.get_gpu_ids()
-    return {
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "gpu_ids": ",".join(str(g) for g in gpus) if gpus else None,
-    }
+    gpus = ray.get_gpu_ids() if ray.is_initialized() else []
+    return ",".join(str(g) for g in gpus) if gpus else None
 
 
 def _train(model, optimizer, data, generator, trial: TrialConfig, meter, report, fixed) -> dict:
