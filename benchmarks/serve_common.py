@@ -54,6 +54,24 @@ def serve(config: BenchConfig, out: Path | None = None) -> dict[str, pd.DataFram
     return {t: pd.read_parquet(out / f"{t}.parquet") for t in ("runs", "requests", "batches")} | {"out": out}
 
 
+def idle_cpu_per_s(model: str, config: BenchConfig, seconds: float = 5.0) -> float:
+    """CPU seconds per second a model replica spends with no request at all (its power sampler,
+    Ray's and Serve's own threads): the background the per-image overhead includes."""
+    import time
+
+    from greenray.ray_setup import connect
+    from greenray.serve.bench import deploy
+
+    connect()
+    replicas = deploy(model, config, config.serving.device)
+    try:
+        before = replicas.call("cpu_s")[0]
+        time.sleep(seconds)
+        return (replicas.call("cpu_s")[0] - before) / seconds
+    finally:
+        replicas.delete()
+
+
 def steady_images_per_s(batches: pd.DataFrame) -> float:
     """Served images per second between the first and the last batch of a run (the queue's
     filling before the first batch left is not serving time)."""

@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
-from greenray.config import BenchConfig, MutateConfig, StudyConfig
+from greenray.config import BenchConfig, MutateConfig, PolicyTuneConfig, ServeConfig, StudyConfig
 from greenray.energy import EnergyRequestError
 from greenray.errors import UsageError
 from greenray.ui import err, out, say
@@ -34,6 +34,7 @@ app = typer.Typer(
     add_completion=False,
 )
 STUDY, BENCH, MUTATE = StudyConfig.defaults(), BenchConfig.defaults(), MutateConfig.defaults()
+SERVE, TUNE = ServeConfig.defaults(), PolicyTuneConfig.defaults()
 
 
 def user_errors(command):
@@ -51,7 +52,7 @@ def user_errors(command):
     return wrapper
 
 
-def settings(ctx: typer.Context, config: type[StudyConfig] | type[BenchConfig] | type[MutateConfig]) -> dict:
+def settings(ctx: typer.Context, config: type) -> dict:
     """The command's flags that are settings of `config`, by flat name."""
     names = config.flat_paths()
     return {name: value for name, value in ctx.params.items() if name in names}
@@ -414,6 +415,16 @@ def serve_bench(
     replica_cpus: Annotated[
         float, typer.Option("--cpus-per-replica", help="CPUs Ray reserves for each replica.")
     ] = (BENCH.replica_cpus),
+    ingress_replicas: Annotated[
+        int,
+        typer.Option(
+            help="Ingress replicas that check requests and hand them to the model replicas in groups "
+            "(0: the load generator calls the model replicas itself, as the study did)."
+        ),
+    ] = BENCH.ingress_replicas,
+    ingress_cpus: Annotated[
+        float, typer.Option("--cpus-per-ingress", help="CPUs Ray reserves for each ingress replica.")
+    ] = BENCH.ingress_cpus,
     energy: Energy = BENCH.energy,
     interval_ms: IntervalMs = BENCH.interval_ms,
     require_energy: RequireEnergy = BENCH.require_energy,
@@ -439,6 +450,164 @@ def serve_bench(
     if rows:
         out.print(runs_table(rows))
     out.print(f"results: {folder}", highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------- serve, serve-tune
+
+# The options `serve` and `serve-tune` share (their defaults are the same in both configs).
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model", help="The model: any name serve-bench takes (convnext, vit, shufflenet_x0_5, ...)."
+    ),
+]
+Replicas = Annotated[int, typer.Option(help="Model replicas, one per GPU (with --device cuda), on any node.")]
+ReplicaCpus = Annotated[
+    float, typer.Option("--cpus-per-replica", help="CPUs Ray reserves for each model replica.")
+]
+IngressReplicas = Annotated[
+    int,
+    typer.Option(help="Ingress replicas: they take the requests, decode them and group them for the model."),
+]
+IngressCpus = Annotated[
+    float, typer.Option("--cpus-per-ingress", help="CPUs Ray reserves for each ingress replica.")
+]
+WarmupBatches = Annotated[int, typer.Option(help="Warm-up batches before the first request.")]
+WarmupBatchSize = Annotated[int, typer.Option(help="Images per warm-up batch.")]
+Weights = Annotated[str, typer.Option(help="default, none (random) or a state-dict PATH.")]
+Precision = Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU).")]
+Device = Annotated[str, typer.Option(help="auto (a GPU if the cluster has one), cpu or cuda.")]
+ImageSize = Annotated[int | None, typer.Option(help="Input size in pixels (default: the weights' own, 224).")]
+PreprocessInWindow = Annotated[
+    bool, typer.Option(help="Convert and normalise images inside each batch's energy window.")
+]
+IdleSeconds = Annotated[float, typer.Option(help="Idle baseline per replica before warm-up; 0 skips it.")]
+Frequency = Annotated[float, typer.Option(help="The request rate the policy search runs at, Hz.")]
+SloMs = Annotated[float, typer.Option(help="The p99 response time the policy must keep, milliseconds.")]
+Runs = Annotated[int, typer.Option(help="Live runs the search may use, Serve's default policy included.")]
+TuneRequests = Annotated[int, typer.Option("--requests", help="Served requests per search run.")]
+MaxBatchSize = Annotated[int, typer.Option(help="The largest batch cap the search tries.")]
+Arrival = Annotated[str, typer.Option(help="Search runs' arrivals: poisson, constant or jitter.")]
+Seed = Annotated[int, typer.Option(help="Seeds the searcher, the arrivals and the images.")]
+
+
+@app.command()
+@user_errors
+def serve(
+    ctx: typer.Context,
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="Batching policy: fixed:N, fixed:N@MS, greedy[:CAP], or auto (search one first for "
+            "--frequency and --slo-ms, as serve-tune does)."
+        ),
+    ] = SERVE.policy,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 opens the server to the network.")
+    ] = (SERVE.host),
+    port: Annotated[int, typer.Option(help="HTTP port.")] = SERVE.port,
+    max_queue: Annotated[
+        int, typer.Option(help="Requests admitted and not yet answered, at most; beyond, 503 at once.")
+    ] = SERVE.max_queue,
+    model: Model = SERVE.model,
+    replicas: Replicas = SERVE.replicas,
+    replica_cpus: ReplicaCpus = SERVE.replica_cpus,
+    ingress_replicas: IngressReplicas = SERVE.ingress_replicas,
+    ingress_cpus: IngressCpus = SERVE.ingress_cpus,
+    warmup_batches: WarmupBatches = SERVE.warmup_batches,
+    warmup_batch_size: WarmupBatchSize = SERVE.warmup_batch_size,
+    weights: Weights = SERVE.weights,
+    precision: Precision = SERVE.precision,
+    device: Device = SERVE.device,
+    image_size: ImageSize = SERVE.image_size,
+    preprocess_in_window: PreprocessInWindow = SERVE.preprocess_in_window,
+    idle_seconds: IdleSeconds = SERVE.idle_seconds,
+    energy: Energy = SERVE.energy,
+    interval_ms: IntervalMs = SERVE.interval_ms,
+    require_energy: RequireEnergy = SERVE.require_energy,
+    frequency: Frequency = SERVE.frequency,
+    slo_ms: SloMs = SERVE.slo_ms,
+    runs: Runs = SERVE.runs,
+    requests: TuneRequests = SERVE.requests,
+    max_batch_size: MaxBatchSize = SERVE.max_batch_size,
+    arrival: Arrival = SERVE.arrival,
+    seed: Seed = SERVE.seed,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Results folder (default: greenray-results/live-TIME).")
+    ] = None,
+    address: Address = None,
+) -> None:
+    """Serve a model over HTTP on Ray Serve until Ctrl-C: POST /predict (JPEG/PNG), GET /metrics
+    (Prometheus), GET /healthz; every batch is appended to DIR/batches.parquet as it ends."""
+    from greenray.serve.server import Server
+    from greenray.ui import bars, print_serving, print_stopped, print_tuned
+
+    config = ServeConfig.from_flat(settings(ctx, ServeConfig))
+    server = Server(config, out_dir or _results("live"), address=address, say=say)
+    try:
+        with bars() as progress:
+            server.progress = progress
+            server.start()
+    except KeyboardInterrupt:
+        err.print(f"interrupted before serving; what was stored is in {server.out}")
+        raise typer.Exit(130) from None
+    if server.tuned is not None:
+        print_tuned(server.tuned, server.out / "tune")
+    print_serving(server)
+    print_stopped(server.serve_until_interrupted())
+
+
+@app.command("serve-tune")
+@user_errors
+def serve_tune(
+    ctx: typer.Context,
+    model: Model = TUNE.model,
+    frequency: Frequency = TUNE.frequency,
+    slo_ms: SloMs = TUNE.slo_ms,
+    runs: Runs = TUNE.runs,
+    requests: TuneRequests = TUNE.requests,
+    max_batch_size: MaxBatchSize = TUNE.max_batch_size,
+    arrival: Arrival = TUNE.arrival,
+    seed: Seed = TUNE.seed,
+    replicas: Replicas = TUNE.replicas,
+    replica_cpus: ReplicaCpus = TUNE.replica_cpus,
+    ingress_replicas: IngressReplicas = TUNE.ingress_replicas,
+    ingress_cpus: IngressCpus = TUNE.ingress_cpus,
+    warmup_batches: WarmupBatches = TUNE.warmup_batches,
+    warmup_batch_size: WarmupBatchSize = TUNE.warmup_batch_size,
+    weights: Weights = TUNE.weights,
+    precision: Precision = TUNE.precision,
+    device: Device = TUNE.device,
+    image_size: ImageSize = TUNE.image_size,
+    preprocess_in_window: PreprocessInWindow = TUNE.preprocess_in_window,
+    idle_seconds: IdleSeconds = TUNE.idle_seconds,
+    energy: Energy = TUNE.energy,
+    interval_ms: IntervalMs = TUNE.interval_ms,
+    require_energy: RequireEnergy = TUNE.require_energy,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Results folder (default: greenray-results/tune-TIME).")
+    ] = None,
+    address: Address = None,
+) -> None:
+    """Find the batching policy (cap and max wait) with the least energy per image whose p99 at
+    --frequency stays under --slo-ms, by live runs on one deployment; every run is stored."""
+    from greenray.serve.server import serve_tune as tune
+    from greenray.ui import bars, print_tuned
+
+    config = PolicyTuneConfig.from_flat(settings(ctx, PolicyTuneConfig))
+    folder = out_dir or _results("tune")
+    try:
+        with bars() as progress:
+            result = tune(config, folder, address=address, progress=progress)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: the runs that ended are in {folder}")
+        raise typer.Exit(130) from None
+    print_tuned(result, folder)
+    if result.best is None:
+        raise UsageError(
+            f"no policy kept p99 under {result.slo_ms:g} ms at {result.frequency_hz:g} Hz: raise --slo-ms or "
+            "lower --frequency"
+        )
 
 
 # -------------------------------------------------------------------- report and run

@@ -174,3 +174,75 @@ def runs_table(rows: list[dict], title: str = "serve-bench") -> Table:
     for row in rows:
         table.add_row(*(cell(row.get(key)) for key in RUN_COLUMNS))
     return table
+
+
+# ------------------------------------------------------------------- serve, serve-tune
+
+TUNE_COLUMNS = {
+    "policy": "policy",
+    "energy_per_image_j": "J/image",
+    "idle_free_energy_per_image_j": "idle-free J/image",
+    "p99_ms": "p99 ms",
+    "mean_batch_size": "mean batch",
+    "meets_slo": "meets target",
+}
+
+
+def print_tuned(result, folder) -> None:
+    """A policy search (greenray.serve.policy_tuner.TuneResult): every run, then the choice and
+    its saving against Serve's default policy."""
+    simulated = result.baseline.energy_source == "simulated"
+    label = SIMULATED_LABEL if simulated else ""
+    table = Table(
+        title=f"serve-tune: p99 <= {result.slo_ms:g} ms at {result.frequency_hz:g} Hz"
+        + (" (energy simulated, not measured)" if simulated else "")
+    )
+    for heading in TUNE_COLUMNS.values():
+        table.add_column(heading)
+    for observation in result.observations:
+        values = vars(observation)
+        table.add_row(*(cell(values[key]) for key in TUNE_COLUMNS))
+    out.print(table)
+    base = result.baseline
+    out.print(
+        f"Serve's default ({base.policy}): {cell(base.energy_per_image_j)} J/image{label}, "
+        f"p99 {cell(base.p99_ms)} ms",
+        highlight=False,
+    )
+    if result.best is None:
+        out.print(f"no policy met the target in {result.live_runs} live runs", highlight=False)
+    else:
+        best = result.best
+        saving = "-" if result.saving is None else f"{100 * result.saving:.1f}%"
+        idle_free = (
+            "" if result.idle_free_saving is None else f" ({100 * result.idle_free_saving:.1f}% idle-free)"
+        )
+        out.print(
+            f"chosen: {best.policy}: {cell(best.energy_per_image_j)} J/image{label}, "
+            f"p99 {cell(best.p99_ms)} ms; saves {saving}{idle_free} of Serve's default's energy per image, "
+            f"in {result.live_runs} live runs",
+            highlight=False,
+        )
+    out.print(f"results: {folder}", highlight=False, soft_wrap=True)
+
+
+def print_serving(server) -> None:
+    say(
+        f"serving {server.model.name} with {server.policy} on {server.url}: POST /predict (image/jpeg "
+        f"or image/png), GET /metrics, GET /healthz; batches go to {server.out / 'batches.parquet'}; "
+        "Ctrl-C stops"
+    )
+
+
+def print_stopped(summary) -> None:
+    label = SIMULATED_LABEL if summary.energy_source == "simulated" else ""
+    energy = (
+        "energy not measured"
+        if summary.batch_energy_j is None
+        else f"{summary.batch_energy_j:.4g} J in batches{label}"
+    )
+    say(
+        f"stopped: {summary.images} images in {summary.batches} batches, {energy}; "
+        f"batches in {summary.out / 'batches.parquet'}"
+        + (f" ({summary.dropped} older batch records were dropped by replicas)" if summary.dropped else "")
+    )

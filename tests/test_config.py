@@ -10,15 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from greenray.cli import hpo, mutate, serve_bench
-from greenray.config import BenchConfig, MutateConfig, StudyConfig
+from greenray.cli import hpo, mutate, serve, serve_bench, serve_tune
+from greenray.config import BenchConfig, MutateConfig, PolicyTuneConfig, ServeConfig, StudyConfig
 from greenray.errors import UsageError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "greenray"
 INVOCATION = {"ctx", "out_dir", "resume", "address"}  # where and how to run, not what
 
 
-@pytest.mark.parametrize("config", [StudyConfig, BenchConfig, MutateConfig])
+COMMANDS = (
+    (hpo, StudyConfig),
+    (serve_bench, BenchConfig),
+    (mutate, MutateConfig),
+    (serve, ServeConfig),
+    (serve_tune, PolicyTuneConfig),
+)
+CONFIGS = [config for _, config in COMMANDS]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
 def test_flat_names_are_unique_and_round_trip(config):
     flat = config().flat()
     assert len(flat) == len(config.flat_paths())
@@ -38,7 +48,7 @@ def test_a_changed_setting_lands_in_its_nested_config():
 def test_each_command_has_a_default_per_setting_and_they_agree(monkeypatch):
     import inspect
 
-    for command, config in ((hpo, StudyConfig), (serve_bench, BenchConfig), (mutate, MutateConfig)):
+    for command, config in COMMANDS:
         params = inspect.signature(command).parameters
         names = set(params) - INVOCATION
         assert names == set(config.flat_paths()), command.__name__
@@ -48,6 +58,23 @@ def test_each_command_has_a_default_per_setting_and_they_agree(monkeypatch):
             if isinstance(default, str) and not isinstance(defaults[name], str):
                 default = config.from_flat({name: default}).flat()[name]  # "16,32" for a list
             assert default == defaults[name], name
+
+
+def test_a_serve_policy_is_auto_or_a_policy_and_the_search_runs_as_serve_bench_runs():
+    config = ServeConfig.from_flat({"policy": "AUTO", "port": 8080, "frequency": 32, "slo_ms": 50})
+    assert config.policy == "auto" and config.batch_policy is None
+    assert str(ServeConfig.from_flat({"policy": "fixed:8@5"}).batch_policy) == "fixed:8@5"
+    with pytest.raises(UsageError, match="--policy 'fixed:0' is not auto or a batching policy"):
+        ServeConfig.from_flat({"policy": "fixed:0"})
+    with pytest.raises(UsageError, match="--port 70000 is not a TCP port"):
+        ServeConfig.from_flat({"port": 70000})
+    with pytest.raises(UsageError, match="--runs 1 is not a whole number of at least 2"):
+        PolicyTuneConfig.from_flat({"runs": 1})
+    tune = PolicyTuneConfig.from_flat({"model": "vit", "ingress_replicas": 2, "energy": "simulated"})
+    bench = tune.target.bench(tune.deploy)
+    assert bench.models == ("vit",) and bench.frequencies == (tune.target.frequency,)
+    assert bench.ingress_replicas == 2 and bench.energy.backend == "simulated"
+    assert BenchConfig().ingress_replicas == 0  # serve-bench keeps the study's path unless asked
 
 
 def test_the_hpo_resume_of_an_unrelated_study_json_is_one_sentence(tmp_path):

@@ -26,6 +26,7 @@ from greenray.config.policy import (
     PolicyError,
     parse_policy,
 )
+from greenray.config.serving import AUTO, DeployConfig, PolicyTuneConfig, ServeConfig, TargetConfig
 from greenray.config.vocab import (
     ADAM_PARAMS,
     ARRIVALS,
@@ -49,6 +50,7 @@ from greenray.config.vocab import (
 
 __all__ = [
     "ADAM_PARAMS",
+    "AUTO",
     "ARRIVALS",
     "COMMAND",
     "DATASETS",
@@ -72,16 +74,20 @@ __all__ = [
     "BatchPolicy",
     "BenchConfig",
     "Config",
+    "DeployConfig",
     "EnergyConfig",
     "LeversConfig",
     "MutateConfig",
     "MutationConfig",
     "PolicyError",
+    "PolicyTuneConfig",
     "ResourceConfig",
     "SearchConfig",
+    "ServeConfig",
     "ServingConfig",
     "Source",
     "StudyConfig",
+    "TargetConfig",
     "TrialConfig",
     "adam_count",
     "canonical_net",

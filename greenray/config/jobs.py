@@ -328,6 +328,7 @@ class BenchConfig(Config):
         "policies": "--policy",
         "frequencies": "--frequency",
         "replica_cpus": "--cpus-per-replica",
+        "ingress_cpus": "--cpus-per-ingress",
     }
 
     models: Annotated[tuple[Text, ...], Listed, Unique] = ("convnext",)
@@ -342,5 +343,9 @@ class BenchConfig(Config):
     seed: WholeNumber = 0  # seeds the arrivals and the images
     replicas: Count = 1  # one per GPU with --device cuda
     replica_cpus: Positive = 0.5  # CPUs Ray reserves per replica
+    # 0: the load generator calls the model replicas itself (the study's path); N: through N
+    # ingress replicas that validate and group requests for them (greenray.serve.ingress)
+    ingress_replicas: WholeNumber = 0
+    ingress_cpus: Positive = 0.25  # CPUs Ray reserves per ingress replica
     serving: ServingConfig = ServingConfig()
     energy: EnergyConfig = EnergyConfig(idle_seconds=5.0)

@@ -1,8 +1,19 @@
 """Results: one schema (`schema`), a store that writes rows atomically as they arrive (`store`),
-and the provenance of every folder (`provenance`)."""
+a table a long-running server appends to at a bounded cost (`log`), and the provenance of every
+folder (`provenance`)."""
 
+from greenray.results.log import TableLog
 from greenray.results.provenance import run_record, versions
-from greenray.results.schema import ENERGY_COLUMNS, FAILED, INDEX, OK, PARQUET_ONLY, STOPPED, TABLES
+from greenray.results.schema import (
+    ENERGY_COLUMNS,
+    FAILED,
+    INDEX,
+    OK,
+    PARQUET_ONLY,
+    SERVED_BATCH_TYPES,
+    STOPPED,
+    TABLES,
+)
 from greenray.results.store import ResultsError, ResultStore, atomic_write, read_table
 
 __all__ = [
@@ -11,8 +22,10 @@ __all__ = [
     "INDEX",
     "OK",
     "PARQUET_ONLY",
+    "SERVED_BATCH_TYPES",
     "STOPPED",
     "TABLES",
+    "TableLog",
     "ResultStore",
     "ResultsError",
     "atomic_write",

@@ -133,6 +133,31 @@ TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+# A live server's batches (greenray serve: DIR/batches.parquet/, a folder of part files, see
+# greenray.results.log): the bench's batch columns, each with the type every part is written in.
+SERVED_BATCH_TYPES: dict[str, str] = {
+    "run_id": "string",  # the server session
+    "replica": "int64",
+    "batch_id": "int64",
+    "size": "int64",
+    "started_s": "float64",
+    "ended_s": "float64",
+    "compute_s": "float64",
+    "queue_wait_max_s": "float64",
+    "queue_wait_mean_s": "float64",
+    "energy_j": "float64",
+    "idle_free_energy_j": "float64",
+    "uncertainty_j": "float64",
+    "peak_power_w": "float64",
+    "power_field": "string",
+    "energy_source": "string",
+    "in_run": "bool",
+    "preprocess_in_window": "bool",
+    "model": "string",
+    "policy": "string",
+    "node": "string",
+}
+
 # What a folder's table must hold to be analysed at all; the rest of its schema (TABLES) only
 # feeds some statistics, and a folder that lacks some of it says so and is still read.
 NEEDED = {

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from greenray.config import BatchPolicy, BenchConfig
+from greenray.config import BatchPolicy, BenchConfig, EnergyConfig
 from greenray.energy import EnergyRequestError
 from greenray.errors import UsageError
 from greenray.results import OK, ResultStore, run_record
 from greenray.serve import rows, zoo
 from greenray.serve.loadgen import error_line
-from greenray.serve.replicas import Replicas
+from greenray.serve.replicas import IngressOptions, Replicas
 from greenray.serve.run import serve_run
 
 BENCH_FILE = "bench"  # DIR/bench.json
@@ -34,14 +35,15 @@ NOTES = {
 
 
 @dataclass
-class _Model:
-    """What every run of one model shares."""
+class ServedModel:
+    """One deployed model, ready for runs: what every run of it shares."""
 
     name: str
     replicas: Replicas
     infos: list[dict]
     images: list
     filler: np.ndarray
+    about: dict  # what bench.json (or tune.json, serve.json) says of it
 
 
 def run_bench(
@@ -55,12 +57,11 @@ def run_bench(
 
     models = [zoo.resolve(m) for m in config.models]
     progress = progress if progress is not None else Progress(disable=True)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder: give a folder for the results")
+    check_out(out)
     if address is None:  # a local replica sees this machine: say now what it would say later
-        _check_here(config)
+        check_here(config.serving.device, config.energy)
     connect(address)
-    device = resolve_device(config)
+    device = resolve_device(config.serving.device, config.replicas)
     zoo.check_precision(config.serving.precision, device)
     store = ResultStore(out)
     earlier = (store.read_json(BENCH_FILE) or {}).get("models", {}) if resume else {}
@@ -81,39 +82,67 @@ def bench_model(
     if not combos:
         progress.console.print(f"{model}: every run is already in {store.root}, skipped")
         return []
-    serving = config.serving.model_copy(update={"device": device})
-    status = progress.add_task(f"{model}: starting {config.replicas} replica(s)", total=None)
-    num_gpus = 1 if device == "cuda" else 0
-    replicas = Replicas.deploy(
-        model, serving, config.energy, config.replicas, num_cpus=config.replica_cpus, num_gpus=num_gpus
-    )
+    replicas = deploy(model, config, device)
     try:
-        infos = replicas.call("info")
-        _check_replicas(infos, config)
-        for info in infos:
-            if info["notice"]:
-                progress.console.print(f"[yellow]notice:[/] {info['notice']}")
-        progress.update(status, description=f"{model}: idle baseline ({config.energy.idle_seconds:g} s)")
-        baselines = replicas.call("measure_idle", config.energy.idle_seconds)
-        progress.update(status, description=f"{model}: warm-up, {config.warmup_batches} batches")
-        warmup_s = replicas.call("warmup", config.warmup_batches, config.warmup_batch_size)
-        about["models"][model] = {
-            "replicas": infos,
-            "idle_baseline_w": baselines,
-            "warmup_s": warmup_s,
-            "warmup": f"{config.warmup_batches} batches of {config.warmup_batch_size}",
-        }
+        target = ready(model, replicas, config, progress)
+        about["models"][model] = target.about
         store.write_json(BENCH_FILE, about)
-        progress.remove_task(status)
-        images, filler = image_pool(infos[0]["image_size"], config.seed)
-        target = _Model(model, replicas, infos, images, filler)
         return [bench_run(target, config, store, progress, f, p) for f, p in combos]
     finally:
         replicas.delete()
 
 
+def ready(model: str, replicas: Replicas, config: BenchConfig, progress) -> ServedModel:
+    """Check the deployed replicas, measure their idle baseline and warm them up."""
+    status = progress.add_task(f"{model}: starting {config.replicas} replica(s)", total=None)
+    infos = replicas.call("info")
+    _check_replicas(infos, config)
+    for info in infos:
+        if info["notice"]:
+            progress.console.print(f"[yellow]notice:[/] {info['notice']}")
+    progress.update(status, description=f"{model}: idle baseline ({config.energy.idle_seconds:g} s)")
+    baselines = replicas.call("measure_idle", config.energy.idle_seconds)
+    progress.update(status, description=f"{model}: warm-up, {config.warmup_batches} batches")
+    warmup_s = replicas.call("warmup", config.warmup_batches, config.warmup_batch_size)
+    progress.remove_task(status)
+    images, filler = image_pool(infos[0]["image_size"], config.seed)
+    about = {
+        "replicas": infos,
+        "idle_baseline_w": baselines,
+        "warmup_s": warmup_s,
+        "warmup": f"{config.warmup_batches} batches of {config.warmup_batch_size}",
+        "ingress_replicas": config.ingress_replicas,
+    }
+    return ServedModel(model, replicas, infos, images, filler, about)
+
+
+def deploy(
+    model: str, config: BenchConfig, device: str, *, ingress: IngressOptions | None = None
+) -> Replicas:
+    """The model's replicas on `device` (cpu or cuda: one GPU each), behind
+    config.ingress_replicas ingress replicas when there are any (or behind `ingress`)."""
+    serving = config.serving.model_copy(update={"device": device})
+    if ingress is None and config.ingress_replicas:
+        ingress = IngressOptions(config.ingress_replicas, config.ingress_cpus)
+    return Replicas.deploy(
+        model,
+        serving,
+        config.energy,
+        config.replicas,
+        num_cpus=config.replica_cpus,
+        num_gpus=1 if device == "cuda" else 0,
+        ingress=ingress,
+    )
+
+
 def bench_run(
-    model: _Model, config: BenchConfig, store: ResultStore, progress, frequency: float, policy: BatchPolicy
+    model: ServedModel,
+    config: BenchConfig,
+    store: ResultStore,
+    progress,
+    frequency: float,
+    policy: BatchPolicy,
+    resume_hint: str = "continue with --resume",
 ) -> dict:
     """One run, its rows stored as soon as it ends; a replica that dies fails the run (stored
     as failed) and ends the bench with one sentence."""
@@ -138,7 +167,7 @@ def bench_run(
         store.append("runs", [rows.failed_row(key, config, error)])
         raise UsageError(
             f"the replica failed during {label} ({error}); the runs before it are in {store.root}: "
-            "continue with --resume"
+            + resume_hint
         ) from None
     progress.update(task, completed=config.requests)
     requests = rows.request_rows(key, result)
@@ -150,17 +179,16 @@ def bench_run(
     return run
 
 
-def resolve_device(config: BenchConfig) -> str:
+def resolve_device(device: str, replicas: int) -> str:
     """cpu or cuda: `auto` is cuda where the Ray cluster has a GPU."""
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
-    device = config.serving.device
     if device == "auto":
         return "cuda" if gpus >= 1 else "cpu"
-    if device == "cuda" and gpus < config.replicas:
+    if device == "cuda" and gpus < replicas:
         raise UsageError(
-            f"--device cuda needs {config.replicas} GPU(s) in the Ray cluster, which has {gpus:g}; "
+            f"--device cuda needs {replicas} GPU(s) in the Ray cluster, which has {gpus:g}; "
             "use --device cpu or fewer --replicas"
         )
     return device
@@ -177,6 +205,8 @@ def done_runs(store: ResultStore, config: BenchConfig) -> set[tuple[str, str, fl
         & (runs["arrival"] == config.arrival)
         & (runs["requests"] == config.requests)
         & (runs["preprocess_in_window"] == config.serving.preprocess_in_window)
+        # folders from before ingress replicas existed ran without them
+        & (runs.get("ingress_replicas", pd.Series(0, index=runs.index)).fillna(0) == config.ingress_replicas)
     )
     return {(r.model, r.policy, float(r.frequency_hz)) for r in runs[same].itertuples()}
 
@@ -189,14 +219,19 @@ def image_pool(size: int, seed: int) -> tuple[list, np.ndarray]:
     return images, np.zeros((3, size, size), dtype=np.uint8)
 
 
-def _check_here(config: BenchConfig) -> None:
+def check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder: give a folder for the results")
+
+
+def check_here(device: str, energy: EnergyConfig) -> None:
     """What a local replica would refuse, said before anything starts."""
     import torch
 
-    if config.serving.device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda needs a GPU, but torch sees none here; use --device cpu or auto")
     try:
-        config.energy.open_meter(quiet=True).close()
+        energy.open_meter(quiet=True).close()
     except EnergyRequestError as exc:
         raise UsageError(str(exc)) from None
 

@@ -1,19 +1,35 @@
-"""The replicas of one model: one Serve application of one replica per device, each measuring its
-own device. Requests go round robin; control calls go to all."""
+"""The replicas of one model: one ModelServer per device, each measuring its own device. Without
+an ingress each is a Serve application of its own and requests go to them round robin; with one
+(`Ingress`), a single application holds the ingress replicas, the model replicas and the metrics
+hub, and requests go to the ingress, which groups them for the model replicas. Control calls go
+to every model replica."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 
 from greenray.config import EnergyConfig, ServingConfig
 
 
+@dataclass(frozen=True)
+class IngressOptions:
+    """Ingress replicas in front of the model replicas, and whether Serve takes HTTP for them."""
+
+    replicas: int
+    cpus: float = 0.25
+    max_queue: int | None = None  # admitted requests over all ingress replicas; None: no limit
+    http: dict | None = None  # Serve's http_options ({"host", "port"}); None: handles only
+
+
 class Replicas:
-    def __init__(self, handles: list, app_names: list[str]) -> None:
-        self.handles = handles
+    def __init__(self, handles: list, app_names: list[str], ingress=None, hub=None) -> None:
+        self.handles = handles  # one per model replica
         self.app_names = app_names
+        self.ingress = ingress  # the ingress deployment's handle, if there is one
+        self.hub = hub  # and its hub's (greenray.serve.app.Hub)
 
     @classmethod
     def deploy(
@@ -25,16 +41,22 @@ class Replicas:
         *,
         num_cpus: float,
         num_gpus: float,
+        ingress: IngressOptions | None = None,
     ) -> Replicas:
         from ray import serve
 
         from greenray.serve.deployment import SERVE_LOGGING, server_app
 
-        # Requests come through handles only: no HTTP proxy; Serve logs warnings only (its
-        # driver logger is set up when ray.serve is imported, so only now can it be quieted).
+        # Serve logs warnings only (its driver logger is set up when ray.serve is imported, so
+        # only now can it be quieted).
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        serve.start(proxy_location="Disabled", logging_config=SERVE_LOGGING)
+        if ingress is not None and ingress.http is not None:
+            serve.start(http_options=ingress.http, logging_config=SERVE_LOGGING)
+        else:  # requests come through handles only: no HTTP proxy
+            serve.start(proxy_location="Disabled", logging_config=SERVE_LOGGING)
         tag = uuid.uuid4().hex[:6]
+        if ingress is not None:
+            return cls._deploy_with_ingress(model, serving, energy, count, num_cpus, num_gpus, ingress, tag)
         handles, names = [], []
         for index in range(count):
             name = f"greenray-{tag}-{index}"
@@ -44,6 +66,30 @@ class Replicas:
             handles.append(serve.run(app, name=name, route_prefix=None))
             names.append(name)
         return cls(handles, names)
+
+    @classmethod
+    def _deploy_with_ingress(
+        cls, model, serving, energy, count, num_cpus, num_gpus, ingress, tag
+    ) -> Replicas:
+        from ray import serve
+
+        from greenray.serve.app import HUB, serving_app
+
+        name = f"greenray-{tag}"
+        app = serving_app(
+            model,
+            serving,
+            energy,
+            replicas=count,
+            replica_cpus=num_cpus,
+            num_gpus=num_gpus,
+            ingress_replicas=ingress.replicas,
+            ingress_cpus=ingress.cpus,
+            max_queue=ingress.max_queue,
+        )
+        front = serve.run(app, name=name, route_prefix="/" if ingress.http is not None else None)
+        handles = [serve.get_deployment_handle(f"{model}-{i}", app_name=name) for i in range(count)]
+        return cls(handles, [name], ingress=front, hub=serve.get_deployment_handle(HUB, app_name=name))
 
     def __len__(self) -> int:
         return len(self.handles)
@@ -56,7 +102,10 @@ class Replicas:
         return list(await asyncio.gather(*(getattr(h, method).remote(*args) for h in self.handles)))
 
     def send(self, request_id: int, image):
-        """Request `request_id` to replica request_id mod N; returns Serve's response (awaitable)."""
+        """Request `request_id`: through the ingress when there is one, else to model replica
+        request_id mod N; returns Serve's response (awaitable)."""
+        if self.ingress is not None:
+            return self.ingress.infer.remote(image, request_id=request_id)
         return self.handles[request_id % len(self.handles)].remote(image, request_id=request_id)
 
     def delete(self) -> None:

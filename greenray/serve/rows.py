@@ -37,6 +37,7 @@ def common(key: RunKey, config: BenchConfig, infos: list[dict]) -> dict:
         "frequency_hz": key.frequency_hz,
         "arrival": config.arrival,
         "preprocess_in_window": config.serving.preprocess_in_window,
+        "ingress_replicas": config.ingress_replicas,
     }
 
 
@@ -56,13 +57,18 @@ def batch_rows(key: RunKey, config: BenchConfig, result: RunResult) -> list[dict
 
 
 def request_rows(key: RunKey, result: RunResult) -> list[dict]:
-    """Every request as the caller timed it, joined with the replica's times of its batch."""
-    n = len(result.records)
+    """Every request as the caller timed it, joined with the replica's times of its batch (the
+    replica that took it: round robin without an ingress, the ingress's choice with one)."""
     batches = {(b["replica"], b["batch_id"]): b for b in _tagged_batches(result)}
+    taken = {
+        request_id: (replica, enqueued, batch_id)
+        for replica, records in enumerate(result.records)
+        for request_id, (enqueued, batch_id) in records["requests"].items()
+    }
+    n = len(result.records)
     rows = []
     for timing in result.timings:
-        replica = timing.request_id % n
-        enqueued, batch_id = result.records[replica]["requests"].get(timing.request_id, (None, None))
+        replica, enqueued, batch_id = taken.get(timing.request_id, (timing.request_id % n, None, None))
         batch = batches.get((replica, batch_id), {})
         rows.append(
             {
@@ -97,6 +103,7 @@ def replica_rows(key: RunKey, config: BenchConfig, infos: list[dict], result: Ru
             "served": end.served,
             "batches": end.batches,
             "idle_w": end.energy.idle_w,
+            "overhead_cpu_per_image_ms": overhead_ms(end.cpu_s - end.batch_cpu_s, end.served),
         }
         | end.energy.to_row()
         for i, end in enumerate(result.ends)
@@ -147,6 +154,10 @@ def run_row(
             "batches": len(counted),
             "mean_batch_size": _mean([b["size"] for b in counted]),
             "idle_w": sum_or_none(end.energy.idle_w for end in result.ends),
+            # the model replicas' CPU outside their forward passes, per served image
+            "overhead_cpu_per_image_ms": overhead_ms(
+                sum(end.cpu_s - end.batch_cpu_s for end in result.ends), total_served
+            ),
         }
         | energy.to_row()
     )
@@ -170,6 +181,12 @@ def failed_row(key: RunKey, config: BenchConfig, error: str) -> dict:
 
 def _tagged_batches(result: RunResult) -> list[dict]:
     return [b | {"replica": r} for r, records in enumerate(result.records) for b in records["batches"]]
+
+
+def overhead_ms(cpu_s: float, served: int) -> float | None:
+    """Milliseconds of a model replica's CPU outside its batch windows per served image: what
+    Serve's request path, the batch queue and the bookkeeping cost its process."""
+    return cpu_s / served * 1000.0 if served else None
 
 
 def _per(value: float | None, count: float | None) -> float | None:

@@ -191,3 +191,10 @@ def _reachable(url: str, timeout_s: float = NETWORK_PROBE_S) -> bool:
     thread.start()
     thread.join(timeout_s)
     return bool(answer and answer[0])
+
+
+def categories(name: str) -> list[str]:
+    """The class names of a model's default torchvision weights, in class-index order."""
+    from torchvision import models
+
+    return list(models.get_model_weights(resolve(name)).DEFAULT.meta["categories"])

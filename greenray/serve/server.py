@@ -1,0 +1,338 @@
+"""The long-running commands: `greenray serve` (a Serve application over HTTP until Ctrl-C, every
+batch appended to DIR/batches.parquet as the server goes) and `greenray serve-tune` (the policy
+search on a running deployment, its runs stored as serve-bench stores them).
+
+A server's batches: the driver takes each model replica's new batch records every FLUSH_S and
+appends them to DIR/batches.parquet/ (greenray.results.TableLog: a folder of part files, each
+append rewriting at most one part). Ctrl-C flushes what is left before the server goes. If the
+driver is killed outright, the batches of its last FLUSH_S are lost (they are still in the
+replicas, which die with it); a replica that dies loses those of its last FLUSH_S."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from greenray.config import (
+    BatchPolicy,
+    BenchConfig,
+    DeployConfig,
+    PolicyTuneConfig,
+    ServeConfig,
+    TargetConfig,
+)
+from greenray.energy import combined_source, sum_or_none
+from greenray.errors import UsageError
+from greenray.results import SERVED_BATCH_TYPES, ResultStore, TableLog, run_record
+from greenray.serve import zoo
+from greenray.serve.bench import ServedModel, bench_run, check_here, check_out, deploy, ready, resolve_device
+from greenray.serve.loadgen import error_line
+from greenray.serve.policy_tuner import TuneResult, tune_policy
+from greenray.serve.replicas import IngressOptions
+
+log = logging.getLogger("greenray.serve")
+
+FLUSH_S = 1.0  # how often a server appends its new batches to DIR/batches.parquet
+SERVE_FILE, TUNE_FILE = "serve", "tune"  # DIR/serve.json, DIR/tune.json
+BATCH_SCHEMA = pa.schema([(name, kind) for name, kind in SERVED_BATCH_TYPES.items()])
+NOTES = {
+    "batches": "DIR/batches.parquet is a folder of part files (pd.read_parquet reads it whole); the driver "
+    f"appends every model replica's new batches every {FLUSH_S:g} s and on Ctrl-C: a driver killed outright "
+    f"loses at most its last {FLUSH_S:g} s of batches",
+    "energy": "energy_j of a batch: its window's Joules from the power samples; a /predict answer's "
+    "energy_j is its batch's over its size",
+    "tune": "with --policy auto, DIR/tune/ holds the search's runs as serve-bench stores them",
+}
+
+
+@dataclass
+class ServeSummary:
+    """What a server did before it stopped."""
+
+    url: str
+    policy: str
+    batches: int
+    images: int
+    batch_energy_j: float | None
+    energy_source: str
+    dropped: int  # batch records the replicas could not hold for a late flush
+    out: Path
+
+
+class Server:
+    """`greenray serve` as an object: `start()` deploys and warms up (and tunes, for --policy
+    auto), `flush()` appends new batches to DIR/batches.parquet, `stop()` flushes and deletes
+    the application; `serve_until_interrupted()` is the command's loop."""
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        out: Path,
+        *,
+        address: str | None = None,
+        progress=None,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        from rich.progress import Progress
+
+        self.config, self.out, self.address, self.say = config, Path(out), address, say
+        self.progress = progress if progress is not None else Progress(disable=True)
+        self.session = uuid.uuid4().hex[:12]
+        self.model: ServedModel | None = None
+        self.policy: BatchPolicy | None = config.batch_policy
+        self.tuned: TuneResult | None = None
+        self._log: TableLog | None = None
+        self._counts = {"batches": 0, "images": 0, "dropped": 0}
+        self._energy: float | None = 0.0
+        self._sources: set[str] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.config.port}"
+
+    def start(self) -> None:
+        deploy_config = self.config.deploy
+        check_out(self.out)
+        self._log = TableLog(self.out, "batches", BATCH_SCHEMA)
+        if self.address is None:
+            check_here(deploy_config.serving.device, deploy_config.energy)
+            check_port(self.config.host, self.config.port)
+            if self.policy is None:
+                check_tunable(deploy_config)
+        bench = self.config.target.bench(deploy_config)
+        device, replicas = _deploy(
+            deploy_config,
+            bench,
+            self.address,
+            IngressOptions(
+                deploy_config.ingress_replicas,
+                deploy_config.ingress_cpus,
+                max_queue=self.config.max_queue,
+                http={"host": self.config.host, "port": self.config.port},
+            ),
+        )
+        try:
+            self.model = ready(zoo.resolve(deploy_config.model), replicas, bench, self.progress)
+            about = run_record("serve", self.config, device=device, out=str(self.out), notes=NOTES)
+            about |= {"session": self.session, "model": self.model.about, "url": self.url}
+            if self.policy is None:
+                check_measured(self.model)
+                self.tuned = search_policy(
+                    self.model, bench, self.config.target, self.out / "tune", self.progress, about
+                )
+                self.policy = _chosen(self.tuned)
+            about["policy"] = str(self.policy)
+            ResultStore(self.out).write_json(SERVE_FILE, about)
+            replicas.call("set_policy", self.policy.max_batch_size, self.policy.batch_wait_timeout_s)
+            replicas.call("begin_serving")
+            replicas.hub.open.remote().result()  # HTTP requests were refused (503) until now
+        except BaseException:
+            _delete(replicas)
+            raise
+
+    def flush(self) -> int:
+        """Append the batches every model replica ran since the last flush; returns how many."""
+        rows = []
+        for replica, taken in enumerate(self.model.replicas.call("take_journal")):
+            self._counts["dropped"] += taken["dropped"]
+            node = self.model.infos[replica]["node"]
+            for batch in taken["batches"]:
+                rows.append(
+                    batch
+                    | {
+                        "run_id": self.session,
+                        "replica": replica,
+                        "model": self.model.name,
+                        "policy": str(self.policy),
+                        "preprocess_in_window": self.config.deploy.serving.preprocess_in_window,
+                        "node": node,
+                    }
+                )
+                self._counts["images"] += batch["size"]
+                self._energy = sum_or_none([self._energy, batch["energy_j"]])
+                self._sources.add(batch["energy_source"])
+        if rows:
+            self._log.append(rows)
+            self._counts["batches"] += len(rows)
+        return len(rows)
+
+    def stop(self) -> ServeSummary:
+        """Flush the last batches and delete the application."""
+        if self.model is not None:
+            try:
+                self.flush()
+            finally:
+                # A local Ray ends with this process and takes Serve with it; on a cluster, Serve
+                # (and its HTTP proxies) stop unless other applications run on it.
+                _delete(self.model.replicas, shutdown=self.address is not None)
+        return ServeSummary(
+            url=self.url,
+            policy=str(self.policy),
+            batches=self._counts["batches"],
+            images=self._counts["images"],
+            batch_energy_j=self._energy if self._counts["batches"] else None,
+            energy_source=combined_source(self._sources) if self._sources else "none",
+            dropped=self._counts["dropped"],
+            out=self.out,
+        )
+
+    def serve_until_interrupted(self) -> ServeSummary:
+        """Flush every FLUSH_S until Ctrl-C (or SIGTERM: `kill`, `docker stop`, systemd), then
+        stop; a second signal waits for the last flush. A flush that fails (a model replica
+        Serve is restarting) is said once and tried again."""
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        failing = False
+        try:
+            while True:
+                time.sleep(FLUSH_S)
+                try:
+                    self.flush()
+                    failing = False
+                except Exception as exc:  # Ray raises many types for a replica that is gone
+                    if not failing:
+                        log.warning(
+                            "could not take the replicas' batches (%s); trying again", error_line(exc)
+                        )
+                    failing = True
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        with _ignoring_signals():
+            return self.stop()
+
+
+def serve_tune(
+    config: PolicyTuneConfig, out: Path, *, address: str | None = None, progress=None
+) -> TuneResult:
+    """`greenray serve-tune`: deploy, warm up, search, store every run in `out`."""
+    from rich.progress import Progress
+
+    progress = progress if progress is not None else Progress(disable=True)
+    check_out(out)
+    if address is None:
+        check_here(config.deploy.serving.device, config.deploy.energy)
+        check_tunable(config.deploy)
+    bench = config.target.bench(config.deploy)
+    ingress = IngressOptions(config.deploy.ingress_replicas, config.deploy.ingress_cpus)
+    device, replicas = _deploy(config.deploy, bench, address, ingress)
+    try:
+        model = ready(zoo.resolve(config.deploy.model), replicas, bench, progress)
+        check_measured(model)
+        about = run_record("serve-tune", config, device=device, out=str(out), model=model.about)
+        return search_policy(model, bench, config.target, out, progress, about)
+    finally:
+        _delete(replicas)
+
+
+def _deploy(deploy_config: DeployConfig, bench: BenchConfig, address: str | None, ingress: IngressOptions):
+    from greenray.ray_setup import connect
+
+    connect(address)
+    device = resolve_device(deploy_config.serving.device, deploy_config.replicas)
+    zoo.check_precision(deploy_config.serving.precision, device)
+    model = zoo.resolve(deploy_config.model)
+    return device, deploy(model, bench, device, ingress=ingress)
+
+
+def search_policy(
+    model: ServedModel, bench: BenchConfig, target: TargetConfig, out: Path, progress, about: dict
+) -> TuneResult:
+    """Search `target`'s policy by live runs on the deployed `model`, each stored like
+    serve-bench's in `out`, with out/tune.json rewritten after each with the search so far."""
+    store = ResultStore(out)
+    record = dict(about)
+
+    def run(policy: BatchPolicy) -> dict:
+        return bench_run(
+            model, bench, store, progress, target.frequency, policy, resume_hint="run serve-tune again"
+        )
+
+    def keep(result: TuneResult) -> None:
+        record["search"] = result.to_dict()
+        store.write_json(TUNE_FILE, record)
+
+    return tune_policy(run, target, on_observation=keep)
+
+
+def _chosen(result: TuneResult) -> BatchPolicy:
+    from greenray.config import parse_policy
+
+    if result.best is None:
+        raise UsageError(
+            f"no policy kept p99 under {result.slo_ms:g} ms at {result.frequency_hz:g} Hz in "
+            f"{result.live_runs} runs (Serve's default had {result.baseline.p99_ms or float('nan'):.1f} ms): "
+            "raise --slo-ms, lower --frequency, or serve with a --policy of your own"
+        )
+    return parse_policy(result.best.policy)
+
+
+def check_tunable(deploy_config: DeployConfig) -> None:
+    """A search minimises energy per image: say now if nothing here can measure it."""
+    from greenray.energy import EnergyRequestError
+
+    try:
+        with deploy_config.energy.open_meter(quiet=True) as meter:
+            measurable = bool(meter.devices)
+    except EnergyRequestError as exc:
+        raise UsageError(str(exc)) from None
+    if not measurable:
+        raise UsageError(
+            "the policy search minimises energy per image, and nothing here measures energy (no NVML GPU, "
+            "no readable RAPL counter): run where one is, or use --energy simulated (labelled, not measured)"
+        )
+
+
+def check_measured(model: ServedModel) -> None:
+    """The same, for replicas on a cluster's nodes."""
+    for info in model.infos:
+        if not info["energy_devices"]:
+            raise UsageError(
+                f"the policy search minimises energy per image, and nothing on {info['node']} measures "
+                "energy: run where NVML or RAPL is readable, or use --energy simulated (labelled)"
+            )
+
+
+def check_port(host: str, port: int) -> None:
+    """A port another program holds is said now, not as a proxy that never comes up."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise UsageError(
+            f"cannot serve on {host}:{port} ({exc.strerror or exc}): choose another --port or --host"
+        ) from None
+
+
+def _delete(replicas, shutdown: bool = False) -> None:
+    """Delete the application; with `shutdown`, stop Serve (and its HTTP proxies) too if
+    nothing else runs on it."""
+    from ray import serve
+
+    replicas.delete()
+    if shutdown and not serve.status().applications:
+        serve.shutdown()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _ignoring_signals():
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,149 @@
+"""`greenray serve`'s server on a real Ray Serve over real HTTP (urllib, not a Serve handle), on
+the session's local Ray: a tiny model with random weights on the CPU, simulated energy, a queue
+of 4. Answers, refusals, overload and recovery, /metrics against what was sent, and the batches
+file against the answers."""
+
+import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import pytest
+from helpers_http import free_port, image_bytes, request, wait_until_up
+from prometheus_client.parser import text_string_to_metric_families
+
+from greenray.config import ServeConfig
+
+KEYS = {"class", "label", "batch_size", "queue_ms", "compute_ms", "energy_j", "energy_source"}
+
+
+class Client:
+    """Sends to the server and counts what it sent and what came back."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.codes: Counter = Counter()
+
+    def predict(self, body: bytes, content_type: str = "image/jpeg"):
+        status, answer, seconds = request(self.url + "/predict", body, content_type)
+        self.codes[status] += 1
+        return status, answer, seconds
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, tmp_path_factory):
+    from ray import serve
+
+    from greenray.serve.server import Server
+
+    settings = {
+        "model": "shufflenet_x0_5",
+        "weights": "none",
+        "image_size": 32,
+        "device": "cpu",
+        "energy": "simulated",
+        "idle_seconds": 0,
+        "warmup_batches": 1,
+        "policy": "fixed:4@20",
+        "max_queue": 4,
+        "port": free_port(),
+    }
+    running = Server(ServeConfig.from_flat(settings), tmp_path_factory.mktemp("live"))
+    running.start()
+    wait_until_up(running.url)
+    running.client = Client(running.url)
+    yield running
+    running.stop()
+    serve.shutdown()
+
+
+def test_an_image_gets_its_class_and_its_share_of_the_batch_energy(server):
+    for fmt, kind in (("JPEG", "image/jpeg"), ("PNG", "image/png")):
+        status, answer, _ = server.client.predict(image_bytes(fmt), kind)
+        assert status == 200, answer
+        assert set(answer) == KEYS
+        assert isinstance(answer["class"], int) and 0 <= answer["class"] < 1000
+        assert answer["label"] is None  # random weights: the index names nothing
+        assert 1 <= answer["batch_size"] <= 4
+        assert answer["queue_ms"] >= 0 and answer["compute_ms"] > 0
+        assert answer["energy_source"] == "simulated"
+        # the simulated device draws 250 W in a batch: the share is 250 W x compute / size
+        expected = 250.0 * answer["compute_ms"] / 1000 / answer["batch_size"]
+        assert answer["energy_j"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_bad_bodies_get_a_4xx_with_one_line_and_the_next_request_is_served(server):
+    cases = [
+        (b"not an image at all", "image/jpeg", 400),
+        (b"", "image/png", 400),
+        (image_bytes(), "text/plain", 415),
+        (b"\xff" * (20 * 1024 * 1024 + 1), "image/jpeg", 413),
+    ]
+    for body, kind, expected in cases:
+        status, answer, _ = server.client.predict(body, kind)
+        assert status == expected, answer
+        assert set(answer) == {"error"} and "\n" not in answer["error"] and answer["error"]
+    status, answer, _ = server.client.predict(image_bytes(seed=3))
+    assert status == 200 and set(answer) == KEYS
+
+
+def test_a_burst_above_capacity_gets_503s_at_once_and_the_server_recovers(server):
+    bodies = [image_bytes(seed=i) for i in range(48)]
+    with ThreadPoolExecutor(48) as pool:
+        answers = list(pool.map(server.client.predict, bodies))
+    statuses = Counter(status for status, _, _ in answers)
+    assert set(statuses) <= {200, 503} and statuses[503] > 0 and statuses[200] >= 4
+    for status, answer, seconds in answers:
+        if status == 503:
+            assert "retry" in answer["error"]
+            assert seconds < 5.0  # refused on arrival, not after waiting in a backlog
+    for seed in range(3):  # healthy again once the burst is over
+        status, answer, _ = server.client.predict(image_bytes(seed=seed))
+        assert status == 200, answer
+    status, health, _ = request(server.url + "/healthz")
+    assert status == 200 and health["status"] == "ok" and health["inflight"] == 0
+
+
+def samples(text: str) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append(sample)
+    return found
+
+
+def total(found: dict, name: str, **labels) -> float:
+    return sum(s.value for s in found.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_parse_and_count_what_was_sent(server):
+    status, text, _ = request(server.url + "/metrics")
+    assert status == 200
+    found = samples(text)
+    sent = sum(server.client.codes.values())
+    assert sent > 0 and total(found, "greenray_requests_total") == sent
+    for code, count in server.client.codes.items():
+        assert total(found, "greenray_requests_total", code=str(code)) == count
+    assert total(found, "greenray_rejected_requests_total") == server.client.codes[503]
+    assert total(found, "greenray_request_errors_total", reason="content_type") == server.client.codes[415]
+    assert total(found, "greenray_request_duration_seconds_count") == server.client.codes[200]
+    served = server.client.codes[200]
+    assert total(found, "greenray_images_total") == served == total(found, "greenray_batch_size_sum")
+    assert total(found, "greenray_batch_size_count") == total(found, "greenray_batches_total") > 0
+    energy = found["greenray_energy_joules_total"]
+    assert len(energy) == 1 and energy[0].value > 0
+    assert energy[0].labels["energy_source"] == "simulated" and energy[0].labels["device"] == "sim:0"
+    power = found["greenray_power_watts"][0]
+    assert 60.0 <= power.value <= 250.0 and power.labels["replica"] == "0"
+    assert total(found, "greenray_replica_up") == 1
+
+
+def test_every_batch_is_in_the_batches_file_with_its_energy(server):
+    server.flush()
+    batches = pd.read_parquet(server.out / "batches.parquet")
+    assert batches["size"].sum() == server.client.codes[200]
+    assert (batches["size"] <= 4).all() and (batches["policy"] == "fixed:4@20").all()
+    assert batches["energy_j"].to_numpy() == pytest.approx(250.0 * batches["compute_s"].to_numpy(), rel=1e-6)
+    assert batches["batch_id"].is_unique and (batches["energy_source"] == "simulated").all()
+    about = json.loads((server.out / "serve.json").read_text())
+    assert about["policy"] == "fixed:4@20" and about["config"]["max_queue"] == 4
