@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from greenray.errors import UsageError
-from greenray.tune.data import SyntheticSpec, batch_bounds, load, load_on, shuffled_batches
+from greenray.tune.data import SyntheticSpec, _tensor_data, batch_bounds, load, load_on, shuffled_batches
 
 
 def test_digits_split_is_stratified_fixed_and_normalised():
@@ -20,6 +20,22 @@ def test_digits_split_is_stratified_fixed_and_normalised():
     assert np.abs(train_share - test_share).max() < 0.01  # stratified: the same class mix
     assert abs(float(first.train_x.mean())) < 1e-4 and abs(float(first.train_x.std()) - 1) < 1e-2
     assert first.train_x.dtype == torch.float32 and first.train_y.dtype == torch.int64
+
+
+def test_digits_are_scikit_learns_in_its_own_split_order():
+    """The embedded split is scikit-learn's stratified train_test_split, order included (a
+    trial's seeded shuffle draws from that order), and the images its load_digits."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32)[:, None] / 16.0
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, digits.target, test_size=0.2, stratify=digits.target, random_state=0
+    )
+    ours, theirs = load("digits"), _tensor_data("digits", train_x, train_y, test_x, test_y, 10)
+    for field in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(ours, field), getattr(theirs, field)), field
 
 
 def test_synthetic_data_is_seeded_and_takes_any_shape():

@@ -1,6 +1,7 @@
 """`greenray hpo` as a user runs it, a real process each: a Bayesian search stopped after a few
 trials (Ctrl-C), resumed and stopped again (the driver killed), then finished with --resume."""
 
+import io
 import json
 import os
 import re
@@ -29,7 +30,9 @@ def driver_lines(text: str) -> list[str]:
 
 def rows(folder) -> pd.DataFrame:
     path = folder / "trials.parquet"
-    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+    # One read of the bytes: the driver replaces the file (atomically) while this test polls it,
+    # and a reader that opens the path twice could meet two versions.
+    return pd.read_parquet(io.BytesIO(path.read_bytes())) if path.exists() else pd.DataFrame()
 
 
 def stop_after(args: list[str], rows_at_least: int, stop: signal.Signals, out) -> pd.DataFrame:

@@ -1,8 +1,10 @@
 """Scale-out on a local multi-node Ray cluster (ray.cluster_utils.Cluster): two worker nodes
 with one fake GPU each and the simulated energy backend. Trials and replicas must land on every
 node, every row must name its node, energies must add up, and losing a node mid-study must
-lose no result."""
+lose no result. The module stops the session's Ray for a cluster of its own and starts it again
+after."""
 
+import io
 import threading
 import time
 
@@ -92,25 +94,9 @@ def test_serve_bench_spreads_replicas_over_nodes_and_adds_their_energy(cluster, 
     assert run["energy_source"] == "simulated"
 
 
-def test_a_study_spreads_trials_over_every_node_and_says_who_shared_a_gpu(cluster, tmp_path):
-    local, _ = cluster
-    run = start_study(study(), tmp_path, address=local.address, say=lambda *a: None)
-    assert run.complete
-    trials = ResultStore(tmp_path).read("trials")
-    assert len(trials) == 8 and trials["trial_id"].is_unique
-    assert (trials["status"] == "ok").all()
-    assert trials["node_id"].nunique() == WORKERS  # trials ran on every node
-    assert trials["gpu_ids"].notna().all()
-    # half a GPU each: at most two trials on a GPU at once (whether two overlapped is timing)
-    assert set(trials["gpu_sharers_max"]) <= {1, 2}
-    assert (trials["energy_source"] == "simulated").all()
-    # the idle baseline measured per node and device was adopted: idle-free = total - idle W x s
-    idle_free = trials["energy_j"] - 60.0 * trials["seconds"]
-    assert trials["idle_free_energy_j"].to_numpy() == pytest.approx(idle_free.to_numpy())
-    assert (trials["train_energy_j"] <= trials["energy_j"] + 1e-9).all()  # epochs within the trial
-
-
-def test_losing_a_node_mid_study_loses_no_result(cluster, tmp_path):
+def test_a_study_spreads_over_every_node_and_losing_one_mid_study_loses_no_result(cluster, tmp_path):
+    """One study: its first trials fill both nodes (half a GPU each, so two share each GPU);
+    once both nodes have results, one node is removed while the study runs."""
     local, workers = cluster
     victim = workers[0]
     killed_at: list[float] = []
@@ -119,24 +105,36 @@ def test_losing_a_node_mid_study_loses_no_result(cluster, tmp_path):
         deadline = time.time() + 120
         while time.time() < deadline:
             path = tmp_path / "trials.parquet"
-            if path.exists() and len(pd.read_parquet(path)) >= 2:
+            rows = pd.read_parquet(io.BytesIO(path.read_bytes())) if path.exists() else None
+            if rows is not None and rows["node_id"].nunique() == WORKERS:  # both nodes have results
                 local.remove_node(victim, allow_graceful=False)
                 killed_at.append(time.time())
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     killer = threading.Thread(target=kill_when_trials_end, daemon=True)
     killer.start()
-    run = start_study(study(rounds=6, epochs=3), tmp_path, address=local.address, say=lambda *a: None)
+    run = start_study(study(rounds=8, epochs=3), tmp_path, address=local.address, say=lambda *a: None)
     killer.join()
     trials = ResultStore(tmp_path).read("trials")
     # every slot of the budget has exactly one row: finished, or failed with the node
-    assert run.complete and len(trials) == 12
+    assert run.complete and len(trials) == 16 and trials["trial_id"].is_unique
     assert not trials.duplicated(["round", "repetition"]).any()
-    assert (trials["status"] == "ok").sum() >= 2
+    assert killed_at and victim not in local.list_all_nodes()
+    before = trials[(trials["status"] == "ok") & (trials["finished_at"] <= killed_at[0])]
+    assert before["node_id"].nunique() == WORKERS  # the first trials ran on every node
+    assert set(trials["node_id"].dropna()) <= {w.node_id for w in workers}  # never on the head
+    ok = trials[trials["status"] == "ok"]
+    assert ok["gpu_ids"].notna().all()
+    # half a GPU each: at most two trials on a GPU at once (whether two overlapped is timing)
+    assert set(ok["gpu_sharers_max"]) <= {1, 2}
+    assert (ok["energy_source"] == "simulated").all()  # (a trial lost with its node has no meter left)
+    # the idle baseline measured per node and device was adopted: idle-free = total - idle W x s
+    idle_free = ok["energy_j"] - 60.0 * ok["seconds"]
+    assert ok["idle_free_energy_j"].to_numpy() == pytest.approx(idle_free.to_numpy())
+    assert (ok["train_energy_j"] <= ok["energy_j"] + 1e-9).all()  # epochs within the trial
     failed = trials[trials["status"] == "failed"]
     assert failed["error"].notna().all()
-    # the node is gone, and trials that ended well after it went ran on the nodes left
-    assert killed_at and victim not in local.list_all_nodes()
-    later = trials[(trials["status"] == "ok") & (trials["finished_at"] > killed_at[0] + 5)]
+    # trials that ended well after the node went ran on the nodes left
+    later = ok[ok["finished_at"] > killed_at[0] + 5]
     assert victim.node_id not in set(later["node_id"])

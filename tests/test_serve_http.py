@@ -143,7 +143,8 @@ def test_every_batch_is_in_the_batches_file_with_its_energy(server):
     batches = pd.read_parquet(server.out / "batches.parquet")
     assert batches["size"].sum() == server.client.codes[200]
     assert (batches["size"] <= 4).all() and (batches["policy"] == "fixed:4@20").all()
-    assert batches["energy_j"].to_numpy() == pytest.approx(250.0 * batches["compute_s"].to_numpy(), rel=1e-6)
+    # busy power over each batch window (counter and clock are read microseconds apart)
+    assert batches["energy_j"].to_numpy() == pytest.approx(250.0 * batches["compute_s"].to_numpy(), rel=1e-3)
     assert batches["batch_id"].is_unique and (batches["energy_source"] == "simulated").all()
     about = json.loads((server.out / "serve.json").read_text())
     assert about["policy"] == "fixed:4@20" and about["config"]["max_queue"] == 4

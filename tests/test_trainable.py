@@ -36,7 +36,9 @@ def test_every_epoch_reports_accuracy_loss_and_its_own_training_energy():
     assert final["train_energy_j"] == pytest.approx(sum(r["epoch_energy_j"] for r in reports))
     assert final["train_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in reports))
     # idle-free: less the modelled idle (60 W) over the epochs
-    assert final["train_idle_free_energy_j"] == pytest.approx((BUSY_W - 60.0) * final["train_seconds"])
+    assert final["train_idle_free_energy_j"] == pytest.approx(
+        (BUSY_W - 60.0) * final["train_seconds"], abs=BUSY_W * 0.002
+    )
     assert final["train_device"] == "cpu" and final["epochs_done"] == 2
     assert final["images_per_s"] == pytest.approx(1437 * 2 / final["train_seconds"])
     assert final["accuracy"] > 0.3  # ten classes: far above chance after two epochs

@@ -5,6 +5,8 @@ device and shuffled there by index, so small nets are not starved by a DataLoade
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +17,11 @@ import torch
 from greenray.config import DATASETS, DEFAULT_DATA_DIR
 from greenray.errors import UsageError
 
-# The digits split is fixed (not the study's seed): every study trains on the same 80%.
-DIGITS_TEST_FRACTION = 0.2
-DIGITS_SPLIT_SEED = 0
+# The digits split is fixed (not the study's seed): every study trains on the same 80%, in the
+# same order. The file holds scikit-learn's train_test_split(test_size=0.2, stratify=labels,
+# random_state=0) of the indices, train then test.
+DIGITS_SPLIT = Path(__file__).with_name("digits_split.npy")
+DIGITS_TEST_SIZE = 360
 
 
 @dataclass(frozen=True)
@@ -141,20 +145,20 @@ def _tensor_data(name, train_x, train_y, test_x, test_y, n_classes) -> TensorDat
 
 def _digits() -> TensorData:
     """scikit-learn's 8x8 digits (1,797 images, shipped inside scikit-learn), split 80/20,
-    stratified by class, always the same way."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = digits.images.astype(np.float32)[:, None] / 16.0  # pixel values are 0..16
-    train_x, test_x, train_y, test_y = train_test_split(
-        images,
-        digits.target,
-        test_size=DIGITS_TEST_FRACTION,
-        stratify=digits.target,
-        random_state=DIGITS_SPLIT_SEED,
-    )
-    return _tensor_data("digits", train_x, train_y, test_x, test_y, 10)
+    stratified by class, always the same way: the split of `DIGITS_SPLIT`. Read from
+    scikit-learn's file without importing scikit-learn, which costs a fresh trial process
+    about 3 s of CPU (test_data checks both against scikit-learn's own)."""
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("the digits data set comes with scikit-learn, which is not installed")
+    csv = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(csv, "rt") as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.float32)
+    images = table[:, :64].reshape(-1, 1, 8, 8) / 16.0  # pixel values are 0..16
+    labels = table[:, 64].astype(np.int64)
+    order = np.load(DIGITS_SPLIT)
+    train, test = order[: len(order) - DIGITS_TEST_SIZE], order[len(order) - DIGITS_TEST_SIZE :]
+    return _tensor_data("digits", images[train], labels[train], images[test], labels[test], 10)
 
 
 def _synthetic(spec: SyntheticSpec) -> TensorData:
