@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "batch_size": tune.choice([16, 64, 256]),
             "epochs": args.epochs,
         },
-        tune_config=tune.TuneConfig(search_alg=search, num_samples=args.trials, max_concurrent_trials=2),
+        # reuse_actors: each worker process trains trial after trial, importing torch once
+        tune_config=tune.TuneConfig(
+            search_alg=search, num_samples=args.trials, max_concurrent_trials=2, reuse_actors=True
+        ),
         run_config=tune.RunConfig(storage_path=args.storage or tempfile.mkdtemp(), verbose=0),
     )
     grid = tuner.fit()

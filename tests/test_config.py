@@ -120,3 +120,11 @@ def test_importing_the_config_imports_neither_torch_nor_ray():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_live_servers_ingress_and_hub_replicas_import_no_torch():
+    """Their module is what their replica processes import: torch there is seconds of CPU and
+    hundreds of MB per replica for nothing (only the model replicas run a model)."""
+    code = "import sys, greenray.serve.app; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -55,7 +55,7 @@ def test_a_search_stopped_twice_keeps_every_trial_and_resumes_to_its_summary(tmp
     no chance to tidy up), resumed again to the end. One search, so three processes, not six."""
     out = tmp_path / "study"
     args = ["hpo", "--strategy", "bayes", "--rounds", "5", "--repetitions", "2", "--epochs", "2"]
-    args += ["--energy", "simulated", "--idle-seconds", "0.1", "--out", str(out)]
+    args += ["--energy", "simulated", "--idle-seconds", "0.1", "--max-concurrent", "1", "--out", str(out)]
     interrupted = stop_after(args, 2, signal.SIGINT, out)
     assert 2 <= len(interrupted) < 10, "the driver was not stopped before the budget ran out"
     killed = stop_after(["hpo", "--resume", str(out)], len(interrupted) + 2, signal.SIGKILL, out)

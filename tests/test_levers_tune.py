@@ -26,7 +26,10 @@ from greenray.tune.study import PARETO_FILE, resume_study, start_study
 
 ADAM = {"beta1": 0.9, "beta2": 0.999}
 GOOD, BAD = {"lr": 0.01} | ADAM, {"lr": 1e-5} | ADAM  # digits in 2 epochs of batch 64: ~0.9 and ~0.1
+# One trial at a time unless a test needs two: each concurrent trial is a worker process of its
+# own, and starting one (torch and all) costs more CPU here than a trial of digits.
 SMALL = {"epochs": 2, "batch_size": 64, "energy": "simulated", "idle_seconds": 0.1, "repetitions": 1}
+SMALL |= {"max_concurrent": 1}
 
 
 def study(tmp: Path, name: str, searcher=None, **flat):
@@ -160,7 +163,7 @@ def test_the_target_stops_a_users_own_tuner_on_the_round_that_reaches_it(ray_loc
     rounds = ConcurrencyLimiter(RoundRepeater(Listed([0.5, 0.795, 0.9, 0.95]), repeat=2), max_concurrent=1)
     results = tune.Tuner(
         report_accuracy,
-        tune_config=tune.TuneConfig(search_alg=rounds, num_samples=8),
+        tune_config=tune.TuneConfig(search_alg=rounds, num_samples=8, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path), stop=target, callbacks=[target], verbose=0),
     ).fit()
     ran = sorted(round(r.metrics["accuracy"], 3) for r in results if r.metrics and "accuracy" in r.metrics)

@@ -37,7 +37,7 @@ def two_trials(ray_local, tmp_path_factory):
     tuner = tune.Tuner(
         tune.with_resources(with_energy(timed_trainable, energy="simulated"), {"cpu": 1}),
         param_space={"seconds": tune.grid_search([0.6, 1.5]), "meet": str(tmp_path_factory.mktemp("meet"))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=2),
+        tune_config=tune.TuneConfig(max_concurrent_trials=2, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path_factory.mktemp("tune")), verbose=0),
     )
     grid = tuner.fit()
@@ -124,7 +124,12 @@ def test_greenray_searchers_minimise_energy_from_a_tuner_param_space(ray_local, 
         with_energy(sleeper, energy="simulated"),
         param_space={"x": tune.uniform(0.05, 0.5)},
         tune_config=tune.TuneConfig(
-            search_alg=searcher(seed=0), metric="energy_j", mode="min", num_samples=6, max_concurrent_trials=2
+            search_alg=searcher(seed=0),
+            metric="energy_j",
+            mode="min",
+            num_samples=6,
+            max_concurrent_trials=2,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
     )

@@ -30,15 +30,9 @@ from ray import serve
 
 from greenray.config import EnergyConfig, ServingConfig
 from greenray.serve import images, metrics
-from greenray.serve.deployment import (
-    GRACEFUL_SHUTDOWN_S,
-    MAX_ONGOING_REQUESTS,
-    REPLICA_ENV,
-    SERVE_LOGGING,
-    server_app,
-)
 from greenray.serve.ingress import Feeder, ModelUnavailable
 from greenray.serve.loadgen import error_line
+from greenray.serve.options import GRACEFUL_SHUTDOWN_S, MAX_ONGOING_REQUESTS, REPLICA_ENV, SERVE_LOGGING
 
 log = logging.getLogger("greenray.serve")
 
@@ -291,6 +285,8 @@ def serving_app(
     """One application: `ingress_replicas` Ingress replicas over `replicas` ModelServers named
     f"{model}-{i}" (one replica each, one device each) and the Hub. `max_queue` (None:
     no limit) is split evenly over the ingress replicas."""
+    from greenray.serve.deployment import server_app  # the driver's: the model replicas need torch
+
     models = [
         server_app(
             model, serving, energy, name=f"{model}-{i}", num_cpus=replica_cpus, num_gpus=num_gpus, index=i

@@ -45,7 +45,8 @@ class Replicas:
     ) -> Replicas:
         from ray import serve
 
-        from greenray.serve.deployment import SERVE_LOGGING, server_app
+        from greenray.serve.deployment import server_app
+        from greenray.serve.options import SERVE_LOGGING
 
         # Serve logs warnings only (its driver logger is set up when ray.serve is imported, so
         # only now can it be quieted).
