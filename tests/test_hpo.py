@@ -33,7 +33,7 @@ def study(ray_local, tmp_path_factory):
             "epochs": 2,
             "energy": "simulated",
             "idle_seconds": 0.1,
-            "max_concurrent": 2,
+            "max_concurrent": 1,  # one trial process: concurrency is test_levers_tune's and test_multinode's
         }
     )
     run = start_study(config, out, say=lambda line: None, searcher=searcher)
