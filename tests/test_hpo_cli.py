@@ -11,6 +11,11 @@ import sys
 import time
 
 import pandas as pd
+import pytest
+
+# Three driver processes, each with a Ray of its own: minutes on two cores, so CI leaves this
+# module out (README: pytest -m slow).
+pytestmark = pytest.mark.slow
 
 
 def greenray(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -15,6 +15,9 @@ from greenray.config import BenchConfig, StudyConfig
 from greenray.results import ResultStore
 from greenray.tune.study import start_study
 
+# A multi-node Ray cluster of its own: minutes on two cores, so CI leaves it out (README: pytest -m slow).
+pytestmark = pytest.mark.slow
+
 WORKERS = 2  # each node is a raylet and its workers: two keep this module to the two cores
 
 

@@ -9,7 +9,11 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 from helpers_http import free_port, image_bytes, request
+
+# A server process with a Ray of its own: minutes on two cores, so CI leaves it out (README: pytest -m slow).
+pytestmark = pytest.mark.slow
 
 SENT = 6
 
