@@ -149,7 +149,8 @@ def test_run_energy_adds_up_from_idle_and_batch_windows(server):
     assert energy.joules - energy.idle_free_joules == pytest.approx(IDLE_W * energy.seconds)
     assert energy.idle_w == pytest.approx(IDLE_W)
     # ... which is the extra power of the batch windows only (busy=True), the run window is idle
-    assert energy.idle_free_joules == pytest.approx((BUSY_W - IDLE_W) * busy_s, rel=0.05, abs=0.05)
+    # (15%: on a loaded machine a batch that straddles the run's edge is busy inside the window)
+    assert energy.idle_free_joules == pytest.approx((BUSY_W - IDLE_W) * busy_s, rel=0.15, abs=0.05)
     assert sum(b["energy_j"] for b in batches) == pytest.approx(BUSY_W * busy_s, rel=1e-4)
     assert sum(b["energy_j"] for b in batches) < energy.joules
     assert all(b["peak_power_w"] == BUSY_W for b in batches)

@@ -12,6 +12,9 @@ import pytest
 
 from greenray.config import PolicyTuneConfig, parse_policy
 
+# Eleven live serving runs: minutes on two cores, so CI leaves this module out (README: pytest -m slow).
+pytestmark = pytest.mark.slow
+
 # The machine's load moves compute times; at this rate idle power is most of an image's Joules,
 # which keeps a run's noise well under the 5% the comparison allows.
 RATE_HZ, SLO_MS, CAP, REQUESTS = 20, 1200.0, 16, 32
