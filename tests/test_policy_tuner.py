@@ -3,6 +3,8 @@ landscape at 100 Hz where bigger batches cost less per image and waiting costs r
 the best policy under the target is known. What runs first, what is never run twice, the budget,
 the grid of policies, and a target no policy can meet."""
 
+import math
+
 import pytest
 
 from greenray.config import BatchPolicy, TargetConfig, parse_policy
@@ -69,3 +71,31 @@ def test_a_target_no_policy_meets_leaves_no_choice():
     result = tune_policy(Recorder(slow), TargetConfig(frequency=RATE_HZ, slo_ms=50, runs=3, max_batch_size=8))
     assert result.best is None and result.saving is None and result.live_runs == 3
     assert not any(o.meets_slo for o in result.observations)
+
+
+def narrow(center_cap: int, center_wait_ms: float):
+    """A landscape whose p99 is under 250 ms only near one policy: Serve's default and the
+    first space-filling runs all miss the target."""
+
+    def run(policy: BatchPolicy) -> dict:
+        wait_ms = 0.0 if policy.kind == "greedy" else policy.max_wait_ms
+        spread = (math.log2(policy.size) - math.log2(center_cap)) ** 2 / 4 + (
+            (wait_ms - center_wait_ms) / 40
+        ) ** 2
+        return landscape(policy) | {"p99_latency_s": 0.2 * (1 + spread)}
+
+    return run
+
+
+def test_before_any_run_meets_the_target_the_search_follows_what_p99_it_measured():
+    target = TargetConfig(frequency=RATE_HZ, slo_ms=250, runs=10, max_batch_size=64)
+    found = {}
+    for center in ((16, 60.0), (4, 150.0)):
+        runs = Recorder(narrow(*center))
+        result = tune_policy(runs, target)
+        assert not result.baseline.meets_slo
+        assert result.best is not None and result.best.p99_ms <= 250  # found by modelling p99, not by luck
+        found[center] = runs.policies
+    first, second = found.values()
+    assert first[:4] == second[:4]  # Serve's default and the space-filling runs
+    assert first[4:] != second[4:]  # then each search goes where its own measurements point

@@ -88,3 +88,38 @@ def test_the_generator_stops_when_told():
 
     generator = asyncio.run(scenario())
     assert 5 <= len(generator.timings) <= 7  # stops within a period or two of the fifth answer
+
+
+def test_a_send_window_holds_requests_at_the_caller_until_answers_free_it():
+    async def scenario():
+        gates: dict[int, asyncio.Event] = {}
+        submitted = []
+
+        async def gated(request_id: int) -> int:
+            await gates.setdefault(request_id, asyncio.Event()).wait()
+            return request_id
+
+        def submit(request_id: int):
+            submitted.append(request_id)
+            return gated(request_id)
+
+        generator = LoadGenerator(submit, arrival_offsets("constant", 1000.0), max_in_flight=3)
+        sending = asyncio.ensure_future(generator.run(asyncio.Event(), max_requests=8))
+        await asyncio.sleep(0.05)  # 50 requests' worth of time: only the window went out
+        held = list(submitted)
+        gates.setdefault(0, asyncio.Event()).set()
+        await asyncio.sleep(0.01)
+        after_one = list(submitted)
+        for i in range(8):
+            gates.setdefault(i, asyncio.Event()).set()
+        await asyncio.wait_for(sending, timeout=5)
+        assert await generator.drain(timeout_s=5) == 0
+        return generator, held, after_one
+
+    generator, held, after_one = asyncio.run(scenario())
+    assert held == [0, 1, 2] and after_one == [0, 1, 2, 3]
+    late = generator.timings[3]
+    assert late.submitted_s - late.scheduled_s >= 0.04  # it waited for request 0, and says so
+    assert generator.stats().p99_lateness_s >= 0.04
+    with pytest.raises(ValueError):
+        LoadGenerator(submit=lambda i: None, offsets=[0.0], max_in_flight=0)

@@ -28,6 +28,13 @@ import numpy as np
 from greenray.serve.loadgen import error_line
 
 MAX_GROUP = 256  # images in one call at most (a burst after a long batch goes as several)
+# Requests serve-bench keeps in flight through ingress replicas, per model replica; later ones
+# wait at the caller, late (their lateness is in the run's row). Room for the largest group in
+# transit, the next one forming and any batch cap. Unbounded, an overload queues calls in the
+# ingress replica's actor faster than it takes them, and Serve's health checks time out behind
+# them; bounded by Serve instead (max_ongoing_requests), its router probes the full replica
+# for every waiting call, and the probes take the ingress's CPU.
+IN_FLIGHT_PER_MODEL = 4 * MAX_GROUP
 
 
 class ModelUnavailable(RuntimeError):

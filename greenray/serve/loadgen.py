@@ -65,7 +65,9 @@ class SendStats:
 class LoadGenerator:
     """Sends request i at start + offsets[i] by calling `submit(i)`, which must start the request
     and return an awaitable of its answer; it never waits for answers, and a late send goes out
-    at once, so the rate holds whatever the answers do. `on_answer(timing, ok)` sees each answer."""
+    at once, so the rate holds whatever the answers do. `on_answer(timing, ok)` sees each answer.
+    With `max_in_flight`, a request due while that many are unanswered waits for one of them
+    (it goes out late, and its lateness is recorded), and the ones after it go out at once."""
 
     def __init__(
         self,
@@ -74,11 +76,15 @@ class LoadGenerator:
         *,
         on_answer: Callable[[RequestTiming, bool], None] | None = None,
         clock: Callable[[], float] = time.time,
+        max_in_flight: int | None = None,
     ) -> None:
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
         self._submit = submit
         self._offsets = iter(offsets)
         self._on_answer = on_answer
         self._clock = clock
+        self._window = max_in_flight
         self.timings: list[RequestTiming] = []
         self._pending: set[asyncio.Task] = set()
 
@@ -97,6 +103,8 @@ class LoadGenerator:
             delay = due - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+            while self._window is not None and len(self._pending) >= self._window and not stop.is_set():
+                await asyncio.wait(set(self._pending), return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 break
             timing = RequestTiming(request_id, due, self._clock())

@@ -102,6 +102,14 @@ class Replicas:
     async def acall(self, method: str, *args) -> list:
         return list(await asyncio.gather(*(getattr(h, method).remote(*args) for h in self.handles)))
 
+    @property
+    def send_window(self) -> int | None:
+        """Requests a caller may keep in flight (None: no limit; the study's path, where the
+        backlog is the model replica's own batch queue)."""
+        from greenray.serve.ingress import IN_FLIGHT_PER_MODEL
+
+        return None if self.ingress is None else IN_FLIGHT_PER_MODEL * len(self.handles)
+
     def send(self, request_id: int, image):
         """Request `request_id`: through the ingress when there is one, else to model replica
         request_id mod N; returns Serve's response (awaitable)."""

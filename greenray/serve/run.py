@@ -54,6 +54,7 @@ async def serve_run(
         lambda i: replicas.send(i, images[i % len(images)]),
         arrival_offsets(config.arrival, frequency, config.seed),
         on_answer=on_answer,
+        max_in_flight=replicas.send_window,
     )
     await generator.run(stop)
     ends = await replicas.acall("end_run", run_id)

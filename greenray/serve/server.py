@@ -34,9 +34,18 @@ from greenray.energy import combined_source, sum_or_none
 from greenray.errors import UsageError
 from greenray.results import SERVED_BATCH_TYPES, ResultStore, TableLog, run_record
 from greenray.serve import zoo
-from greenray.serve.bench import ServedModel, bench_run, check_here, check_out, deploy, ready, resolve_device
+from greenray.serve.bench import (
+    ServedModel,
+    bench_run,
+    check_here,
+    check_out,
+    deploy,
+    ready,
+    resolve_device,
+    settle,
+)
 from greenray.serve.loadgen import error_line
-from greenray.serve.policy_tuner import TuneResult, tune_policy
+from greenray.serve.policy_tuner import TuneResult, serve_default, tune_policy
 from greenray.serve.replicas import IngressOptions
 
 log = logging.getLogger("greenray.serve")
@@ -261,6 +270,7 @@ def search_policy(
         record["search"] = result.to_dict()
         store.write_json(TUNE_FILE, record)
 
+    settle(model, bench, target.frequency, serve_default(target))
     return tune_policy(run, target, on_observation=keep)
 
 
