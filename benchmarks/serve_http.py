@@ -8,7 +8,8 @@ difference is what HTTP and Serve's proxy cost).
     python benchmarks/serve_http.py --rates 50,100,200,400 --seconds 20
 
 The server runs as `greenray serve` in a process of its own; hey runs closed-loop workers of 5
-requests/s each (rate / 5 workers) for --seconds at each rate, lowest first, until a rate fails.
+requests/s each (rate / 5 workers) for --seconds at each rate, lowest first, until a rate fails,
+after a 5 s warm-up at 5 Hz that is not kept.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from greenray.config import BenchConfig
 
 PER_WORKER_HZ = 5
 P99_TARGET_S = 0.1
+WARMUP_S = 5.0
 
 
 def main() -> None:
@@ -66,6 +68,7 @@ def main() -> None:
     results = []
     try:
         _wait_up(url, server)
+        _hey(url, image, PER_WORKER_HZ, WARMUP_S)  # not kept: a just-opened server's first seconds are slow
         for rate in (float(r) for r in args.rates.split(",")):
             row = _hey(url, image, rate, args.seconds)
             results.append(row)

@@ -9,6 +9,17 @@ import urllib.request
 
 from PIL import Image
 
+# A tiny model on the CPU, random weights, simulated energy, no idle baseline: the server tests'
+# deployment (each adds what it is about: policy, queue, rate).
+TINY_SERVER = {
+    "model": "shufflenet_x0_5",
+    "weights": "none",
+    "image_size": 32,
+    "device": "cpu",
+    "energy": "simulated",
+    "idle_seconds": 0,
+}
+
 
 def free_port() -> int:
     with socket.socket() as probe:

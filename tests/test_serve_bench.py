@@ -55,6 +55,36 @@ def test_a_run_per_policy_with_every_table_written(bench_dir):
     assert (runs["achieved_rate_hz"].between(90, 110)).all()
 
 
+def test_through_an_ingress_replica_a_policy_keeps_its_meaning_and_only_measured_runs_are_kept(
+    bench_dir, tmp_path
+):
+    args = [
+        "serve-bench",
+        "--model", "shufflenet_x0_5",
+        "--weights", "none",
+        "--image-size", "32",
+        "--device", "cpu",
+        "--policy", "fixed:4",
+        "--frequency", "100",
+        "--requests", "40",
+        "--warmup-batches", "2",
+        "--energy", "simulated",
+        "--idle-seconds", "0",
+        "--ingress-replicas", "1",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    runs = pd.read_parquet(tmp_path / "runs.parquet")
+    assert len(runs) == 1 and runs["status"].iloc[0] == "ok"  # the settling run is not kept
+    assert runs["served"].iloc[0] >= 40 and runs["mean_batch_size"].iloc[0] == 4.0
+    batches = pd.read_parquet(tmp_path / "batches.parquet")
+    assert batches["run_id"].nunique() == 1
+    assert (batches[batches["in_run"]]["size"] == 4).all()  # the drain after the run may leave less
+    assert runs["p99_send_lateness_s"].iloc[0] < 0.5  # 40 requests never fill the send window
+    assert "settling" in json.loads((tmp_path / "bench.json").read_text())["notes"]
+
+
 def test_energy_per_image_is_run_energy_over_served_images(bench_dir):
     runs = pd.read_parquet(bench_dir / "runs.parquet")
     replicas = pd.read_parquet(bench_dir / "replica_runs.parquet")

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
-from helpers_http import free_port, image_bytes, request, wait_until_up
+from helpers_http import TINY_SERVER, free_port, image_bytes, request, wait_until_up
 from prometheus_client.parser import text_string_to_metric_families
 
 from greenray.config import ServeConfig
@@ -36,13 +36,7 @@ def server(ray_local, tmp_path_factory):
 
     from greenray.serve.server import Server
 
-    settings = {
-        "model": "shufflenet_x0_5",
-        "weights": "none",
-        "image_size": 32,
-        "device": "cpu",
-        "energy": "simulated",
-        "idle_seconds": 0,
+    settings = TINY_SERVER | {
         "warmup_batches": 1,
         "policy": "fixed:4@20",
         "max_queue": 4,

@@ -9,6 +9,7 @@ import json
 
 import pandas as pd
 import pytest
+from helpers_http import TINY_SERVER
 
 from greenray.config import PolicyTuneConfig, parse_policy
 
@@ -19,13 +20,7 @@ pytestmark = pytest.mark.slow
 # which keeps a run's noise well under the 5% the comparison allows.
 RATE_HZ, SLO_MS, CAP, REQUESTS = 20, 1200.0, 16, 32
 SWEEP = [f"greedy:{c}" if w == 0 else f"fixed:{c}@{w}" for c in (4, CAP) for w in (0, 250, 900)]
-SETTINGS = {
-    "model": "shufflenet_x0_5",
-    "weights": "none",
-    "image_size": 32,
-    "device": "cpu",
-    "energy": "simulated",
-    "idle_seconds": 0,
+SETTINGS = TINY_SERVER | {
     "warmup_batches": 2,
     "arrival": "constant",
     "frequency": RATE_HZ,

@@ -32,6 +32,8 @@ NOTES = {
     "replica, whose handler takes a request arriving during a batch only after that batch",
     "energy": "run energy from the replica's meter over the run window, idle included (energy_j) and with "
     "the idle baseline (measured by the replica before warm-up) factored out (idle_free_energy_j)",
+    "settling": "through ingress replicas, a run of up to 64 requests at the first run's rate and policy "
+    "goes before the first run and is not kept (the first requests through that path are far slower)",
 }
 
 
@@ -88,6 +90,8 @@ def bench_model(
         target = ready(model, replicas, config, progress)
         about["models"][model] = target.about
         store.write_json(BENCH_FILE, about)
+        if config.ingress_replicas:  # the warm-up reached the model replicas, not the ingress path
+            settle(target, config, *combos[0])
         return [bench_run(target, config, store, progress, f, p) for f, p in combos]
     finally:
         replicas.delete()
