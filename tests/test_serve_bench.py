@@ -14,27 +14,27 @@ from typer.testing import CliRunner
 from greenray.cli import app
 from greenray.results import PARQUET_ONLY, TABLES
 
+# A tiny model on the CPU at 100 Hz, 40 requests a run; each test adds its policies and folder.
+TINY_BENCH = [
+    "serve-bench",
+    "--model", "shufflenet_x0_5",
+    "--weights", "none",
+    "--image-size", "32",
+    "--device", "cpu",
+    "--frequency", "100",
+    "--requests", "40",
+    "--warmup-batches", "2",
+    "--energy", "simulated",
+    "--idle-seconds", "0",
+]  # fmt: skip
+
 
 @pytest.fixture(scope="module")
 def bench_dir(ray_local, tmp_path_factory):
     from ray import serve
 
     out = tmp_path_factory.mktemp("serve-bench")
-    args = [
-        "serve-bench",
-        "--model", "shufflenet_x0_5",
-        "--weights", "none",
-        "--image-size", "32",
-        "--device", "cpu",
-        "--policy", "fixed:4,greedy",
-        "--frequency", "100",
-        "--requests", "40",
-        "--warmup-batches", "2",
-        "--energy", "simulated",
-        "--idle-seconds", "0",
-        "--out", str(out),
-    ]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, [*TINY_BENCH, "--policy", "fixed:4,greedy", "--out", str(out)])
     assert result.exit_code == 0, result.output
     yield out
     serve.shutdown()
@@ -58,21 +58,7 @@ def test_a_run_per_policy_with_every_table_written(bench_dir):
 def test_through_an_ingress_replica_a_policy_keeps_its_meaning_and_only_measured_runs_are_kept(
     bench_dir, tmp_path
 ):
-    args = [
-        "serve-bench",
-        "--model", "shufflenet_x0_5",
-        "--weights", "none",
-        "--image-size", "32",
-        "--device", "cpu",
-        "--policy", "fixed:4",
-        "--frequency", "100",
-        "--requests", "40",
-        "--warmup-batches", "2",
-        "--energy", "simulated",
-        "--idle-seconds", "0",
-        "--ingress-replicas", "1",
-        "--out", str(tmp_path),
-    ]  # fmt: skip
+    args = [*TINY_BENCH, "--policy", "fixed:4", "--ingress-replicas", "1", "--out", str(tmp_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     runs = pd.read_parquet(tmp_path / "runs.parquet")
