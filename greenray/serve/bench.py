@@ -32,8 +32,9 @@ NOTES = {
     "replica, whose handler takes a request arriving during a batch only after that batch",
     "energy": "run energy from the replica's meter over the run window, idle included (energy_j) and with "
     "the idle baseline (measured by the replica before warm-up) factored out (idle_free_energy_j)",
-    "settling": "through ingress replicas, a run of up to 64 requests at the first run's rate and policy "
-    "goes before the first run and is not kept (the first requests through that path are far slower)",
+    "settling": f"through ingress replicas, a run of up to {SETTLE_REQUESTS} requests at the first run's "
+    "rate and policy goes before the first run and is not kept (the first requests through that path are "
+    "far slower)",
 }
 
 

@@ -165,8 +165,8 @@ class PolicySearch:
 
     def suggest(self) -> np.ndarray:
         """The next point to run: the space-filling ones first, then the model's; until some
-        run has met the target (expected improvement needs one to improve on), the policy most
-        likely to meet it."""
+        run has met the target (expected improvement needs one to improve on), the policy that
+        most plausibly meets it."""
         if self._initial:
             return self._initial.pop(0)
         if not self._feasible:
