@@ -67,7 +67,6 @@ def test_through_an_ingress_replica_a_policy_keeps_its_meaning_and_only_measured
     batches = pd.read_parquet(tmp_path / "batches.parquet")
     assert batches["run_id"].nunique() == 1
     assert (batches[batches["in_run"]]["size"] == 4).all()  # the drain after the run may leave less
-    assert runs["p99_send_lateness_s"].iloc[0] < 0.5  # 40 requests never fill the send window
     assert "settling" in json.loads((tmp_path / "bench.json").read_text())["notes"]
 
 
