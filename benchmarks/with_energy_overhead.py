@@ -8,9 +8,11 @@ synthetic data, reporting after every epoch) reaches in Ray Tune with and withou
 Trials run one at a time in one trial process that Tune reuses (`reuse_actors`), the two
 kinds alternating: on a VM, a fresh process's speed varies by up to 40% with where it lands,
 which would drown a 2% effect. Each trainable times its own training loops (so Tune's
-scheduling is not in the number) and reports images/s and images per CPU-second of its process
-(the meter's sampler thread included). The meter's cost is its 10 ms sampler thread (GIL
-hand-offs) and a counter read per report.
+scheduling is not in the number) and reports images/s and images per CPU-second of its process.
+with_energy samples power in a process of its own (greenray/energy/sampler.py), whose CPU is not
+in that second number (about 22 ms a second on cpu-vm, on the other core); what stays in the
+trial's process is a drain of that process's readings twice a second and a window read per
+report.
 """
 
 from __future__ import annotations

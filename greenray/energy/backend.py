@@ -70,4 +70,10 @@ class Backend(Protocol):
         """Told when work starts or stops; only a simulated backend uses it."""
         ...
 
+    def spec(self) -> dict | None:
+        """Optional: how another process opens the same devices ({"backend": name, "options":
+        keyword arguments}), for a sampler in a process of its own; None when it cannot (an
+        injected library, a custom clock)."""
+        ...
+
     def close(self) -> None: ...

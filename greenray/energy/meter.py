@@ -21,6 +21,7 @@ from greenray.energy.calibration import UNCALIBRATED_REL, Anchor, Calibration, i
 from greenray.energy.discover import open_backends, open_backends_explained  # noqa: F401 (kept here too)
 from greenray.energy.idle import SETTLE_MAX_S, SETTLE_SPAN_S, SETTLE_STEP_S, IdleStats, steady
 from greenray.energy.measurement import DeviceEnergy, Measurement
+from greenray.energy.sampler import DRAIN_INTERVAL_S, FAILED, LOST, OK, SLOW, SamplerProcess
 from greenray.energy.trace import PowerTrace
 
 log = logging.getLogger("greenray.energy")
@@ -42,6 +43,9 @@ APPROXIMATE_REL = 0.01
 END_AFTER_FAILURES = 10
 END_AFTER_S = 2.0
 STOP_TIMEOUT_S = 2.0
+# Where the power sampler runs: a thread of this process, or a process of its own (see
+# greenray/energy/sampler.py), which costs the measured work's Python nothing.
+SAMPLERS = ("thread", "process")
 
 
 def integrate(times: np.ndarray, watts: np.ndarray, t0: float, t1: float) -> float:
@@ -125,7 +129,10 @@ class EnergyMeter:
 
     One background thread samples every device's power every `interval_s`; another reads
     costly counters (NVML's) every `anchor_interval_s`. No NVML call is made under the meter's
-    lock, and memory stays bounded however long a window is open.
+    lock, and memory stays bounded however long a window is open. With `sampler="process"`
+    the sampling runs in a process of its own, and the thread only drains what it read, four
+    times a second (and every window edge); the thread samples itself until that process is
+    ready, and again if it fails.
     """
 
     def __init__(
@@ -140,9 +147,14 @@ class EnergyMeter:
         trace_tail_s: float = TRACE_TAIL_S,
         sleep: Callable[[float], None] = time.sleep,
         empty_reason: str | None = None,
+        sampler: str = "thread",
     ) -> None:
         if interval_s <= 0 or anchor_interval_s <= 0:
             raise ValueError("the sampling and counter intervals must be positive")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
+        self.sampler = sampler
+        self._process: SamplerProcess | None = None
         self.interval_s = interval_s
         self.anchor_interval_s = anchor_interval_s
         self._clock = clock
@@ -228,6 +240,15 @@ class EnergyMeter:
             c.device.key: cal.ratio() for c, cal in zip(self._columns, self._calibration, strict=True) if cal
         }
 
+    @property
+    def sampling(self) -> str:
+        """Where power is being sampled now: "process" (a sampling process of its own is
+        ready), "thread", or "none" (not started, or nothing to measure)."""
+        if not self._threads:
+            return "none"
+        process = self._process
+        return "process" if process is not None and process.ready() else "thread"
+
     def start(self) -> EnergyMeter:
         """Start the background sampler, and the counter reader where a counter is costly
         (idempotent)."""
@@ -235,6 +256,8 @@ class EnergyMeter:
             return self
         stop = threading.Event()
         self._stop = stop
+        if self.sampler == "process":
+            self._process = self._start_process()
         targets = [("greenray-power", self._run_sampler)]
         if any(c.anchored for c in self._columns):
             targets.append(("greenray-counter", self._run_anchors))
@@ -244,12 +267,24 @@ class EnergyMeter:
             self._threads.append(thread)
         return self
 
+    def wait_for_sampler(self) -> str:
+        """Wait until a sampling process is sampling, or has failed (the thread samples then);
+        where it starts (about 0.3 s of CPU, importing numpy) would otherwise overlap the
+        first work measured. Returns `sampling`."""
+        while (process := self._process) is not None and not process.ready() and process.problem() is None:
+            time.sleep(self.interval_s)
+        return self.sampling
+
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         """Stop the background threads; False when one is still inside a read after
         `timeout_s` (a stalled driver): it is left behind, a daemon, and ends with its read."""
         if self._stop is not None:
             self._stop.set()
         deadline = time.monotonic() + timeout_s
+        with self._lock:
+            process, self._process = self._process, None
+        if process is not None:
+            process.stop(timeout_s)
         stuck = []
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
@@ -401,9 +436,10 @@ class EnergyMeter:
 
     def sample(self) -> None:
         """One pass over every device's power; the sampler thread calls it every interval.
-        The reads happen outside the meter's lock."""
+        The reads happen outside the meter's lock. What a sampling process read comes first."""
         if not self._columns:
             return
+        self._drain()
         n = len(self._columns)
         stamps, watts = [math.nan] * n, [math.nan] * n
         failures: list[tuple[int, Exception]] = []
@@ -486,6 +522,11 @@ class EnergyMeter:
     def _run_sampler(self, stop: threading.Event) -> None:
         next_t = time.monotonic()
         while not stop.is_set():
+            if self._process_sampling():
+                self._survive(self._drain)
+                stop.wait(DRAIN_INTERVAL_S)
+                next_t = time.monotonic()
+                continue
             self._survive(self.sample)
             next_t += self.interval_s
             delay = next_t - time.monotonic()
@@ -498,6 +539,75 @@ class EnergyMeter:
         while not stop.is_set():
             self._survive(self.anchor)
             stop.wait(self.anchor_interval_s)
+
+    def _start_process(self) -> SamplerProcess | None:
+        """A sampling process for this meter's devices, or None where one cannot be had (a
+        backend another process cannot open, a clock other than the system's)."""
+        specs = [getattr(b, "spec", lambda: None)() for b in self._backends]
+        if self._clock is not time.monotonic or any(s is None for s in specs):
+            log.info("power sampled in a thread: a backend or the clock is this process's own")
+            return None
+        try:
+            keys = [c.device.key for c in self._columns]
+            process = SamplerProcess(specs, keys, self.interval_s, SLOW_READ_S)
+        except OSError as exc:
+            self._warn_once("process", f"no sampling process ({exc}): power is sampled in a thread")
+            return None
+        process.set_busy(self._busy > 0)
+        return process
+
+    def _process_sampling(self) -> bool:
+        """Whether the sampling process is ready and sound; one that is not is stopped (said
+        once), and this process samples again."""
+        process = self._process
+        if process is None:
+            return False
+        problem = process.problem()
+        if problem is None:
+            return process.ready()
+        self._warn_once("process", f"the power sampling process stopped ({problem}): sampling in a thread")
+        with self._lock:
+            self._process = None
+        process.stop()
+        return False
+
+    def _drain(self) -> None:
+        """Move what the sampling process read into the trace."""
+        process = self._process
+        if process is None:
+            return
+        with self._lock:
+            if self._process is not process:
+                return
+            rows = process.drain()
+            if process.lost_rows:
+                self._warn_once("lapped", "power readings were overwritten before they were read")
+            n = len(self._columns)
+            if not self._failing and all(map(self._live, range(n))) and (rows[:, 2 * n :] == OK).all():
+                for row in rows.tolist():  # the usual case: every read went well
+                    self._trace.append(row[:n], row[n : 2 * n])
+            else:
+                self._take_fates(process, rows.tolist())
+
+    def _take_fates(self, process: SamplerProcess, rows: list[list[float]]) -> None:
+        """Rows with a failed, stalled or ended read: each read's fate counts as a thread's
+        read would have (retries, the end of a device)."""
+        n = len(self._columns)
+        for row in rows:
+            stamps, watts, status = row[:n], row[n : 2 * n], row[2 * n :]
+            for i in range(n):
+                if not self._live(i):  # ended here: what it reads now is not used
+                    watts[i] = math.nan
+                elif status[i] == OK and i in self._failing:
+                    self._succeeded(i)
+                elif status[i] == FAILED:
+                    self._failed(i, EnergyUnavailable(process.ring.message(i)))
+                elif status[i] == LOST:
+                    self._failed(i, DeviceLost(process.ring.message(i)))
+                elif status[i] == SLOW:
+                    key = self._columns[i].device.key
+                    self._warn_once(f"slow:{i}", f"a power read of {key} stalled: its value is not used")
+            self._trace.append(stamps, watts)
 
     def _survive(self, step: Callable[[], None]) -> None:
         """Run one pass of a background thread; an unexpected error (a backend's bug) is said
@@ -659,6 +769,8 @@ class EnergyMeter:
         if (before == 0) != (self._busy == 0):
             for backend in self._backends:
                 backend.set_busy(self._busy > 0)
+            if self._process is not None:
+                self._process.set_busy(self._busy > 0)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -126,6 +126,7 @@ class NvmlBackend:
     average_window_s = AVERAGE_WINDOW_S
 
     def __init__(self, nvml: ModuleType | None = None, visible: str | None = None) -> None:
+        self._injected = nvml is not None
         self._nvml = nvml if nvml is not None else _load_pynvml()
         self._lost = tuple(
             getattr(self._nvml, n, d) for n, d in zip(_LOST_CODES, _LOST_DEFAULTS, strict=True)
@@ -136,6 +137,7 @@ class NvmlBackend:
             raise EnergyUnavailable(f"NVML could not start ({exc})") from exc
         if visible is None:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self._visible = visible
         try:
             count = self._nvml.nvmlDeviceGetCount()
             handles = [self._nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
@@ -209,6 +211,10 @@ class NvmlBackend:
 
     def set_busy(self, busy: bool) -> None:
         pass
+
+    def spec(self) -> dict | None:
+        """How a sampling process opens the same GPUs; None for an injected NVML (a test's)."""
+        return None if self._injected else {"backend": "nvml", "options": {"visible": self._visible}}
 
     def model_idle_w(self, device: Device) -> float | None:
         return None  # measured, not modelled

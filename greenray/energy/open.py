@@ -15,14 +15,22 @@ class EnergyRequestError(ValueError):
 
 
 def open_meter(
-    backend: str = "auto", *, interval_ms: float = 10.0, require: bool = False, quiet: bool = False
+    backend: str = "auto",
+    *,
+    interval_ms: float = 10.0,
+    require: bool = False,
+    quiet: bool = False,
+    sampler: str = "thread",
 ) -> EnergyMeter:
     """A meter over `backend` (auto, nvml, rapl, simulated, none) sampling power every
-    `interval_ms`. `require`: refuse when nothing is measurable. `quiet`: leave the "nothing is
-    measurable" warning to the caller (a Ray worker's driver says it once for the whole job)."""
+    `interval_ms`, in a thread or a process of its own (`sampler`, see EnergyMeter). `require`:
+    refuse when nothing is measurable. `quiet`: leave the "nothing is measurable" warning to
+    the caller (a Ray worker's driver says it once for the whole job)."""
     where = socket.gethostname()
     try:
-        meter = EnergyMeter.create(backend, interval_s=interval_ms / 1000.0, warn_if_empty=not quiet)
+        meter = EnergyMeter.create(
+            backend, interval_s=interval_ms / 1000.0, warn_if_empty=not quiet, sampler=sampler
+        )
     except EnergyUnavailable as exc:
         raise EnergyRequestError(
             f"--energy {backend} is not available on {where} ({exc}); use --energy auto"

@@ -56,9 +56,10 @@ class RaplBackend:
     counter_read_s = 2e-5  # a sysfs read: cheap enough to read at every window edge
     average_window_s = 0.0
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | str | None = None) -> None:
         # GREENRAY_POWERCAP: where a container mounts powercap elsewhere (and for tests)
-        root = root if root is not None else Path(os.environ.get("GREENRAY_POWERCAP", POWERCAP))
+        root = Path(root) if root is not None else Path(os.environ.get("GREENRAY_POWERCAP", POWERCAP))
+        self._root = root
         self._lock = threading.Lock()
         self._zones: dict[str, _Zone] = {}
         self._devices: list[Device] = []
@@ -101,6 +102,10 @@ class RaplBackend:
 
     def set_busy(self, busy: bool) -> None:
         pass
+
+    def spec(self) -> dict | None:
+        """How a sampling process opens the same packages."""
+        return {"backend": "rapl", "options": {"root": str(self._root)}}
 
     def model_idle_w(self, device: Device) -> float | None:
         return None  # measured, not modelled

@@ -43,6 +43,7 @@ class SimulatedBackend:
             raise ValueError("simulated power cannot be negative")
         self.idle_w = idle_w
         self.busy_w = busy_w
+        self._kind = kind
         self._power_fn = power_fn
         self._energy_fn = energy_fn
         self._clock = clock
@@ -67,6 +68,14 @@ class SimulatedBackend:
     def model_idle_w(self, device: Device) -> float | None:
         """The model's idle power: the baseline is known, not measured."""
         return self.idle_w
+
+    def spec(self) -> dict | None:
+        """How a sampling process models the same devices (its power follows the busy flag
+        the meter shares with it); None for a custom curve or clock, which stay in this one."""
+        if self._power_fn is not None or self._clock is not time.monotonic:
+            return None
+        options = {"n_devices": len(self._devices), "idle_w": self.idle_w, "busy_w": self.busy_w}
+        return {"backend": "simulated", "options": options | {"kind": self._kind}}
 
     def set_busy(self, busy: bool) -> None:
         with self._lock:

@@ -61,7 +61,9 @@ def with_energy(
             `tune.with_parameters` or `tune.with_resources` already (or wrap the result).
         energy: "auto" (NVML GPUs, else RAPL, else nothing), "nvml", "rapl", "simulated"
             (a deterministic model, labelled so: for machines without a GPU) or "none".
-        interval_ms: power sampling interval, milliseconds.
+        interval_ms: power sampling interval, milliseconds. The sampling runs in a process
+            of its own beside the trial's, so the trainable's Python is never interrupted by
+            it (greenray/energy/sampler.py).
         baseline: idle power to factor out, Watts by node hostname, then device UUID (what
             `greenray.tune.cluster.baseline_by_node` gives). Without one, `idle_free_energy_j`
             is None, except for the simulated backend, whose idle is its model's.
@@ -96,7 +98,8 @@ def with_energy(
 
     @functools.wraps(trainable)
     def measured(config):
-        meter = open_meter(energy, interval_ms=interval_ms, quiet=True)
+        # A sampler thread would take the GIL from the trainable 100 times a second.
+        meter = open_meter(energy, interval_ms=interval_ms, quiet=True, sampler="process")
         with _TrialEnergy(meter, by_node.get(socket.gethostname(), {}), busy, ratios).active() as trial:
             return trial.run(trainable, config)
 
@@ -143,7 +146,7 @@ class _TrialEnergy:
         if session is None:
             raise RuntimeError("with_energy trainables run inside Ray Tune (no Tune session here)")
         token = _current.set(self)
-        self.meter.start()
+        self.meter.start().wait_for_sampler()
         self.meter.begin_window(TRIAL_WINDOW, busy=self._busy)
         session.report = functools.partial(self._report, type(session).report.__get__(session))
         try:
