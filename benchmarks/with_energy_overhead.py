@@ -98,9 +98,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--control", action="store_true", help="both kinds plain: the estimators' spread on this machine"
+    )
     args = parser.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    measured = with_energy(train, energy=args.energy, interval_ms=args.interval_ms)
+    measured = train if args.control else with_energy(train, energy=args.energy, interval_ms=args.interval_ms)
 
     def either(config: dict) -> None:
         (measured if config["with_energy"] else train)(config)
@@ -139,6 +142,7 @@ def main() -> None:
     print(
         f"MLP 64-{args.width}-{args.width}-10, batch {args.batch}, {args.samples} x {args.epochs} epochs, "
         f"energy {args.energy}, sampling every {args.interval_ms:g} ms"
+        + (" (control: with_energy left out, both kinds plain)" if args.control else "")
     )
     for kind, label in ((False, "plain"), (True, "with_energy")):
         print(

@@ -3,6 +3,7 @@ thread measured, follows the meter's busy flag, reports its failed reads, and le
 or shared block behind, whoever ends first."""
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -47,6 +48,7 @@ def process_meter():
 
 def test_a_sampling_process_measures_a_window_exactly(process_meter):
     pid = process_meter._process.pid
+    assert os.getsid(pid) == pid  # a session of its own: a Ctrl-C at the terminal is not for it
     with process_meter.window("work") as w:
         time.sleep(0.6)
     m = w.measurement
@@ -58,8 +60,6 @@ def test_a_sampling_process_measures_a_window_exactly(process_meter):
     assert np.median(np.diff(times)) == pytest.approx(0.01, abs=0.004)
     process_meter.close()
     assert wait_for(lambda: gone(pid), 3.0), "the sampling process outlived its meter"
-    shared = Path("/dev/shm")
-    assert not list(shared.glob("greenray-sampler-*")) if shared.is_dir() else True
 
 
 def test_the_process_follows_the_busy_flag(process_meter):
@@ -114,7 +114,13 @@ def test_failed_reads_in_the_process_end_the_device_as_in_a_thread(tmp_path, cap
     assert m.devices[0].partial
 
 
+def shared_blocks() -> set[str]:
+    shared = Path("/dev/shm")
+    return {p.name for p in shared.glob("greenray-sampler-*")} if shared.is_dir() else set()
+
+
 def test_the_process_ends_when_its_parent_dies(tmp_path):
+    before = shared_blocks()
     script = (
         "import os, sys, time\n"
         "from greenray.energy import EnergyMeter\n"
@@ -127,6 +133,7 @@ def test_the_process_ends_when_its_parent_dies(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     pid = int(out.stdout.strip())
     assert wait_for(lambda: gone(pid), 3.0), "the sampling process outlived the process it measured for"
+    assert shared_blocks() <= before  # its shared block went with the two processes
 
 
 def test_a_ring_lapped_by_its_writer_says_how_many_rows_were_lost():

@@ -22,6 +22,7 @@ _PUBLIC = {
     **dict.fromkeys(("EnergyRequestError", "open_meter"), "greenray.energy.open"),
 }
 
+
 def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)

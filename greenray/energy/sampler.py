@@ -9,12 +9,11 @@ percent of another core. The meter starts one only for backends that can describ
 process opens the same devices (`spec()`), and only on the system-wide monotonic clock. Until
 the process is ready, and after it fails, the meter samples in a thread as before.
 
-    python -m greenray.energy.sampler '<json: path, specs, keys, interval_s, slow_read_s, parent>'
+    python -m greenray.energy.sampler '<json: fd, specs, keys, interval_s, slow_read_s, parent>'
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import mmap
@@ -145,18 +144,29 @@ class SamplerProcess:
     def __init__(self, specs: list[dict], keys: list[str], interval_s: float, slow_read_s: float) -> None:
         self.capacity = max(256, math.ceil(RING_S / interval_s))
         size = SampleRing.nbytes(len(keys), self.capacity)
-        # /dev/shm where there is one: the block never touches a disk. The process unlinks the
-        # file once it has mapped it, so nothing is left behind whoever dies first.
+        # /dev/shm where there is one (the block never touches a disk), unlinked at once: the
+        # map and the process's inherited descriptor keep it, and nothing is left behind
+        # whoever dies first.
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, self._path = tempfile.mkstemp(prefix="greenray-sampler-", dir=folder)
+        fd, path = tempfile.mkstemp(prefix="greenray-sampler-", dir=folder)
+        os.unlink(path)
         try:
             os.ftruncate(fd, size)
             self._map = mmap.mmap(fd, size)
+            self._process = self._spawn(fd, specs, keys, interval_s, slow_read_s)
         finally:
             os.close(fd)
         self.ring = SampleRing(self._map, len(keys), self.capacity)
+        self._started = time.monotonic()
+        self._seen = 0
+        self._last_new = math.inf
+        self.lost_rows = 0
+
+    def _spawn(
+        self, fd: int, specs: list[dict], keys: list[str], interval_s: float, slow_read_s: float
+    ) -> subprocess.Popen:
         args = {
-            "path": self._path,
+            "fd": fd,
             "specs": specs,
             "keys": keys,
             "interval_s": interval_s,
@@ -164,17 +174,16 @@ class SamplerProcess:
             "capacity": self.capacity,
             "parent": os.getpid(),
         }
-        self._process = subprocess.Popen(
+        # A session of its own: a Ctrl-C meant for the work does not reach it; it ends when
+        # told, or when the process it measures for is gone.
+        return subprocess.Popen(
             [sys.executable, "-m", "greenray.energy.sampler", json.dumps(args)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            close_fds=True,
+            pass_fds=(fd,),
+            start_new_session=True,
         )
-        self._started = time.monotonic()
-        self._seen = 0
-        self._last_new = math.inf
-        self.lost_rows = 0
 
     @property
     def pid(self) -> int:
@@ -218,8 +227,6 @@ class SamplerProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path)
         self.ring.release()
         self._map.close()
 
@@ -278,12 +285,8 @@ def sample_forever(
 
 def main(argv: list[str]) -> int:
     args = json.loads(argv[1])
-    fd = os.open(args["path"], os.O_RDWR)
-    try:
-        block = mmap.mmap(fd, 0)
-    finally:
-        os.close(fd)
-    os.unlink(args["path"])
+    block = mmap.mmap(args["fd"], 0)
+    os.close(args["fd"])
     ring = SampleRing(block, len(args["keys"]), args["capacity"])
     try:
         backends = [open_spec(spec) for spec in args["specs"]]
