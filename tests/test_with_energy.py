@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from ray import cloudpickle, tune
 
-from greenray.tune import ENERGY_KEYS, PIBayesSearch, RandomSearch, with_energy
+from greenray.tune import ENERGY_KEYS, PIBayesSearch, RandomSearch, trial_meter, with_energy
 
 BUSY_W = 250.0
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import tests/
@@ -27,8 +27,10 @@ def timed_trainable(config):
         time.sleep(0.01)
     for step in range(3):
         time.sleep(config["seconds"] / 3)
+        where = trial_meter().sampling
         tune.report(
             {"step": step, "elapsed_s": time.monotonic() - t0, "started": started, "ended": time.time()}
+            | {"sampling": where}
         )
 
 
@@ -65,6 +67,12 @@ def test_the_final_energy_is_the_trial_s_own_span(two_trials):
         # the simulated idle (60 W) is the baseline: idle-free is the rest
         idle_j = last["energy_j"] - last["idle_free_energy_j"]
         assert idle_j == pytest.approx(60.0 * last["seconds"], rel=1e-9)
+
+
+def test_a_trial_s_power_is_sampled_in_a_process_of_its_own(two_trials):
+    # inside a Ray worker too: the trainable's Python is not interrupted by a sampler thread
+    for result in two_trials:
+        assert (result.metrics_dataframe["sampling"] == "process").all()
 
 
 def test_concurrent_trials_each_measure_their_own_window(two_trials):

@@ -130,8 +130,8 @@ class EnergyMeter:
     One background thread samples every device's power every `interval_s`; another reads
     costly counters (NVML's) every `anchor_interval_s`. No NVML call is made under the meter's
     lock, and memory stays bounded however long a window is open. With `sampler="process"`
-    the sampling runs in a process of its own, and the thread only drains what it read, four
-    times a second (and every window edge); the thread samples itself until that process is
+    the sampling runs in a process of its own, and the thread only drains what it read, twice
+    a second (and at every window edge); the thread samples itself until that process is
     ready, and again if it fails.
     """
 
@@ -268,9 +268,9 @@ class EnergyMeter:
         return self
 
     def wait_for_sampler(self) -> str:
-        """Wait until a sampling process is sampling, or has failed (the thread samples then);
-        where it starts (about 0.3 s of CPU, importing numpy) would otherwise overlap the
-        first work measured. Returns `sampling`."""
+        """Wait until a sampling process is sampling, or has failed (the thread samples then):
+        its start (about 0.13 s of CPU on cpu-vm) would otherwise overlap the first work
+        measured. Returns `sampling`."""
         while (process := self._process) is not None and not process.ready() and process.problem() is None:
             time.sleep(self.interval_s)
         return self.sampling
@@ -281,15 +281,15 @@ class EnergyMeter:
         if self._stop is not None:
             self._stop.set()
         deadline = time.monotonic() + timeout_s
-        with self._lock:
-            process, self._process = self._process, None
-        if process is not None:
-            process.stop(timeout_s)
         stuck = []
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
             if thread.is_alive():
                 stuck.append(thread.name)
+        with self._lock:  # after the threads: the sampler thread checks on the process
+            process, self._process = self._process, None
+        if process is not None:
+            process.stop(max(deadline - time.monotonic(), 0.1))
         self._threads, self._stop = [], None
         if stuck:
             self._warn_once(

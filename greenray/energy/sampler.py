@@ -158,6 +158,7 @@ class SamplerProcess:
             os.close(fd)
         self.ring = SampleRing(self._map, len(keys), self.capacity)
         self._started = time.monotonic()
+        self._stopped = False
         self._seen = 0
         self._last_new = math.inf
         self.lost_rows = 0
@@ -191,6 +192,8 @@ class SamplerProcess:
 
     def problem(self) -> str | None:
         """Why this process can no longer be relied on, or None while it is (or may yet be)."""
+        if self._stopped:
+            return "it was stopped"
         code = self._process.poll()
         if self.ring.failed():
             return self.ring.message(0) or "it gave up"
@@ -205,7 +208,7 @@ class SamplerProcess:
         return None
 
     def ready(self) -> bool:
-        return self.ring.is_ready() and not self.ring.failed()
+        return not self._stopped and self.ring.is_ready() and not self.ring.failed()
 
     def drain(self) -> np.ndarray:
         """The rows written since the last drain (not thread-safe: the meter holds its lock)."""
@@ -220,7 +223,10 @@ class SamplerProcess:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Ask the process to end; kill it if it has not within `timeout_s` (a read stuck in
-        the driver: killing a process of its own is safe, unlike a thread's)."""
+        the driver: killing a process of its own is safe, unlike a thread's). Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.ring.stop()
         try:
             self._process.wait(timeout_s)
