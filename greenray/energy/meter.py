@@ -568,7 +568,7 @@ class EnergyMeter:
         self._warn_once("process", f"the power sampling process stopped ({problem}): sampling in a thread")
         with self._lock:
             self._process = None
-        process.stop()
+        process.stop(STOP_TIMEOUT_S)
         return False
 
     def _drain(self) -> None:

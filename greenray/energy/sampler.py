@@ -1,13 +1,14 @@
 """The power sampler in a process of its own. It reads every device's power each interval and
-writes the readings to a ring in shared memory; the meter drains the ring a few times a second
-and at every window edge.
+writes the readings to a ring in shared memory; the meter drains the ring twice a second and
+at every window edge.
 
 Why a process: a sampler thread in the measured process wakes 100 times a second at 10 ms and
 takes the GIL from the work each time. On a CPU trainable in Ray Tune that cost 6% of its
-images/s (cpu-vm, docs/BENCHMARKS.md). A process of its own costs the work nothing but a few
-percent of another core. The meter starts one only for backends that can describe how another
-process opens the same devices (`spec()`), and only on the system-wide monotonic clock. Until
-the process is ready, and after it fails, the meter samples in a thread as before.
+images/s (cpu-vm, docs/BENCHMARKS.md). A process of its own takes about 2% of a core beside
+the work (22 ms of CPU a second there) and none of its GIL. The meter starts one only for
+backends that can describe how another process opens the same devices (`spec()`), and only on
+the system-wide monotonic clock. Until the process is ready, and after it fails, the meter
+samples in a thread as before.
 
     python -m greenray.energy.sampler '<json: fd, specs, keys, interval_s, slow_read_s, parent>'
 """
@@ -40,7 +41,6 @@ RING_S = 10.0  # the ring holds this much of the past: the meter drains it far m
 DRAIN_INTERVAL_S = 0.5
 READY_TIMEOUT_S = 10.0  # a process that is not sampling by then is given up on
 STALL_S = 2.0  # a ready process that writes nothing for this long is given up on too
-STOP_TIMEOUT_S = 2.0
 
 
 class SampleRing:
@@ -221,7 +221,7 @@ class SamplerProcess:
     def set_busy(self, busy: bool) -> None:
         self.ring.set_busy(busy)
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    def stop(self, timeout_s: float) -> None:
         """Ask the process to end; kill it if it has not within `timeout_s` (a read stuck in
         the driver: killing a process of its own is safe, unlike a thread's). Idempotent."""
         if self._stopped:
