@@ -98,7 +98,10 @@ def test_greedy_never_exceeds_its_cap(server):
     use(server, "greedy:8")
 
     def send():
-        busy = server.warmup.remote(20, 64)  # holds the replica between batches: requests queue up
+        # Holds the replica in long forwards (about 0.3 s each here), yielding only between
+        # them: requests queue up meanwhile, even from a slow driver (64-image forwards let
+        # only 7 in at a time once, on a loaded CI machine).
+        busy = server.warmup.remote(3, 1024)
         answers = [server.remote(image(i), request_id=i) for i in range(40)]
         [a.result() for a in answers]
         busy.result()
