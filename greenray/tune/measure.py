@@ -62,8 +62,9 @@ def with_energy(
         energy: "auto" (NVML GPUs, else RAPL, else nothing), "nvml", "rapl", "simulated"
             (a deterministic model, labelled so: for machines without a GPU) or "none".
         interval_ms: power sampling interval, milliseconds. The sampling runs in a process
-            of its own beside the trial's, so the trainable's Python is never interrupted by
-            it (greenray/energy/sampler.py).
+            of its own beside the trial's; the trial's meter only collects its readings twice
+            a second and at each report (greenray/energy/sampler.py). Where that process
+            cannot run, a thread in the trial samples, as before, and says so once.
         baseline: idle power to factor out, Watts by node hostname, then device UUID (what
             `greenray.tune.cluster.baseline_by_node` gives). Without one, `idle_free_energy_j`
             is None, except for the simulated backend, whose idle is its model's.
