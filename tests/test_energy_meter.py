@@ -1,5 +1,7 @@
 import logging
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -130,6 +132,29 @@ def test_the_background_sampler_fills_a_trace():
     assert watts.shape[1] == 2
     assert len(times) >= 20  # about 60 at 5 ms; loose for a loaded CI machine
     assert np.all(np.diff(times) >= 0)
+
+
+def test_short_busy_windows_are_exact_while_other_threads_hold_the_gil():
+    # The window starts on a reading taken after its work's power step: a thread switch
+    # between the step and the window's start cannot put an idle stretch inside it.
+    done = threading.Event()
+
+    def spin():
+        while not done.is_set():
+            pass
+
+    spinners = [threading.Thread(target=spin)]
+    for thread in spinners:
+        thread.start()
+    try:
+        with EnergyMeter([SimulatedBackend(idle_w=60.0, busy_w=250.0)], interval_s=0.01) as meter:
+            for _ in range(60):
+                with meter.window("batch", counter=False) as w:
+                    time.sleep(0.002)
+                assert w.measurement.joules == pytest.approx(250.0 * w.measurement.seconds, rel=1e-6)
+                time.sleep(0.003)
+    finally:
+        done.set()
 
 
 def test_a_meter_without_backends_says_none_and_warns_once(caplog):

@@ -16,6 +16,7 @@ from greenray.tune.objectives import front, hypervolume, non_dominated, parego_t
 from greenray.tune.rounds import RoundRepeater
 from greenray.tune.searchers import PIBayesSearch
 from greenray.tune.space import search_space, trained_with
+from greenray.tune.study import study_stop
 
 
 def rows(accuracies: list[list[float | None]], joules: float = 10.0) -> list[dict]:
@@ -50,6 +51,15 @@ def test_the_budget_counts_every_row_failed_ones_too():
     # Rows are replayed in the order trials ended, not in table order.
     shuffled = list(reversed(rows([[0.9], [0.1], [0.1]])))
     assert stop_reached(shuffled, repetitions=1, patience=2).round == 2
+
+
+def test_a_study_is_stopped_by_its_budget_when_trials_were_cut_short_even_with_a_row_each():
+    config = StudyConfig.from_flat({"strategy": "random", "rounds": 4, "repetitions": 1, "energy_budget": 30.0})
+    ran = pd.DataFrame(rows([[0.5], [0.6], [0.7], [0.8]], joules=10.0))
+    assert study_stop(config, ran, {}) is None  # the last trial's own end reached it: nothing was stopped
+    cut = ran.assign(status=["ok", "ok", "ok", "stopped"])  # running when the budget was reached
+    assert study_stop(config, cut, {}).lever == BUDGET
+    assert study_stop(config, ran.iloc[:3], {}).lever == BUDGET  # a trial never started
 
 
 def test_a_round_of_only_stopped_or_failed_repetitions_has_no_value():

@@ -323,9 +323,11 @@ class EnergyMeter:
             if busy:
                 self._add_busy(1)
         try:
+            # Sampled before t0 is taken: the window then starts on a reading of the power its
+            # work draws (the busy step is before it), not on a line from the last idle one.
+            self.sample()
             edge = [i for i, c in enumerate(self._columns) if counter and c.edge_counter and self._live(i)]
             t0, counters = self._read_edge_counters(edge) if edge else (self._clock(), {})
-            self.sample()
             with self._lock:
                 window = _Window(
                     name=name,

@@ -19,7 +19,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from greenray.config import DOWNLOADABLE, StudyConfig
 from greenray.errors import UsageError
-from greenray.results import ResultStore, atomic_write, run_record
+from greenray.results import STOPPED, ResultStore, atomic_write, run_record
 from greenray.tune import cluster
 from greenray.tune.callbacks import TrialProgress, TrialRecorder
 from greenray.tune.ledger import Stop, stop_reached
@@ -56,7 +56,7 @@ class StudyRun:
 
     @property
     def complete(self) -> bool:
-        return self.recorded >= self.config.trials
+        return self.recorded >= self.config.trials and self.stopped_by is None
 
     @property
     def finished(self) -> bool:
@@ -134,13 +134,13 @@ def resume_study(out: Path, *, address: str | None = None, say: Callable[[str], 
     rows = store.read("trials")
     done = len(rows)
     say(f"resuming {out}: {done} of {config.trials} trials recorded")
-    if done >= config.trials:
-        return StudyRun(out, config, done)
     # A lever that stopped the study stops it again at once: the stored rows meet its condition.
-    stop = lever_stop(config, rows, baseline)
+    stop = study_stop(config, rows, baseline)
     if stop is not None:
         say(f"stopped by {stop.lever} ({stop.detail}): nothing to resume")
         return StudyRun(out, config, done, stop)
+    if done >= config.trials:
+        return StudyRun(out, config, done)
     _quiet_tune()
     counter = cluster.share_counter(config, out)
     with _quiet_trial_errors():
@@ -186,11 +186,19 @@ def lever_stop(config: StudyConfig, rows: pd.DataFrame, baseline: dict) -> Stop 
     )
 
 
+def study_stop(config: StudyConfig, rows: pd.DataFrame, baseline: dict) -> Stop | None:
+    """The lever that stopped a study: its condition met by the stored rows while trials were
+    left unstarted or were cut short. A budget that only the last trial's own end reached
+    stopped nothing; one reached while the last trials ran stopped them, though each has a row."""
+    cut_short = len(rows) < config.trials or (rows["status"] == STOPPED).any()
+    return lever_stop(config, rows, baseline) if cut_short else None
+
+
 def _finish(store: ResultStore, record: dict, config: StudyConfig) -> StudyRun:
     """After Tune: which lever stopped the study (kept in study.json as `stop`) and, for a
     pareto study, its front in DIR/pareto.csv."""
     rows = store.read("trials")
-    stop = None if len(rows) >= config.trials else lever_stop(config, rows, record.get("baseline", {}))
+    stop = study_stop(config, rows, record.get("baseline", {}))
     if stop is not None or "stop" in record:
         store.write_json(STUDY_FILE, record | {"stop": stop.as_dict() if stop else None})
     if config.levers.objective == PARETO:
