@@ -54,7 +54,8 @@ def test_the_budget_counts_every_row_failed_ones_too():
 
 
 def test_a_study_is_stopped_by_its_budget_when_trials_were_cut_short_even_with_a_row_each():
-    config = StudyConfig.from_flat({"strategy": "random", "rounds": 4, "repetitions": 1, "energy_budget": 30.0})
+    flat = {"strategy": "random", "rounds": 4, "repetitions": 1, "energy_budget": 30.0}
+    config = StudyConfig.from_flat(flat)
     ran = pd.DataFrame(rows([[0.5], [0.6], [0.7], [0.8]], joules=10.0))
     assert study_stop(config, ran, {}) is None  # the last trial's own end reached it: nothing was stopped
     cut = ran.assign(status=["ok", "ok", "ok", "stopped"])  # running when the budget was reached
