@@ -16,7 +16,7 @@ from nvml_standin import (
 )
 
 from greenray.energy import EnergyMeter, Measurement
-from greenray.energy.meter import END_AFTER_S
+from greenray.energy.health import END_AFTER_S
 from greenray.energy.nvml import NvmlBackend
 from greenray.energy.simulated import SimulatedBackend
 

@@ -14,7 +14,7 @@ import pytest
 
 from greenray.energy import EnergyMeter
 from greenray.energy.rapl import RaplBackend
-from greenray.energy.sampler import OK, SampleRing
+from greenray.energy.sampler import OK, SampleRing, child_env
 from greenray.energy.simulated import SimulatedBackend
 
 MAX_UJ = 262_143_328_850
@@ -146,3 +146,15 @@ def test_a_ring_lapped_by_its_writer_says_how_many_rows_were_lost():
     assert rows[:, 0].tolist() == [float(k) for k in range(13, 20)]
     assert rows[:, 3].tolist() == [2.0 * k for k in range(13, 20)]
     assert ring.rows(since=20)[0].shape == (0, 6)
+
+
+def test_the_process_finds_greenray_where_this_process_imported_it(monkeypatch):
+    # A Ray worker given greenray through runtime_env py_modules has it on sys.path only.
+    import greenray
+
+    monkeypatch.setenv("PYTHONPATH", "/some/user/path")
+    parts = child_env()["PYTHONPATH"].split(os.pathsep)
+    assert Path(parts[0]) / "greenray" == Path(greenray.__file__).resolve().parent
+    assert parts[1:] == ["/some/user/path"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert child_env()["PYTHONPATH"] == parts[0]

@@ -1,5 +1,7 @@
-"""EnergyMeter: measurement windows over one or more energy backends, a background power
-sampler, background reads of costly counters, device faults, and the idle baseline."""
+"""EnergyMeter: measurement windows over one or more energy backends, the power trace sampled in
+the background (a thread, or a process of its own), background reads of costly counters, and
+the idle baseline. How a window's Joules are read off the trace is in window.py; which devices
+still answer, in health.py."""
 
 from __future__ import annotations
 
@@ -15,14 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from greenray.energy import estimate
 from greenray.energy.backend import Backend, Device, DeviceLost, EnergyUnavailable
-from greenray.energy.calibration import UNCALIBRATED_REL, Anchor, Calibration, implausible
+from greenray.energy.calibration import Calibration
 from greenray.energy.discover import open_backends, open_backends_explained  # noqa: F401 (kept here too)
+from greenray.energy.health import Health
 from greenray.energy.idle import SETTLE_MAX_S, SETTLE_SPAN_S, SETTLE_STEP_S, IdleStats, steady
-from greenray.energy.measurement import DeviceEnergy, Measurement
+from greenray.energy.measurement import Measurement
 from greenray.energy.sampler import DRAIN_INTERVAL_S, FAILED, LOST, OK, SLOW, SamplerProcess
 from greenray.energy.trace import PowerTrace
+from greenray.energy.window import DeviceState, Window, column, device_energy, fold
 
 log = logging.getLogger("greenray.energy")
 
@@ -31,17 +34,12 @@ DEFAULT_INTERVAL_S = 0.01
 # windows need none of it: they keep running sums.
 TRACE_TAIL_S = 30.0
 # Costly counters (NVML: about 4 ms a read) are read this often in the background, never at
-# window edges; cheaper ones (RAPL, the model) are read at the edges of every window.
+# window edges; cheaper ones (RAPL, the model: window.CHEAP_READ_S) at the edges of every window.
 ANCHOR_INTERVAL_S = 1.0
-CHEAP_READ_S = 0.001
 # A read slower than this has no known time (the driver stalled): its value is not used.
 SLOW_READ_S = 0.05
 # A window whose expected error is above this share of its Joules is marked approximate.
 APPROXIMATE_REL = 0.01
-# A device that fails this many reads in a row, over at least this long, has ended (a lost
-# GPU, or one that needs a reset, ends at once).
-END_AFTER_FAILURES = 10
-END_AFTER_S = 2.0
 STOP_TIMEOUT_S = 2.0
 # Where the power sampler runs: a thread of this process, or a process of its own (see
 # greenray/energy/sampler.py), which costs the measured work's Python nothing.
@@ -58,60 +56,6 @@ def integrate(times: np.ndarray, watts: np.ndarray, t0: float, t1: float) -> flo
     t = np.concatenate(([t0], times[inside], [t1]))
     p = np.concatenate(([edge0], watts[inside], [edge1]))
     return float(np.trapezoid(p, t))
-
-
-@dataclass(frozen=True)
-class _Column:
-    """What the meter knows about one device, fixed when it opens."""
-
-    backend: Backend
-    device: Device
-    field: str
-    period_s: float
-    average_s: float  # > 0 only for a moving-average power field
-    limit_w: float | None
-    model_idle_w: float | None
-    edge_counter: bool  # read the counter at window edges (cheap, or the best there is)
-    anchored: bool  # read the counter in the background
-
-
-@dataclass
-class _Health:
-    streak: int = 0
-    failing_since: float | None = None
-    ended_at: float | None = None  # its last reading, once it has ended
-    reason: str = ""
-
-
-@dataclass
-class _Window:
-    name: str
-    t0: float
-    wall0: float
-    busy: bool
-    start: list[tuple[float, float, int] | None]  # per device: Joules, J^2, readings at t0
-    counters: dict[int, tuple[float, float]]  # device column -> counter J, read seconds
-    anchors: list[Anchor | None]  # per device: the first background read inside the window
-    peak_w: list[float]  # per device, its highest reading so far
-    peak_sum_w: float = math.nan
-    seen_t: float = -math.inf  # the latest trace row folded into the peaks
-
-
-@dataclass(frozen=True)
-class _Span:
-    """One device's samples over a window: running sums at its two edges. Units: s, J, J^2, W."""
-
-    t0: float
-    t1: float
-    start_j: float
-    end_j: float
-    b2: float
-    samples: int
-    peak_w: float | None
-
-    @property
-    def seconds(self) -> float:
-        return max(self.t1 - self.t0, 0.0)
 
 
 @dataclass
@@ -160,7 +104,7 @@ class EnergyMeter:
         self._clock = clock
         self._sleep = sleep
         self._backends = backends
-        self._columns = [_column(b, d) for b in backends for d in b.devices()]
+        self._columns = [column(b, d) for b in backends for d in b.devices()]
         n = len(self._columns)
         self._model_idle = {c.device.key: c.model_idle_w for c in self._columns if c.model_idle_w is not None}
         self.idle_w: dict[str, float] = self._model_idle | dict(idle_w or {})
@@ -175,10 +119,9 @@ class EnergyMeter:
         self._calibration = [
             Calibration(c.period_s, c.limit_w) if c.anchored else None for c in self._columns
         ]
-        self._health = [_Health() for _ in self._columns]
-        self._failing: set[int] = set()  # devices whose last read failed
+        self._health = Health([c.device.key for c in self._columns], self._warn_once)
         self._compute = [i for i, c in enumerate(self._columns) if c.device.kind == "gpu"] or list(range(n))
-        self._open: dict[str, _Window | None] = {}  # None: being opened
+        self._open: dict[str, Window | None] = {}  # None: being opened
         self._busy = 0
         self._warned: set[str] = set()
         self._threads: list[threading.Thread] = []
@@ -329,7 +272,7 @@ class EnergyMeter:
             edge = [i for i, c in enumerate(self._columns) if counter and c.edge_counter and self._live(i)]
             t0, counters = self._read_edge_counters(edge) if edge else (self._clock(), {})
             with self._lock:
-                window = _Window(
+                window = Window(
                     name=name,
                     t0=t0,
                     wall0=time.time() - (self._clock() - t0),
@@ -462,8 +405,8 @@ class EnergyMeter:
                 stamps[i], watts[i] = before, value  # read at once, but the GIL may delay the return
             before = after
         with self._lock:
-            for i in [i for i in self._failing if watts[i] == watts[i]]:
-                self._succeeded(i)
+            for i in [i for i in self._health.failing if watts[i] == watts[i]]:
+                self._health.succeeded(i)
             for i, exc in failures:
                 self._failed(i, exc)
             self._trace.append(stamps, watts)
@@ -585,7 +528,7 @@ class EnergyMeter:
             if process.lost_rows:
                 self._warn_once("lapped", "power readings were overwritten before they were read")
             n = len(self._columns)
-            if not self._failing and all(map(self._live, range(n))) and (rows[:, 2 * n :] == OK).all():
+            if not self._health.failing and all(map(self._live, range(n))) and (rows[:, 2 * n :] == OK).all():
                 for row in rows.tolist():  # the usual case: every read went well
                     self._trace.append(row[:n], row[n : 2 * n])
             else:
@@ -600,8 +543,8 @@ class EnergyMeter:
             for i in range(n):
                 if not self._live(i):  # ended here: what it reads now is not used
                     watts[i] = math.nan
-                elif status[i] == OK and i in self._failing:
-                    self._succeeded(i)
+                elif status[i] == OK and i in self._health.failing:
+                    self._health.succeeded(i)
                 elif status[i] == FAILED:
                     self._failed(i, EnergyUnavailable(process.ring.message(i)))
                 elif status[i] == LOST:
@@ -622,7 +565,7 @@ class EnergyMeter:
     # ---- internals: reading ----------------------------------------------------------
 
     def _live(self, i: int) -> bool:
-        return self._health[i].ended_at is None
+        return self._health.live(i)
 
     def _read_edge_counters(self, columns: list[int]) -> tuple[float, dict[int, tuple[float, float]]]:
         """The counters of `columns` (J, and what each read took) and the moment they stand
@@ -648,7 +591,7 @@ class EnergyMeter:
             values[i] = (value, took)
         return (first if stalled else (first + self._clock()) / 2), values
 
-    def _close_reading(self, window: _Window) -> Measurement:
+    def _close_reading(self, window: Window) -> Measurement:
         edge = [i for i in window.counters if self._live(i)]
         t1, counters = self._read_edge_counters(edge) if edge else (self._clock(), {})
         self.sample()
@@ -656,41 +599,8 @@ class EnergyMeter:
             self._catch_up(window)
             return self._measure(window, t1, counters)
 
-    def _succeeded(self, i: int) -> None:
-        health = self._health[i]
-        log.info("%s answers again after %d failed reads", self._columns[i].device.key, health.streak)
-        health.streak, health.failing_since = 0, None
-        self._failing.discard(i)
-
     def _failed(self, i: int, exc: Exception) -> None:
-        health, key = self._health[i], self._columns[i].device.key
-        if health.ended_at is not None:
-            return
-        now = self._clock()
-        self._failing.add(i)
-        health.streak += 1
-        health.failing_since = health.failing_since if health.failing_since is not None else now
-        if isinstance(exc, DeviceLost):
-            self._end(i, str(exc))
-        elif health.streak >= END_AFTER_FAILURES and now - health.failing_since >= END_AFTER_S:
-            self._end(
-                i, f"{health.streak} reads failed in a row over {now - health.failing_since:.1f} s ({exc})"
-            )
-        elif health.streak == 1:
-            self._warn_once(
-                f"transient:{i}", f"a read of {key} failed ({exc}): retrying; windows bridge the gap"
-            )
-
-    def _end(self, i: int, reason: str) -> None:
-        health, key = self._health[i], self._columns[i].device.key
-        last = float(self._trace.last_t[i])
-        health.ended_at = last if math.isfinite(last) else self._clock()
-        health.reason = f"{key} stopped answering: {reason}"
-        self._warn_once(
-            f"ended:{i}",
-            f"energy of {key} is no longer measured: {reason}; windows keep what it measured "
-            "until then and are marked partial",
-        )
+        self._health.failed(i, exc, self._clock(), float(self._trace.last_t[i]))
 
     def _take_anchor(self, i: int, t: float, counter_j: float) -> None:
         at = self._trace.at(i, t)
@@ -719,14 +629,14 @@ class EnergyMeter:
         if open_windows:
             summed = [self._summed_row(row) for row in watts]
             for window in open_windows:
-                self._fold(window, times, watts, summed)
+                fold(window, times, watts, summed)
 
-    def _catch_up(self, window: _Window) -> None:
+    def _catch_up(self, window: Window) -> None:
         """Fold the trace rows since the window opened into its peaks (it was being opened, or
         closed and so no longer among the open windows)."""
         times, watts = self._trace.rows(max(window.t0, window.seen_t), None)
         rows = watts.tolist()
-        self._fold(window, times.tolist(), rows, [self._summed_row(row) for row in rows])
+        fold(window, times.tolist(), rows, [self._summed_row(row) for row in rows])
 
     def _summed_row(self, row: list[float]) -> float:
         """A row's summed power of the compute devices; NaN when a live one gave no reading or
@@ -739,21 +649,6 @@ class EnergyMeter:
             elif self._health[i].ended_at is None:
                 return math.nan
         return total if seen else math.nan
-
-    @staticmethod
-    def _fold(window: _Window, times: list[float], watts: list[list[float]], summed: list[float]) -> None:
-        """Plain Python: a few rows at a time, where numpy's fixed cost would dominate. NaN
-        (no reading) never wins a comparison."""
-        since, peaks = max(window.t0, window.seen_t), window.peak_w
-        for t, row, total in zip(times, watts, summed, strict=True):
-            if t < since:
-                continue
-            for i, w in enumerate(row):
-                if w > peaks[i] or (peaks[i] != peaks[i] and w == w):
-                    peaks[i] = w
-            if total > window.peak_sum_w or (window.peak_sum_w != window.peak_sum_w and total == total):
-                window.peak_sum_w = total
-            window.seen_t = t
 
     def _summed(self, watts: np.ndarray) -> np.ndarray:
         """Each row's summed power of the compute devices; NaN where a live one gave no reading
@@ -781,8 +676,11 @@ class EnergyMeter:
 
     # ---- internals: measuring ----------------------------------------------------------
 
-    def _measure(self, window: _Window, t1: float, counters: dict[int, tuple[float, float]]) -> Measurement:
-        readings = tuple(self._device_energy(window, i, t1, counters) for i in range(len(self._columns)))
+    def _measure(self, window: Window, t1: float, counters: dict[int, tuple[float, float]]) -> Measurement:
+        readings = tuple(
+            device_energy(window, self._state(i), t1, counters, self._trace, self._warn_once)
+            for i in range(len(self._columns))
+        )
         peak = window.peak_sum_w if not math.isnan(window.peak_sum_w) else None
         measurement = Measurement(
             name=window.name,
@@ -798,150 +696,9 @@ class EnergyMeter:
         approximate = joules is not None and error is not None and error > APPROXIMATE_REL * abs(joules)
         return Measurement(**{**measurement.__dict__, "approximate": approximate})
 
-    def _device_energy(
-        self, window: _Window, i: int, t1: float, counters: dict[int, tuple[float, float]]
-    ) -> DeviceEnergy:
-        c, health = self._columns[i], self._health[i]
-        partial = health.ended_at is not None and health.ended_at < t1
-        notes = [health.reason] if partial else []
-        if c.device.shared:
-            notes.append(f"{c.device.key} is MIG instance {c.device.mig_uuid}: the energy of its whole GPU")
-        span = self._span(window, i, min(t1, health.ended_at) if partial else t1, partial)
-        if span is None:  # nothing of the window was measured on it
-            return DeviceEnergy(
-                c.device,
-                None,
-                None,
-                None,
-                None,
-                0,
-                "none",
-                partial=True,
-                power_field=c.field,
-                note="; ".join(notes),
-            )
-        candidates = [self._from_samples(i, span)]
-        if i in window.counters and i in counters and not partial:
-            candidates += self._from_counter_edges(i, span, window.counters[i], counters[i], notes)
-        candidates += self._from_anchors(window, i, span, notes)
-        chosen = estimate.best(candidates)
-        idle = self.idle_w.get(c.device.key)
-        return DeviceEnergy(
-            device=c.device,
-            joules=chosen.joules,
-            idle_free_joules=chosen.joules - idle * span.seconds if idle is not None else None,
-            avg_power_w=chosen.joules / span.seconds if span.seconds > 0 else None,
-            peak_power_w=span.peak_w,
-            samples=span.samples,
-            source=c.backend.counter_source if chosen.kind == estimate.COUNTER else c.backend.power_source,
-            idle_w=idle,
-            uncertainty_j=chosen.uncertainty_j,
-            partial=partial,
-            power_field=c.field,
-            seconds=span.seconds,
-            note="; ".join(notes),
-        )
-
-    def _span(self, window: _Window, i: int, t_end: float, partial: bool) -> _Span | None:
-        """What device i's samples hold over [window.t0, t_end]; None when nothing."""
-        if partial and self._health[i].ended_at <= window.t0:
-            return None
-        # Recomputed while the ring still reaches back: a reading that came after the window
-        # opened makes its start exact.
-        fresh = self._trace.at(i, window.t0) if window.t0 >= self._trace.oldest_t else None
-        start = fresh or window.start[i]
-        if start is None:
-            return None
-        end = self._trace.at(i, t_end, hold=not partial)
-        if end is None:  # its last reading has left the ring: the running sums are at it
-            end = (float(self._trace.joules[i]), float(self._trace.b2[i]), int(self._trace.samples[i]))
-        peak = float(window.peak_w[i])
-        return _Span(
-            t0=window.t0,
-            t1=t_end,
-            start_j=start[0],
-            end_j=end[0],
-            b2=self._trace.b2_after(i, t_end) - start[1],
-            samples=end[2] - start[2],
-            peak_w=None if math.isnan(peak) else peak,
-        )
-
-    def _from_samples(self, i: int, span: _Span) -> estimate.Estimate:
-        ratio, ratio_rel = self._ratio(i)
-        return estimate.from_samples(
-            span.end_j - span.start_j,
-            span.b2,
-            span.seconds,
-            ratio=ratio,
-            ratio_rel=ratio_rel,
-            average_s=self._columns[i].average_s,
-            swing_w=float(self._trace.swing_w()[i]),
-        )
-
-    def _from_counter_edges(
-        self, i: int, span: _Span, first: tuple[float, float], last: tuple[float, float], notes: list[str]
-    ) -> list[estimate.Estimate]:
-        """The counter read at both edges, unless it jumped between them."""
+    def _state(self, i: int) -> DeviceState:
         c = self._columns[i]
-        (c0, read0), (c1, read1) = first, last
-        if implausible(c1 - c0, span.seconds, c.limit_w, c.period_s):
-            notes.append(
-                f"the energy counter of {c.device.key} jumped ({c1 - c0:+.0f} J): power samples used"
-            )
-            self._warn_once(f"edge-jump:{i}", notes[-1])
-            return []
-        # The tick lag is set by the power just before each read: known from instant samples,
-        # only bounded (by the device's most) behind an average.
-        edge_w = float(self._trace.high_w()[i]) if c.average_s else (span.peak_w or 0.0)
-        return [
-            estimate.from_counter_edges(
-                c1 - c0, period_s=c.period_s, p0_w=edge_w, p1_w=edge_w, read_s=max(read0, read1)
-            )
-        ]
-
-    def _from_anchors(
-        self, window: _Window, i: int, span: _Span, notes: list[str]
-    ) -> list[estimate.Estimate]:
-        """Counter energy between the first and last background reads inside the window (when
-        two of one counter epoch lie in it), and samples for the stretches outside them."""
-        calibration, first = self._calibration[i], window.anchors[i]
-        if calibration is None or first is None:
-            return []
-        if first.epoch != calibration.epoch:
-            notes.append(
-                f"the energy counter of {self._columns[i].device.key} jumped during the window: samples used"
-            )
-            return []
-        last = calibration.latest if calibration.latest.t <= span.t1 else calibration.previous
-        if last is None or last.t <= first.t or last.epoch != first.epoch:
-            return []
-        c = self._columns[i]
-        edge_s = (first.t - span.t0, span.t1 - last.t)
-        share = sum(edge_s) / span.seconds if span.seconds > 0 else 1.0
-        ratio, ratio_rel = self._ratio(i)
-        high = float(self._trace.high_w()[i])
-        return [
-            estimate.from_anchors(
-                last.counter_j - first.counter_j,
-                (first.samples_j - span.start_j) + (span.end_j - last.samples_j),
-                span.b2 * share,
-                edge_s,
-                period_s=c.period_s,
-                p_first_w=high if c.average_s else first.power_w,
-                p_last_w=high if c.average_s else last.power_w,
-                ratio=ratio,
-                ratio_rel=ratio_rel,
-                average_s=c.average_s,
-                swing_w=float(self._trace.swing_w()[i]),
-            )
-        ]
-
-    def _ratio(self, i: int) -> tuple[float, float]:
-        calibration = self._calibration[i]
-        if calibration is not None:
-            return calibration.ratio()
-        exact = self._columns[i].field in ("model", "derived")  # the model itself, or counter deltas
-        return 1.0, 0.0 if exact else UNCALIBRATED_REL
+        return DeviceState(i, c, self._health[i], self._calibration[i], self.idle_w.get(c.device.key))
 
     # ---- internals: idle -----------------------------------------------------------
 
@@ -977,25 +734,6 @@ class EnergyMeter:
         now = self._clock()
         times, watts = self.trace(now - span, now)
         return steady(times, watts[:, i] if len(times) else np.empty(0), now, span)
-
-
-def _column(backend: Backend, device: Device) -> _Column:
-    has_counter = backend.has_counter(device)
-    field_name = getattr(backend, "power_field", "average")
-    cheap = getattr(backend, "counter_read_s", 0.004) <= CHEAP_READ_S
-    limit = getattr(backend, "power_limit_w", None)
-    return _Column(
-        backend=backend,
-        device=device,
-        field=field_name,
-        period_s=getattr(backend, "counter_period_s", 0.1),
-        average_s=getattr(backend, "average_window_s", 1.0) if field_name == "average" else 0.0,
-        limit_w=limit(device) if callable(limit) else None,
-        model_idle_w=backend.model_idle_w(device),
-        # With only an averaged power field, the counter is the better estimate at any length.
-        edge_counter=has_counter and (cheap or field_name == "average"),
-        anchored=has_counter and not cheap,
-    )
 
 
 def _synchronize_cuda() -> None:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greenray.energy.backend import Backend, DeviceLost, EnergyUnavailable
@@ -137,6 +138,15 @@ class SampleRing:
         self._text.release()
 
 
+def child_env() -> dict[str, str]:
+    """The sampling process's environment: this one, with the folder greenray was imported from
+    first on PYTHONPATH. A Ray worker that has greenray through `runtime_env={"py_modules": ...}`
+    holds it on sys.path only; the process could not import it otherwise."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return os.environ | {"PYTHONPATH": os.pathsep.join([root, path] if path else [root])}
+
+
 class SamplerProcess:
     """The meter's handle on its sampling process: starts it, drains its ring, passes the busy
     flag (the simulated backend's power follows it), and stops it."""
@@ -179,6 +189,7 @@ class SamplerProcess:
         # told, or when the process it measures for is gone.
         return subprocess.Popen(
             [sys.executable, "-m", "greenray.energy.sampler", json.dumps(args)],
+            env=child_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
