@@ -134,20 +134,23 @@ def test_the_background_sampler_fills_a_trace():
     assert np.all(np.diff(times) >= 0)
 
 
-def test_short_busy_windows_are_exact_while_other_threads_hold_the_gil():
+@pytest.mark.parametrize("sampler", ["thread", "process"])
+def test_short_busy_windows_are_exact_while_other_threads_hold_the_gil(sampler):
     # The window starts on a reading taken after its work's power step: a thread switch
-    # between the step and the window's start cannot put an idle stretch inside it.
+    # between the step and the window's start cannot put an idle stretch inside it, nor can a
+    # sampling process that saw the step late.
     done = threading.Event()
 
     def spin():
         while not done.is_set():
             pass
 
-    spinners = [threading.Thread(target=spin)]
-    for thread in spinners:
-        thread.start()
+    spinner = threading.Thread(target=spin)
+    spinner.start()
     try:
-        with EnergyMeter([SimulatedBackend(idle_w=60.0, busy_w=250.0)], interval_s=0.01) as meter:
+        model = SimulatedBackend(idle_w=60.0, busy_w=250.0)
+        with EnergyMeter([model], interval_s=0.01, sampler=sampler) as meter:
+            assert meter.wait_for_sampler() == sampler
             for _ in range(60):
                 with meter.window("batch", counter=False) as w:
                     time.sleep(0.002)

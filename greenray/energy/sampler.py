@@ -268,12 +268,14 @@ def sample_forever(
     busy = None
     next_t = time.monotonic()
     while not ring.stopping() and os.getppid() == parent:
+        stamps, watts, status = [math.nan] * n, [math.nan] * n, [OK] * n
+        before = time.monotonic()
+        # The flag is read after the row's time: a row stamped after the meter set it reads
+        # the new level (a model's step never lands late inside a window).
         if ring.busy() != busy:
             busy = ring.busy()
             for backend in backends:
                 backend.set_busy(busy)
-        stamps, watts, status = [math.nan] * n, [math.nan] * n, [OK] * n
-        before = time.monotonic()
         for i, (backend, device) in enumerate(columns):
             if ended[i]:
                 status[i] = ENDED
