@@ -145,17 +145,11 @@ def device_energy(
     high_w, swing_w = float(trace.high_w()[i]), float(trace.swing_w()[i])
     candidates = [_from_samples(c, span, ratio, swing_w)]
     if i in window.counters and i in counters and not partial:
-        found = _from_counter_edges(c, span, window.counters[i], counters[i], high_w)
-        if isinstance(found, str):
-            notes.append(found)
-            warn(f"edge-jump:{i}", found)
-        else:
-            candidates.append(found)
-    found = _from_anchors(window.anchors[i], state.calibration, c, span, ratio, high_w, swing_w)
-    if isinstance(found, str):
-        notes.append(found)
-    elif found is not None:
-        candidates.append(found)
+        edges = _from_counter_edges(c, span, window.counters[i], counters[i], high_w, notes)
+        if not edges:  # the counter jumped between them
+            warn(f"edge-jump:{i}", notes[-1])
+        candidates += edges
+    candidates += _from_anchors(window.anchors[i], state.calibration, c, span, ratio, high_w, swing_w, notes)
     chosen = estimate.best(candidates)
     idle = state.idle_w
     return DeviceEnergy(
@@ -223,18 +217,26 @@ def _from_samples(c: Column, span: Span, ratio: tuple[float, float], swing_w: fl
 
 
 def _from_counter_edges(
-    c: Column, span: Span, first: tuple[float, float], last: tuple[float, float], high_w: float
-) -> estimate.Estimate | str:
-    """The counter read at both edges; why not (in words), when it jumped between them."""
+    c: Column,
+    span: Span,
+    first: tuple[float, float],
+    last: tuple[float, float],
+    high_w: float,
+    notes: list[str],
+) -> list[estimate.Estimate]:
+    """The counter read at both edges, unless it jumped between them (said in `notes`)."""
     (c0, read0), (c1, read1) = first, last
     if implausible(c1 - c0, span.seconds, c.limit_w, c.period_s):
-        return f"the energy counter of {c.device.key} jumped ({c1 - c0:+.0f} J): power samples used"
+        notes.append(f"the energy counter of {c.device.key} jumped ({c1 - c0:+.0f} J): power samples used")
+        return []
     # The tick lag is set by the power just before each read: known from instant samples,
     # only bounded (by the device's most) behind an average.
     edge_w = high_w if c.average_s else (span.peak_w or 0.0)
-    return estimate.from_counter_edges(
-        c1 - c0, period_s=c.period_s, p0_w=edge_w, p1_w=edge_w, read_s=max(read0, read1)
-    )
+    return [
+        estimate.from_counter_edges(
+            c1 - c0, period_s=c.period_s, p0_w=edge_w, p1_w=edge_w, read_s=max(read0, read1)
+        )
+    ]
 
 
 def _from_anchors(
@@ -245,20 +247,22 @@ def _from_anchors(
     ratio: tuple[float, float],
     high_w: float,
     swing_w: float,
-) -> estimate.Estimate | str | None:
+    notes: list[str],
+) -> list[estimate.Estimate]:
     """Counter energy between the first (`first`) and last background reads inside the window
     (when two of one counter epoch lie in it), and samples for the stretches outside them;
-    None when there are not two, why not (in words) when the counter jumped."""
+    none when there are not two, or the counter jumped (said in `notes`)."""
     if calibration is None or first is None:
-        return None
+        return []
     if first.epoch != calibration.epoch:
-        return f"the energy counter of {c.device.key} jumped during the window: samples used"
+        notes.append(f"the energy counter of {c.device.key} jumped during the window: samples used")
+        return []
     last = calibration.latest if calibration.latest.t <= span.t1 else calibration.previous
     if last is None or last.t <= first.t or last.epoch != first.epoch:
-        return None
+        return []
     edge_s = (first.t - span.t0, span.t1 - last.t)
     share = sum(edge_s) / span.seconds if span.seconds > 0 else 1.0
-    return estimate.from_anchors(
+    estimated = estimate.from_anchors(
         last.counter_j - first.counter_j,
         (first.samples_j - span.start_j) + (span.end_j - last.samples_j),
         span.b2 * share,
@@ -271,3 +275,4 @@ def _from_anchors(
         average_s=c.average_s,
         swing_w=swing_w,
     )
+    return [estimated]
