@@ -422,14 +422,15 @@ def check_cells(planned: list[Cell], options: RunOptions) -> None:
 
 def run_hpo_cell(cell: Cell, folder: Path, options: RunOptions) -> bool:
     """One `greenray hpo` through its Python entry point; a folder that holds the cell's
-    interrupted study is resumed. True when the study ran to the end of its budget."""
+    interrupted study is resumed. True when nothing is left for a resume to do: the study ran
+    to the end of its budget, or a green lever stopped it."""
     from greenray.tune.study import STUDY_FILE, resume_study, start_study
 
     if (folder / f"{STUDY_FILE}.json").exists():
         run = resume_study(folder, address=options.address, say=options.say)
     else:
         run = start_study(hpo_config(cell, options), folder, address=options.address, say=options.say)
-    return run.complete
+    return run.finished
 
 
 def run_serve_cell(cell: Cell, folder: Path, options: RunOptions) -> bool:
