@@ -63,7 +63,7 @@ def idle_cpu_per_s(model: str, config: BenchConfig, seconds: float = 5.0) -> flo
     from greenray.serve.bench import deploy
 
     connect()
-    replicas = deploy(model, config, config.serving.device)
+    replicas = deploy(model, config, config.deploy.serving.device)
     try:
         before = replicas.call("cpu_s")[0]
         time.sleep(seconds)

@@ -59,7 +59,7 @@ def main() -> None:
         "max_batch_size": max(caps),
     }
     first = PolicyTuneConfig.from_flat(settings | {"frequency": float(args.rates.split(",")[0])})
-    bench = first.target.bench(first.deploy)
+    bench = first.bench()
     model_name = zoo.resolve(args.model)
     root = Path(tempfile.mkdtemp(prefix="greenray-tune-"))
     print(

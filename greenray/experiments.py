@@ -12,38 +12,24 @@ import json
 import logging
 import math
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Tag, create_model
 
-from greenray.config import BenchConfig, Config, Source, StudyConfig
-from greenray.config.jobs import Policy
-from greenray.config.vocab import (
-    Arrival,
-    Count,
-    Dataset,
-    Flag,
-    Frequency,
-    MaybePixels,
-    Net,
-    ParamCount,
-    Precision,
-    Strategy,
-    Text,
-    Weights,
-    WholeNumber,
-    problem,
-)
+from greenray.config import BenchConfig, Config, Setting, Source, StudyConfig
+from greenray.config.base import LEVELS, ONE
+from greenray.config.vocab import Text, problem
 from greenray.errors import UsageError
 from greenray.results import INDEX, atomic_write
 
 log = logging.getLogger("greenray.experiments")
 
-KINDS = ("hpo", "serve-bench")
+ABOUT = ("experiment", "description", "kind")  # what an experiment file says besides settings
 COMPLETE, PENDING, RUNNING, FAILED = "complete", "pending", "running", "failed"
 # Budgets --scale shrinks, and the least each keeps (two repetitions, so a spread is defined).
 SCALE_FLOORS = {"rounds": 2, "repetitions": 2, "epochs": 1, "requests": 1, "warmup_batches": 1}
@@ -65,7 +51,7 @@ def _distinct(values: tuple) -> tuple:
 
 
 def _model(value: Any) -> str:
-    from greenray.serve.zoo import resolve
+    from greenray.serve.zoo import resolve  # the zoo's names without torch, but its module is the zoo's
 
     try:
         return resolve(str(value))
@@ -76,13 +62,54 @@ def _model(value: Any) -> str:
 # A factor of the experiment: a list of levels, each checked as the config checks the setting.
 T = TypeVar("T")
 Factor = Annotated[tuple[T, ...], BeforeValidator(_factor), AfterValidator(_distinct)]
-Levels = Annotated[tuple[T, ...], AfterValidator(_distinct)]  # may be empty: not a factor
 Model = Annotated[str, BeforeValidator(_model)]
 
 
-def default(config: type[Config], setting: str):
-    """A setting's default as its config declares it (an experiment file may leave it out)."""
-    return getattr(config.defaults(), setting)
+def _one_or_levels(kind: Any) -> Any:
+    """One value of a setting (every cell takes it) or a list of its levels (a factor)."""
+    levels = Annotated[tuple[kind, ...], BeforeValidator(_factor), AfterValidator(_distinct)]
+    return Annotated[
+        Annotated[kind, Tag(ONE)] | Annotated[levels, Tag(LEVELS)],
+        Discriminator(lambda value: LEVELS if isinstance(value, list | tuple) else ONE),
+    ]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What an experiment file of one kind may hold: `factors` by the names the study's files
+    give them (a list of levels each, one cell per level, named by level in this order), and
+    every setting of `config` by its flat name, as one value or as a list of levels (another
+    factor, tagged in the cell's name); `required`, what the file must give."""
+
+    name: str
+    config: type[Config]
+    factors: dict[str, str]  # file name -> the setting a level sets in its cell
+    required: tuple[str, ...]
+    prefixes: dict[str, str] = field(default_factory=dict)  # a level's prefix in a cell's name
+    level_types: dict[str, Any] = field(default_factory=dict)  # where not the setting's own type
+    flags: dict[str, str] = field(default_factory=dict)  # `greenray run`'s flags that replace a factor
+
+    def schema(self) -> type[Config]:
+        settings, defaults = self.config.settings(), self.config().flat()
+        fields: dict[str, Any] = {"kind": (Literal[self.name], ...)}
+        for name, flat in self.factors.items():
+            level = self.level_types.get(name) or _setting_type(settings[flat])
+            fields[name] = (Factor[level], ... if name in self.required else (defaults[flat],))
+        for flat, setting in settings.items():
+            if flat in self.factors or flat in self.factors.values():
+                continue
+            own = _setting_type(setting)
+            kind = own if typing.get_origin(setting.field.annotation) is tuple else _one_or_levels(own)
+            fields[flat] = (kind, ... if flat in self.required else defaults[flat])
+        schema = create_model(f"{self.config.__name__}Experiment", __base__=_Experiment, **fields)
+        schema.FLAGS = self.flags
+        return schema
+
+
+def _setting_type(setting: Setting) -> Any:
+    """A setting's type with its checks, as its config declares it."""
+    info = setting.field
+    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
 
 
 class _Experiment(Config):
@@ -90,48 +117,25 @@ class _Experiment(Config):
     description: str = ""
 
 
-class HpoExperiment(_Experiment):
-    """An experiment of training studies: every combination of its factors is one cell."""
-
-    FLAGS = {"datasets": "--dataset"}
-
-    kind: Literal["hpo"]
-    strategies: Factor[Strategy]
-    nets: Factor[Net]
-    params: Factor[ParamCount]
-    datasets: Factor[Dataset]
-    rounds: Count
-    repetitions: Count
-    epochs: Count
-    # The architecture factors (thesis Table 3.2); absent, each net's default is used.
-    n_linear: Levels[Count] = ()
-    n_conv: Levels[Count] = ()
-    relu: Levels[Flag] = ()
-    batch_size: Count = default(StudyConfig, "batch_size")
-    seed: WholeNumber = default(StudyConfig, "seed")
-    uniform_lr: Flag = default(StudyConfig, "uniform_lr")
-
-
-class ServeExperiment(_Experiment):
-    """An experiment of serving benches: one cell per model and precision, each running every
-    frequency x policy."""
-
-    FLAGS = {"models": "--model"}
-
-    kind: Literal["serve-bench"]
-    models: Factor[Model]
-    frequencies: Factor[Frequency]
-    policies: Factor[Policy]
-    requests: Count
-    warmup_batches: WholeNumber = default(BenchConfig, "warmup_batches")
-    warmup_batch_size: Count = default(BenchConfig, "warmup_batch_size")
-    precisions: Factor[Precision] = (default(BenchConfig, "precision"),)
-    weights: Weights = default(BenchConfig, "weights")
-    arrival: Arrival = default(BenchConfig, "arrival")
-    image_size: MaybePixels = default(BenchConfig, "image_size")  # None: the weights' own (224)
-
-
-SCHEMAS: dict[str, type[Config]] = {"hpo": HpoExperiment, "serve-bench": ServeExperiment}
+HPO = Kind(
+    "hpo",
+    StudyConfig,
+    factors={"datasets": "dataset", "nets": "net", "params": "params", "strategies": "strategy"},
+    required=("datasets", "nets", "params", "strategies", "rounds", "repetitions", "epochs"),
+    prefixes={"params": "p"},
+    flags={"datasets": "--dataset"},
+)
+SERVE = Kind(
+    "serve-bench",
+    BenchConfig,
+    factors={"models": "model", "precisions": "precision"},  # each cell runs every frequency x policy
+    required=("models", "frequencies", "policies", "requests"),
+    level_types={"models": Model},
+    flags={"models": "--model"},
+)
+KINDS = {kind.name: kind for kind in (HPO, SERVE)}
+SCHEMAS: dict[str, type[Config]] = {name: kind.schema() for name, kind in KINDS.items()}
+HpoExperiment, ServeExperiment = SCHEMAS["hpo"], SCHEMAS["serve-bench"]
 
 
 class ExperimentError(UsageError):
@@ -208,9 +212,17 @@ def scaled(experiment: Experiment, scale: float) -> Experiment:
     if not 0 < scale <= 1:
         raise UsageError(f"--scale takes a number in (0, 1], not {scale:g}")
     spec = experiment.spec
-    budgets = {k: getattr(spec, k) for k in SCALE_FLOORS if k in type(spec).model_fields}
-    update = {k: min(v, max(SCALE_FLOORS[k], math.ceil(v * scale))) for k, v in budgets.items() if v}
-    if isinstance(spec, ServeExperiment):  # every fixed batch must fill at least once
+
+    def shrunk(budget: str, value: int) -> int:
+        return min(value, max(SCALE_FLOORS[budget], math.ceil(value * scale))) if value else value
+
+    update = {}
+    for budget in SCALE_FLOORS.keys() & type(spec).model_fields.keys():
+        value = getattr(spec, budget)
+        update[budget] = (
+            tuple(shrunk(budget, v) for v in value) if isinstance(value, tuple) else shrunk(budget, value)
+        )
+    if spec.kind == SERVE.name and isinstance(spec.requests, int):  # every fixed batch must fill once
         largest = max((p.size for p in spec.policies if p.kind == "fixed"), default=1)
         update["requests"] = max(update["requests"], min(largest, spec.requests))
     return dataclasses.replace(experiment, spec=spec.model_copy(update=update), scale=scale)
@@ -222,9 +234,9 @@ def with_overrides(experiment: Experiment, **overrides: tuple | None) -> Experim
     schema = type(experiment.spec)
     given = {key: list(values) for key, values in overrides.items() if values is not None}
     for key in given:
-        if key not in schema.model_fields:
+        if key not in KINDS[experiment.kind].factors:
             raise UsageError(f"{schema.flag(key)} does not apply to {_article(experiment.kind)} experiment")
-    spec = schema.checked(experiment.spec.model_dump() | given)
+    spec = schema.checked(experiment.spec.model_dump(exclude_unset=True) | given)
     applied = dict(experiment.overrides) | {k: list(getattr(spec, k)) for k in given}
     return dataclasses.replace(experiment, spec=spec, overrides=applied)
 
@@ -239,47 +251,39 @@ def prepare(
 
 
 def cells(experiment: Experiment) -> list[Cell]:
-    """Every cell of the experiment, in a stable order."""
-    spec = experiment.spec
-    return _hpo_cells(spec) if isinstance(spec, HpoExperiment) else _serve_cells(spec)
-
-
-def _hpo_cells(spec: HpoExperiment) -> list[Cell]:
-    architecture = [k for k in ("n_linear", "n_conv", "relu") if getattr(spec, k)]
-    factors = [
-        spec.datasets,
-        spec.nets,
-        spec.params,
-        spec.strategies,
-        *(getattr(spec, k) for k in architecture),
-    ]
-    keys = ("rounds", "repetitions", "epochs", "batch_size", "seed", "uniform_lr")
-    shared = {k: getattr(spec, k) for k in keys}
+    """Every cell of the experiment, in a stable order: the product of its factors (those of
+    its kind, then any setting the file gives as a list, in the config's order), each cell with
+    the settings the file gives (and --scale or the command line changed)."""
+    spec, kind = experiment.spec, KINDS[experiment.kind]
+    given = spec.model_dump(exclude_unset=True, mode="json")
+    varied = {name: spec.model_dump(mode="json")[name] for name in kind.factors}
+    varied |= {flat: given[flat] for flat in given if _is_factor(spec, flat)}
+    given = {k: v for k, v in given.items() if k not in varied and k not in ABOUT}
     found = []
-    for dataset, net, params, strategy, *levels in itertools.product(*factors):
-        arch = dict(zip(architecture, levels, strict=True))
-        tags = [_tag(k, val) for k, val in arch.items()]
-        name = "-".join([dataset, net, f"p{params}", strategy, *tags])
-        settings = {"dataset": dataset, "net": net, "params": params, "strategy": strategy, **arch, **shared}
-        found.append(Cell(name, "hpo", settings))
+    for levels in itertools.product(*varied.values()):
+        chosen = dict(zip(varied, levels, strict=True))
+        name = "-".join(_tag(kind, factor, level) for factor, level in chosen.items())
+        settings = {kind.factors.get(factor, factor): level for factor, level in chosen.items()}
+        found.append(Cell(name, kind.name, settings | given))
     return found
 
 
-def _tag(factor: str, level: Any) -> str:
-    """linear3, conv4, relu-on: an architecture level in a cell's name."""
+def _is_factor(spec: Config, flat: str) -> bool:
+    """A setting the file gives as a list of levels (not a setting whose value is a list)."""
+    return (
+        isinstance(getattr(spec, flat), tuple)
+        and typing.get_origin(type(spec).model_fields[flat].annotation) is not tuple
+    )
+
+
+def _tag(kind: Kind, factor: str, level: Any) -> str:
+    """A level in a cell's name: a factor of its kind by value (p3 for params 3), another as
+    linear3, conv4, relu-on."""
+    if factor in kind.factors:
+        return f"{kind.prefixes.get(factor, '')}{level}"
     if isinstance(level, bool):
         return f"{factor}-{'on' if level else 'off'}"
     return f"{factor.removeprefix('n_')}{level}"
-
-
-def _serve_cells(spec: ServeExperiment) -> list[Cell]:
-    keys = ("requests", "warmup_batches", "warmup_batch_size", "weights", "arrival", "image_size")
-    shared = {k: getattr(spec, k) for k in keys}
-    shared |= {"frequencies": list(spec.frequencies), "policies": [str(p) for p in spec.policies]}
-    return [
-        Cell(f"{model}-{precision}", "serve-bench", {"model": model, "precision": precision, **shared})
-        for model, precision in itertools.product(spec.models, spec.precisions)
-    ]
 
 
 # -------------------------------------------------------------------------------- runs
@@ -287,16 +291,23 @@ def _serve_cells(spec: ServeExperiment) -> list[Cell]:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What `greenray run` passes to every cell beside the experiment's own settings."""
+    """What `greenray run` passes to every cell beside the experiment's own settings: each one
+    given (not None) replaces the file's value in every cell whose config has that setting."""
 
-    device: str = "auto"  # auto, cpu or cuda
-    energy: str = "auto"
+    device: str | None = None  # auto, cpu or cuda (an hpo cell's trials: 1 GPU or none)
+    energy: str | None = None
     address: str | None = None
     data_dir: str | None = None
     download: bool = False
-    idle_seconds: float | None = None  # None: each command's default
+    idle_seconds: float | None = None
     say: Callable[[str], None] = print
     progress: Any = None  # a rich Progress for serve-bench's runs (None: no bars)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings given, by flat name."""
+        given = {"device": self.device, "energy": self.energy, "data_dir": self.data_dir}
+        given |= {"idle_seconds": self.idle_seconds, "download": self.download or None}
+        return {k: v for k, v in given.items() if v is not None}
 
 
 @dataclass
@@ -373,7 +384,7 @@ def _open_index(out: Path, experiment: Experiment, planned: list[Cell]) -> Index
         stored = Index(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(f"{path} cannot be read ({exc.__class__.__name__}); give another --out") from None
-    if stored.experiment != fresh.experiment or _jsonable(stored.plan()) != _jsonable(fresh.plan()):
+    if not _same_plan(stored, fresh):
         raise UsageError(
             f"{out} holds a run of another plan (experiment {stored.experiment}, scale {stored.scale:g}, "
             f"{len(stored.cells)} cells); give another --out to start this one"
@@ -381,8 +392,24 @@ def _open_index(out: Path, experiment: Experiment, planned: list[Cell]) -> Index
     return stored
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+def _same_plan(stored: Index, fresh: Index) -> bool:
+    """The same experiment and cells, each cell compared by the config it runs (a plan written
+    when cells listed every setting means the same as one that leaves the defaults out)."""
+    if stored.experiment != fresh.experiment or len(stored.cells) != len(fresh.cells):
+        return False
+    return all(
+        old["name"] == new["name"]
+        and _resolved(fresh.kind, old["settings"]) == _resolved(fresh.kind, new["settings"])
+        for old, new in zip(stored.cells, fresh.cells, strict=True)
+    )
+
+
+def _resolved(kind: str, settings: dict[str, Any]) -> Any:
+    cell = Cell("", kind, dict(settings))
+    try:
+        return (hpo_config if kind == "hpo" else bench_config)(cell, RunOptions()).flat()
+    except UsageError:
+        return settings
 
 
 def _write_index(out: Path, index: Index) -> None:
@@ -395,23 +422,21 @@ def _write_index(out: Path, index: Index) -> None:
 
 def hpo_config(cell: Cell, options: RunOptions) -> StudyConfig:
     """The StudyConfig of an hpo cell (checked: a bad cell fails before anything runs)."""
-    flat = dict(cell.settings) | {"download": options.download, "energy": options.energy}
-    flat["gpus_per_trial"] = {"cpu": 0.0, "cuda": 1.0}.get(options.device)
-    if options.data_dir:
-        flat["data_dir"] = options.data_dir
-    if options.idle_seconds is not None:
-        flat["idle_seconds"] = options.idle_seconds
-    return StudyConfig.from_flat(flat)
+    given = options.settings()
+    gpus = {"cpu": 0.0, "cuda": 1.0}.get(given.pop("device", None))
+    flat = dict(cell.settings) | ({} if gpus is None else {"gpus_per_trial": gpus})
+    return StudyConfig.from_flat(flat | _of(StudyConfig, given))
 
 
 def bench_config(cell: Cell, options: RunOptions) -> BenchConfig:
     """The BenchConfig of a serve-bench cell (one model, every frequency x policy)."""
     flat = dict(cell.settings)
     flat["models"] = [flat.pop("model")]
-    flat |= {"device": options.device, "energy": options.energy}
-    if options.idle_seconds is not None:
-        flat["idle_seconds"] = options.idle_seconds
-    return BenchConfig.from_flat(flat)
+    return BenchConfig.from_flat(flat | _of(BenchConfig, options.settings()))
+
+
+def _of(config: type[Config], settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k in config.settings()}
 
 
 def check_cells(planned: list[Cell], options: RunOptions) -> None:

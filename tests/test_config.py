@@ -71,10 +71,10 @@ def test_a_serve_policy_is_auto_or_a_policy_and_the_search_runs_as_serve_bench_r
     with pytest.raises(UsageError, match="--runs 1 is not a whole number of at least 2"):
         PolicyTuneConfig.from_flat({"runs": 1})
     tune = PolicyTuneConfig.from_flat({"model": "vit", "ingress_replicas": 2, "energy": "simulated"})
-    bench = tune.target.bench(tune.deploy)
+    bench = tune.bench()
     assert bench.models == ("vit",) and bench.frequencies == (tune.target.frequency,)
-    assert bench.ingress_replicas == 2 and bench.energy.backend == "simulated"
-    assert BenchConfig().ingress_replicas == 0  # serve-bench keeps the study's path unless asked
+    assert bench.deploy.ingress_replicas == 2 and bench.deploy.energy.backend == "simulated"
+    assert BenchConfig().deploy.ingress_replicas == 0  # serve-bench keeps the study's path unless asked
 
 
 def test_the_hpo_resume_of_an_unrelated_study_json_is_one_sentence(tmp_path):

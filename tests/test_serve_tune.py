@@ -41,7 +41,7 @@ def searched(ray_local, tmp_path_factory):
     from greenray.serve.server import search_policy
 
     config = PolicyTuneConfig.from_flat(SETTINGS)
-    bench = config.target.bench(config.deploy)
+    bench = config.bench()
     replicas = deploy("shufflenet_v2_x0_5", bench, "cpu", ingress=IngressOptions(1))
     sweep_dir, tune_dir = tmp_path_factory.mktemp("sweep"), tmp_path_factory.mktemp("tuned")
     try:

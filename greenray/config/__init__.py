@@ -1,20 +1,18 @@
 """What a job is asked to do, as typed configs that import neither torch nor Ray. The CLI and
 the experiment files build them, the pipelines take them whole, results folders store them
 (study.json, bench.json), and rows are built from them. Every setting is declared here once,
-with its default and its check; a bad value becomes one sentence (`usage_error`)."""
+as a field with its default, its check (its type) and its help (`description`, unit included);
+the CLI's options, the experiment files' fields and the README's settings tables are generated
+from these fields (greenray.options), and a bad value becomes one sentence (`usage_error`)."""
 
-from greenray.config.base import COMMAND, Config, Source, usage_error
+from greenray.config.base import COMMAND, Config, Setting, Source, usage_error
 from greenray.config.jobs import (
-    STUDY_FREQUENCIES,
-    STUDY_POLICIES,
-    BenchConfig,
     EnergyConfig,
     LeversConfig,
     MutateConfig,
     MutationConfig,
     ResourceConfig,
     SearchConfig,
-    ServingConfig,
     StudyConfig,
     TrialConfig,
 )
@@ -26,7 +24,18 @@ from greenray.config.policy import (
     PolicyError,
     parse_policy,
 )
-from greenray.config.serving import AUTO, DeployConfig, PolicyTuneConfig, ServeConfig, TargetConfig
+from greenray.config.serving import (
+    AUTO,
+    STUDY_FREQUENCIES,
+    STUDY_POLICIES,
+    BenchConfig,
+    DeployConfig,
+    LiveConfig,
+    PolicyTuneConfig,
+    ServeConfig,
+    ServingConfig,
+    TargetConfig,
+)
 from greenray.config.vocab import (
     ADAM_PARAMS,
     ARRIVALS,
@@ -76,6 +85,7 @@ __all__ = [
     "Config",
     "DeployConfig",
     "EnergyConfig",
+    "LiveConfig",
     "LeversConfig",
     "MutateConfig",
     "MutationConfig",
@@ -85,6 +95,7 @@ __all__ = [
     "SearchConfig",
     "ServeConfig",
     "ServingConfig",
+    "Setting",
     "Source",
     "StudyConfig",
     "TargetConfig",

@@ -4,12 +4,15 @@ translator from a validation error to the sentence a user sees (`usage_error`)."
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, ClassVar, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.fields import FieldInfo
 
 from greenray.errors import UsageError
 
@@ -25,11 +28,35 @@ class Source:
 
 
 COMMAND = Source()
+# The two forms of a setting an experiment file gives as one value or as a list of levels
+# (greenray.experiments): pydantic puts them in an error's location; the user wrote neither.
+ONE, LEVELS = "<one>", "<levels>"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a config tree, where it is declared: the field (its default, type and
+    `description`, the help) of the config class that owns it, and how a user names it."""
+
+    flat: str  # its name in flat form: CLI flags, experiment files, index.json
+    path: tuple[str, ...]  # the field names that reach it from the top config
+    owner: type[Config]  # the config class that declares the field
+    flag: str  # --flat-name unless a FLAGS entry says otherwise ("--relu/--no-relu" for both)
+    named: bool = False  # a FLAGS entry names it (a switch then has only the names given)
+
+    @property
+    def field(self) -> FieldInfo:
+        return self.owner.model_fields[self.path[-1]]
+
+    @property
+    def help(self) -> str:
+        return self.field.description or ""
 
 
 class Config(BaseModel):
     """A frozen, checked config. Sub-configs nest; every leaf setting has a flat name (its
-    field name unless FLAT says otherwise), unique across the whole tree."""
+    field name unless FLAT says otherwise), unique across the whole tree, and a flag (FLAGS,
+    declared by the config that owns the setting or by one that holds it)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
@@ -37,16 +64,15 @@ class Config(BaseModel):
     FLAGS: ClassVar[dict[str, str]] = {}  # flat name -> CLI flag, where not --flat-name
 
     @classmethod
+    def settings(cls) -> dict[str, Setting]:
+        """Flat name -> its Setting, in field order: what a command's options, an experiment
+        file's fields and the README's tables are generated from."""
+        return _settings(cls)
+
+    @classmethod
     def flat_paths(cls) -> dict[str, tuple[str, ...]]:
         """Flat name -> the path of field names that reaches it."""
-        paths: dict[str, tuple[str, ...]] = {}
-        for name, info in cls.model_fields.items():
-            sub = _config_class(info.annotation)
-            if sub is None:
-                paths[cls.FLAT.get(name, name)] = (name,)
-            else:
-                paths.update({flat: (name, *path) for flat, path in sub.flat_paths().items()})
-        return paths
+        return {flat: setting.path for flat, setting in cls.settings().items()}
 
     @classmethod
     def from_flat(cls, values: Mapping[str, Any], source: Source = COMMAND) -> Self:
@@ -89,12 +115,33 @@ class Config(BaseModel):
 
     @classmethod
     def flag(cls, flat: str) -> str:
-        return cls.FLAGS.get(flat, "--" + flat.replace("_", "-"))
+        """The flag of a setting of this config or of one it holds (its first name for a switch)."""
+        setting = cls.settings().get(flat)
+        return (setting.flag if setting else _own_flag(cls, flat)).split("/")[0]
 
     @classmethod
     def defaults(cls) -> SimpleNamespace:
-        """Each setting's default by flat name: what the CLI's options default to."""
+        """Each setting's default by flat name."""
         return SimpleNamespace(**cls().flat())
+
+
+@functools.cache
+def _settings(cls: type[Config]) -> dict[str, Setting]:
+    found: dict[str, Setting] = {}
+    for name, info in cls.model_fields.items():
+        sub = _config_class(info.annotation)
+        if sub is None:
+            flat = cls.FLAT.get(name, name)
+            found[flat] = Setting(flat, (name,), cls, _own_flag(cls, flat), flat in cls.FLAGS)
+        else:
+            for flat, inner in sub.settings().items():
+                flag, named = cls.FLAGS.get(flat, inner.flag), inner.named or flat in cls.FLAGS
+                found[flat] = dataclasses.replace(inner, path=(name, *inner.path), flag=flag, named=named)
+    return found
+
+
+def _own_flag(cls: type[Config], flat: str) -> str:
+    return cls.FLAGS.get(flat, "--" + flat.replace("_", "-"))
 
 
 def _config_class(annotation: Any) -> type[Config] | None:
@@ -112,7 +159,7 @@ def _all_defaults(cls: type[Config]) -> bool:
 def usage_error(exc: ValidationError, model: type[Config], source: Source = COMMAND) -> UsageError:
     """The first problem of a validation error as one sentence, naming the flag or field."""
     error = exc.errors(include_url=False)[0]
-    kind, loc = error["type"], tuple(error["loc"])
+    kind, loc = error["type"], tuple(p for p in error["loc"] if p not in (ONE, LEVELS))
     if kind == "greenray_sentence":
         return UsageError(source.prefix + error["ctx"]["text"])
     where = _where(model, loc, source)

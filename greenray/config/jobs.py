@@ -1,52 +1,48 @@
-"""The jobs greenray runs, as configs: a training study (`greenray hpo`) and a serving bench
-(`greenray serve-bench`), each composed of smaller configs, with the energy settings shared.
-Defaults are what a user gets without flags; the study's own protocol (64 rounds x 8
-repetitions x 25 epochs) is in experiments/strategies.yaml."""
+"""The training jobs greenray runs, as configs: a study (`greenray hpo`) and a mutation study
+(`greenray mutate`), each composed of smaller configs, and the energy settings every job shares.
+Each setting is one field: its default (what a user gets without flags; the study's own protocol,
+64 rounds x 8 repetitions x 25 epochs, is in experiments/strategies.yaml), its check (its type)
+and its help (`description`, with its unit): the CLI's options, the experiment files' fields and
+the README's tables are generated from these fields (greenray.options)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import PlainSerializer, PlainValidator, model_validator
+from pydantic import Field, model_validator
 
 from greenray.config.base import Config
-from greenray.config.policy import BatchPolicy, PolicyError, parse_policy
 from greenray.config.vocab import (
     DEFAULT_DATA_DIR,
+    ENERGY_BACKENDS,
     GRID_VALUES,
-    Arrival,
+    OBJECTIVES,
+    SCHEDULERS,
     Count,
     DataDir,
     Dataset,
-    Device,
     EnergyBackend,
     Flag,
-    Frequency,
     Gpus,
     Listed,
     MaybeAccuracy,
     MaybeCount,
     MaybeFlag,
     MaybeJoules,
-    MaybePixels,
     Mutable,
     Net,
     NotNegative,
     Objective,
     ParamCount,
     Positive,
-    Precision,
     Scheduler,
     Shape,
     Step,
     Strategy,
-    Text,
     Unique,
-    Weights,
     WholeNumber,
     adam_count,
     default_relu,
-    problem,
     searched_names,
     sentence,
 )
@@ -57,11 +53,20 @@ class EnergyConfig(Config):
     """How energy is measured, wherever the work runs."""
 
     FLAT = {"backend": "energy", "require": "require_energy"}
+    FLAGS = {"require_energy": "--require-energy"}
 
-    backend: EnergyBackend = "auto"  # auto: NVML GPUs, else RAPL; nvml, rapl, simulated, none
-    interval_ms: Positive = 10.0  # power sampling interval, milliseconds
-    require: Flag = False  # refuse to run where nothing is measurable (exit 2)
-    idle_seconds: NotNegative = 3.0  # idle baseline before the work, seconds; 0 skips it
+    backend: EnergyBackend = Field(
+        "auto",
+        description=f"Energy backend: {', '.join(ENERGY_BACKENDS)} (auto: NVML GPUs, else RAPL; simulated is "
+        "labelled so).",
+    )
+    interval_ms: Positive = Field(10.0, description="Power sampling interval, milliseconds.")
+    require: Flag = Field(False, description="Exit 2 instead of running unmeasured.")
+    idle_seconds: NotNegative = Field(
+        3.0,
+        description="Idle baseline before the work, seconds (per GPU before trials, per replica before "
+        "warm-up); 0 skips it.",
+    )
 
     def open_meter(self, quiet: bool = False) -> EnergyMeter:
         """A meter for these settings, or an EnergyRequestError saying why there is none."""
@@ -74,28 +79,47 @@ class EnergyConfig(Config):
 class SearchConfig(Config):
     """What the searcher proposes: `rounds` configurations, each trained `repetitions` times."""
 
-    strategy: Strategy = "bayes"  # grid (the study's partial grid), random, bayes (GP with PI)
-    # 3 (lr, beta1, beta2) or 5 (+ eps, weight_decay); "3+batch", "5+batch+epochs", ... also
-    # search the batch size and the epoch count (the number stays a number without extras)
-    params: ParamCount = 3
-    uniform_lr: Flag = False  # draw lr uniformly as the study did (else log-uniform)
-    rounds: Count = 8
-    repetitions: Count = 2
+    strategy: Strategy = Field(
+        "bayes",
+        description="grid (the study's partial grid: 5 values per range, drawn without replacement), "
+        "random, or bayes (a Gaussian process with Probability of Improvement).",
+    )
+    params: ParamCount = Field(
+        3,
+        description="3 (lr, beta1, beta2) or 5 (+ eps, weight_decay); add +batch, +epochs to search the "
+        "batch size (16 to 1024) and the epoch count (1 to --epochs) too (e.g. 3+batch).",
+    )
+    uniform_lr: Flag = Field(False, description="Draw lr uniformly as the study did (else log-uniform).")
+    rounds: Count = Field(8, description="Configurations to try (the study: 64).")
+    repetitions: Count = Field(2, description="Trainings per configuration (the study: 8).")
 
 
 class TrialConfig(Config):
     """What one trial trains: a net on a data set for some epochs."""
 
-    net: Net = "dense-poly"
-    dataset: Dataset = "digits"
-    data_dir: DataDir = DEFAULT_DATA_DIR  # torchvision's layout; made absolute (trials run elsewhere)
-    download: Flag = False
-    synthetic_shape: Shape = (1, 28, 28)  # CxHxW of --dataset synthetic
-    epochs: Count = 10
-    batch_size: Count = 512  # the study's
-    n_conv: Count = 2  # SimpleCNN's conv blocks
-    n_linear: Count = 3  # every net's linear layers
-    relu: MaybeFlag = None  # None: the net's studied default (on for cnn, off for the dense nets)
+    FLAGS = {"n_conv": "--conv-layers", "n_linear": "--linear-layers", "relu": "--relu/--no-relu"}
+
+    net: Net = Field(
+        "dense-poly",
+        description="dense-linear, dense-poly or cnn (or DenseLinearNN, DensePolyNN, SimpleCNN).",
+    )
+    dataset: Dataset = Field(
+        "digits",
+        description="digits (scikit-learn's 8x8), synthetic (seeded, --synthetic-shape), fashionmnist or "
+        "cifar10.",
+    )
+    data_dir: DataDir = Field(
+        DEFAULT_DATA_DIR, description="torchvision's data folder (its own layout); made absolute."
+    )
+    download: Flag = Field(False, description="Download fashionmnist/cifar10 into --data-dir.")
+    synthetic_shape: Shape = Field((1, 28, 28), description="CxHxW of --dataset synthetic.")
+    epochs: Count = Field(10, description="Epochs per training (the study: 25).")
+    batch_size: Count = Field(512, description="Training batch size (the study's).")
+    n_linear: Count = Field(3, description="Linear layers of every net.")
+    n_conv: Count = Field(2, description="SimpleCNN's conv layers.")
+    relu: MaybeFlag = Field(
+        None, description="ReLU (default on for cnn, off for the dense nets, as studied)."
+    )
 
     @property
     def uses_relu(self) -> bool:
@@ -105,9 +129,14 @@ class TrialConfig(Config):
 class ResourceConfig(Config):
     """What Ray gives each trial, and how many run at once."""
 
-    gpus_per_trial: Gpus = None  # None: 1 where the cluster has GPUs, else 0; fractions share
-    cpus_per_trial: Positive = 1.0
-    max_concurrent: MaybeCount = None  # None: as many as the cluster's nodes hold
+    gpus_per_trial: Gpus = Field(
+        None,
+        description="GPUs per trial, fractions share a GPU (default 1 where the cluster has GPUs, else 0).",
+    )
+    cpus_per_trial: Positive = Field(1.0, description="CPUs per trial.")
+    max_concurrent: MaybeCount = Field(
+        None, description="At most this many trials at once (default: as many as the cluster's nodes hold)."
+    )
 
 
 class LeversConfig(Config):
@@ -115,12 +144,23 @@ class LeversConfig(Config):
     and make energy part of what the searcher optimises. All off by default (the study's own
     protocol: every trial to its last epoch, accuracy alone)."""
 
-    # Joules of all trials together, idle-free where the idle baseline is known (as the summary)
-    energy_budget: MaybeJoules = None
-    patience: MaybeCount = None  # stop after this many rounds without a better round
-    target_accuracy: MaybeAccuracy = None  # stop once a round's mean accuracy reaches this
-    scheduler: Scheduler = "fifo"  # fifo (no early stopping), asha, median (Ray Tune's own)
-    objective: Objective = "accuracy"  # accuracy, accuracy-per-kj, pareto (accuracy and energy)
+    energy_budget: MaybeJoules = Field(
+        None,
+        description="Stop the study once its trials together spent this many Joules (idle-free where known).",
+    )
+    patience: MaybeCount = Field(
+        None, description="Stop the study after this many rounds without a better round."
+    )
+    target_accuracy: MaybeAccuracy = Field(
+        None, description="Stop the study once a round's mean accuracy reaches this."
+    )
+    scheduler: Scheduler = Field(
+        "fifo",
+        description=f"Stop bad trials early: {', '.join(SCHEDULERS)} (fifo: every trial to its last epoch).",
+    )
+    objective: Objective = Field(
+        "accuracy", description=f"What the searcher optimises: {', '.join(OBJECTIVES)}."
+    )
 
     @property
     def stopping(self) -> bool:
@@ -141,11 +181,20 @@ class LeversConfig(Config):
 class StudyConfig(Config):
     """A training study (`greenray hpo`): stored whole in DIR/study.json."""
 
-    FLAGS = {"uniform_lr": "--uniform", "n_conv": "--conv-layers", "n_linear": "--linear-layers"}
+    FLAGS = {"uniform_lr": "--uniform"}
+    # Settings that say how much to run or where data lives, not what a trial is: not row columns.
+    NOT_IN_ROWS: ClassVar[tuple[str, ...]] = (
+        "rounds",
+        "repetitions",
+        "data_dir",
+        "download",
+        "synthetic_shape",
+        "max_concurrent",
+    )
 
-    seed: WholeNumber = 0  # seeds the searcher and, with round and repetition, each trial
     search: SearchConfig = SearchConfig()
     trial: TrialConfig = TrialConfig()
+    seed: WholeNumber = Field(0, description="Seeds the searcher and, with round and repetition, each trial.")
     resources: ResourceConfig = ResourceConfig()
     energy: EnergyConfig = EnergyConfig()
     levers: LeversConfig = LeversConfig()
@@ -189,23 +238,14 @@ class StudyConfig(Config):
         return adam_count(self.search.params)
 
     def row_fields(self) -> dict[str, Any]:
-        """The columns every trial row of this study carries besides its own results."""
-        trial = self.trial
-        return {
-            "strategy": self.search.strategy,
-            "net": trial.net,
-            "dataset": trial.dataset,
-            "params": self.search.params,
-            "uniform_lr": self.search.uniform_lr,
-            "n_conv": trial.n_conv if trial.net == "cnn" else 0,  # the dense nets have none
-            "n_linear": trial.n_linear,
-            "relu": trial.uses_relu,
-            "epochs": trial.epochs,
-            "batch_size": trial.batch_size,
-            "seed": self.seed,
-            "gpus_per_trial": self.resources.gpus_per_trial,
-            "cpus_per_trial": self.resources.cpus_per_trial,
-        }
+        """The columns every trial row of this study carries besides its own results: what the
+        search and each trial are (a new setting of theirs is a new column), and its resources."""
+        parts = self.search.flat() | self.trial.flat() | {"seed": self.seed}
+        parts |= self.resources.flat()
+        fields = {k: v for k, v in parts.items() if k not in self.NOT_IN_ROWS}
+        fields["n_conv"] = self.trial.n_conv if self.trial.net == "cnn" else 0  # the dense nets have none
+        fields["relu"] = self.trial.uses_relu
+        return fields
 
 
 # ----------------------------------------------------------------------------- mutate
@@ -219,23 +259,26 @@ class MutationConfig(Config):
 
     FLAT = {"hyperparameters": "mutate"}
 
-    hyperparameters: Annotated[tuple[Mutable, ...], Listed, Unique] = ("epochs", "lr", "batch_size")
-    steps: Annotated[tuple[Step, ...], Listed, Unique] = (0.5, 2.0)  # factors on the base value
-    lr: Positive = 1e-3  # the base's learning rate (Adam's default; betas 0.9, 0.999)
-    repetitions: Count = 2  # trainings of each configuration
-    parallel: Count = 1  # trials at once (1: serially); on a GPU they share it, 1/N each
-    cpus_per_trial: Positive = 1.0
+    hyperparameters: Annotated[tuple[Mutable, ...], Listed, Unique] = Field(
+        ("epochs", "lr", "batch_size"),
+        description="Hyperparameters to change, one at a time: epochs, lr, batch_size.",
+    )
+    steps: Annotated[tuple[Step, ...], Listed, Unique] = Field(
+        (0.5, 2.0), description="Factors each is multiplied by, one mutant each (e.g. 0.5,2)."
+    )
+    lr: Positive = Field(1e-3, description="The base configuration's learning rate (Adam's default).")
+    repetitions: Count = Field(2, description="Trainings of each configuration.")
+    parallel: Count = Field(1, description="Trials at once (1: serially); on a GPU they share it, 1/N each.")
+    cpus_per_trial: Positive = Field(1.0, description="CPUs per trial.")
 
 
 class MutateConfig(Config):
     """A mutation study (`greenray mutate`): stored in DIR/study.json beside the StudyConfig
     it runs as (one round per configuration)."""
 
-    FLAGS = {"n_conv": "--conv-layers", "n_linear": "--linear-layers"}
-
-    seed: WholeNumber = 0
     mutation: MutationConfig = MutationConfig()
     trial: TrialConfig = TrialConfig()
+    seed: WholeNumber = Field(0, description="Seeds each trial with its round and repetition.")
     energy: EnergyConfig = EnergyConfig()
 
     def base(self) -> dict[str, Any]:
@@ -284,68 +327,3 @@ class MutateConfig(Config):
             ),
             energy=self.energy,
         )
-
-
-# ------------------------------------------------------------------------------ bench
-
-STUDY_POLICIES = "fixed:16,fixed:32,fixed:64,fixed:128,greedy"
-STUDY_FREQUENCIES = (16.0, 32.0, 64.0, 128.0)
-
-
-def _policy(value: Any) -> BatchPolicy:
-    try:
-        return parse_policy(value)
-    except PolicyError as exc:
-        raise problem(f"a batching policy ({exc})") from None
-
-
-Policy = Annotated[BatchPolicy, PlainValidator(_policy), PlainSerializer(str, return_type=str)]
-
-
-class ServingConfig(Config):
-    """How a replica runs its model."""
-
-    weights: Weights = "default"  # default (pretrained when cached or online), none (random), a file
-    precision: Precision = "fp32"  # bf16/fp16 through torch.autocast; fp16 needs a GPU
-    device: Device = "auto"  # auto: a GPU where the cluster has one
-    image_size: MaybePixels = None  # None: the weights' own (224)
-    # uint8 -> float, normalisation and the copy to the device inside each batch's energy window
-    preprocess_in_window: Flag = False
-
-    @model_validator(mode="after")
-    def _fp16_needs_a_gpu(self) -> ServingConfig:
-        if self.precision == "fp16" and self.device == "cpu":
-            raise sentence("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        return self
-
-
-class BenchConfig(Config):
-    """A serving bench (`greenray serve-bench`): every model x frequency x policy; stored whole
-    in DIR/bench.json."""
-
-    FLAGS = {
-        "models": "--model",
-        "policies": "--policy",
-        "frequencies": "--frequency",
-        "replica_cpus": "--cpus-per-replica",
-        "ingress_cpus": "--cpus-per-ingress",
-    }
-
-    models: Annotated[tuple[Text, ...], Listed, Unique] = ("convnext",)
-    policies: Annotated[tuple[Policy, ...], Listed, Unique] = tuple(
-        map(parse_policy, STUDY_POLICIES.split(","))
-    )
-    frequencies: Annotated[tuple[Frequency, ...], Listed, Unique] = STUDY_FREQUENCIES
-    requests: Count = 8192  # a run ends once this many are served (the study's 2^13)
-    warmup_batches: WholeNumber = 256  # before each model's runs (the study's)
-    warmup_batch_size: Count = 32
-    arrival: Arrival = "constant"
-    seed: WholeNumber = 0  # seeds the arrivals and the images
-    replicas: Count = 1  # one per GPU with --device cuda
-    replica_cpus: Positive = 0.5  # CPUs Ray reserves per replica
-    # 0: the load generator calls the model replicas itself (the study's path); N: through N
-    # ingress replicas that validate and group requests for them (greenray.serve.ingress)
-    ingress_replicas: WholeNumber = 0
-    ingress_cpus: Positive = 0.25  # CPUs Ray reserves per ingress replica
-    serving: ServingConfig = ServingConfig()
-    energy: EnergyConfig = EnergyConfig(idle_seconds=5.0)

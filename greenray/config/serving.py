@@ -1,29 +1,51 @@
-"""Live serving, as configs: how a served model is deployed (`DeployConfig`: model replicas, the
-ingress replicas in front of them, warm-up), what a policy search aims at (`TargetConfig`: a
-request rate and a p99 response-time target), and the two commands built from them:
-`greenray serve` (`ServeConfig`) and `greenray serve-tune` (`PolicyTuneConfig`)."""
+"""Serving, as configs. `DeployConfig` is how one model is deployed on Ray Serve (model replicas,
+the ingress replicas in front of them, warm-up, how a replica runs its model, energy); it is
+nested whole in the bench (`BenchConfig`: `greenray serve-bench`), the server (`ServeConfig`:
+`greenray serve`) and the policy search (`PolicyTuneConfig`: `greenray serve-tune`, aiming at a
+`TargetConfig`). Where the bench and a server need other defaults (the study's warm-up and its
+path without ingress replicas), the bench's default DeployConfig says so."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, model_validator
 
 from greenray.config.base import Config
-from greenray.config.jobs import BenchConfig, EnergyConfig, ServingConfig
+from greenray.config.jobs import EnergyConfig
 from greenray.config.policy import DEFAULT_GREEDY_CAP, BatchPolicy, PolicyError, parse_policy
 from greenray.config.vocab import (
+    ARRIVALS,
+    DEVICES,
+    PRECISIONS,
     Arrival,
     Count,
+    Device,
+    Flag,
     Frequency,
+    Listed,
+    MaybePixels,
     Positive,
+    Precision,
     Text,
+    Unique,
+    Weights,
     WholeNumber,
     problem,
+    sentence,
     whole,
 )
 
 AUTO = "auto"  # --policy auto: search a policy first (serve-tune), then serve with it
+STUDY_POLICIES = "fixed:16,fixed:32,fixed:64,fixed:128,greedy"
+STUDY_FREQUENCIES = (16.0, 32.0, 64.0, 128.0)
+
+
+def _policy(value: Any) -> BatchPolicy:
+    try:
+        return parse_policy(value)
+    except PolicyError as exc:
+        raise problem(f"a batching policy ({exc})") from None
 
 
 def _serve_policy(value: Any) -> str:
@@ -43,8 +65,37 @@ def _port(value: Any) -> int:
     return port
 
 
+Policy = Annotated[BatchPolicy, PlainValidator(_policy), PlainSerializer(str, return_type=str)]
 ServePolicy = Annotated[str, BeforeValidator(_serve_policy)]
 Port = Annotated[int, BeforeValidator(_port)]
+
+
+class ServingConfig(Config):
+    """How a replica runs its model."""
+
+    weights: Weights = Field(
+        "default",
+        description="default (torchvision's pretrained, when cached or online), none (random) or a "
+        "state-dict PATH.",
+    )
+    precision: Precision = Field(
+        "fp32", description=f"{', '.join(PRECISIONS)} (bf16/fp16 through torch.autocast; fp16 needs a GPU)."
+    )
+    device: Device = Field(
+        "auto", description=f"{', '.join(DEVICES)} (auto: a GPU where the cluster has one)."
+    )
+    image_size: MaybePixels = Field(
+        None, description="Input size in pixels (default: the weights' own, 224)."
+    )
+    preprocess_in_window: Flag = Field(
+        False, description="Convert and normalise images inside each batch's energy window."
+    )
+
+    @model_validator(mode="after")
+    def _fp16_needs_a_gpu(self) -> ServingConfig:
+        if self.precision == "fp16" and self.device == "cpu":
+            raise sentence("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        return self
 
 
 class DeployConfig(Config):
@@ -52,20 +103,51 @@ class DeployConfig(Config):
     each measuring its own device, behind `ingress_replicas` replicas that take the requests,
     decode and check them, and hand them to the model replicas in groups."""
 
-    FLAGS = {
-        "replica_cpus": "--cpus-per-replica",
-        "ingress_cpus": "--cpus-per-ingress",
-    }
+    FLAGS = {"replica_cpus": "--cpus-per-replica", "ingress_cpus": "--cpus-per-ingress"}
 
-    model: Text = "convnext"  # any name serve-bench takes
-    replicas: Count = 1
-    replica_cpus: Positive = 0.5
-    ingress_replicas: Count = 1
-    ingress_cpus: Positive = 0.25
-    warmup_batches: WholeNumber = 16  # before the first request (a server needs fewer than the study)
-    warmup_batch_size: Count = 32
+    replicas: Count = Field(1, description="Model replicas, one per GPU (with --device cuda), on any node.")
+    replica_cpus: Positive = Field(0.5, description="CPUs Ray reserves for each model replica.")
+    ingress_replicas: WholeNumber = Field(
+        1,
+        description="Ingress replicas that take the requests, check them and hand them to the model "
+        "replicas in groups (0, serve-bench only: the load generator calls the model replicas itself, "
+        "as the study did).",
+    )
+    ingress_cpus: Positive = Field(0.25, description="CPUs Ray reserves for each ingress replica.")
+    warmup_batches: WholeNumber = Field(16, description="Warm-up batches through the model before its runs.")
+    warmup_batch_size: Count = Field(32, description="Images per warm-up batch (the study: 32).")
     serving: ServingConfig = ServingConfig()
     energy: EnergyConfig = EnergyConfig(idle_seconds=5.0)
+
+
+class BenchConfig(Config):
+    """A serving bench (`greenray serve-bench`): every model x frequency x policy; stored whole
+    in DIR/bench.json. Its deployment keeps the study's protocol: 256 warm-up batches before each
+    model and no ingress replicas unless asked."""
+
+    FLAGS = {"models": "--model", "policies": "--policy", "frequencies": "--frequency"}
+
+    models: Annotated[tuple[Text, ...], Listed, Unique] = Field(
+        ("convnext",),
+        description="Model(s), comma-separated: alexnet, densenet, shufflenet, vit, convnext (the "
+        "study's), shufflenet_v2_x0_5 (the study's code), or any torchvision classification model.",
+    )
+    policies: Annotated[tuple[Policy, ...], Listed, Unique] = Field(
+        tuple(map(parse_policy, STUDY_POLICIES.split(","))),
+        description="Batching policies: fixed:N, fixed:N@MS (max wait), greedy[:CAP].",
+    )
+    frequencies: Annotated[tuple[Frequency, ...], Listed, Unique] = Field(
+        STUDY_FREQUENCIES, description="Request rates in Hz, comma-separated."
+    )
+    requests: Count = Field(
+        8192, description="A run ends when this many requests are served (the study's 2^13)."
+    )
+    arrival: Arrival = Field(
+        "constant",
+        description=f"{', '.join(ARRIVALS)} (jitter: the study's (1/f)*U(0.8,1.2); poisson: same mean).",
+    )
+    seed: WholeNumber = Field(0, description="Seeds the arrivals and the images (and a policy search).")
+    deploy: DeployConfig = DeployConfig(ingress_replicas=0, warmup_batches=256)
 
 
 class TargetConfig(Config):
@@ -73,54 +155,74 @@ class TargetConfig(Config):
     `frequency` Hz stays under `slo_ms`, found by at most `runs` live runs (the baseline,
     Serve's default greedy policy, included) of `requests` requests each."""
 
-    frequency: Frequency = 64.0  # Hz
-    slo_ms: Positive = 100.0  # p99 response time target, milliseconds (at the caller)
-    runs: Annotated[int, BeforeValidator(whole(2))] = 10  # live runs in all, the baseline included
-    requests: Count = 512  # served requests per run
-    max_batch_size: Count = DEFAULT_GREEDY_CAP  # the largest cap searched
-    arrival: Arrival = "poisson"  # live traffic is not a metronome
-    seed: WholeNumber = 0  # seeds the searcher, the arrivals and the images
+    frequency: Frequency = Field(64.0, description="The request rate the policy search runs at, Hz.")
+    slo_ms: Positive = Field(100.0, description="The p99 response time the policy must keep, milliseconds.")
+    runs: Annotated[int, BeforeValidator(whole(2))] = Field(
+        10, description="Live runs the search may use, Serve's default policy included."
+    )
+    requests: Count = Field(512, description="Served requests per search run.")
+    max_batch_size: Count = Field(DEFAULT_GREEDY_CAP, description="The largest batch cap the search tries.")
+    arrival: Arrival = Field("poisson", description=f"Search runs' arrivals: {', '.join(ARRIVALS)}.")
+    seed: WholeNumber = Field(0, description="Seeds the searcher, the arrivals and the images.")
 
-    def bench(self, deploy: DeployConfig) -> BenchConfig:
-        """The serve-bench settings the search's runs share (run.py and rows.py take them)."""
+
+class LiveConfig(Config):
+    """A model deployed to answer live traffic (serve, serve-tune): its deployment, and what a
+    policy search on it aims at."""
+
+    FLAGS = {"model": "--model"}
+
+    model: Text = Field(
+        "convnext", description="The model: any name serve-bench takes (convnext, vit, shufflenet_x0_5, ...)."
+    )
+    deploy: DeployConfig = DeployConfig()
+    target: TargetConfig = TargetConfig()
+
+    @model_validator(mode="after")
+    def _takes_requests(self) -> LiveConfig:
+        if self.deploy.ingress_replicas < 1:  # a server's requests come in through them
+            raise sentence(
+                f"--ingress-replicas {self.deploy.ingress_replicas} is not a whole number of at least 1"
+            )
+        return self
+
+    def bench(self) -> BenchConfig:
+        """The bench the search's live runs are (run.py and rows.py take it): `target`'s rate,
+        requests and arrivals on this deployment."""
+        target = self.target
         return BenchConfig(
-            models=(deploy.model,),
-            policies=(BatchPolicy("greedy", self.max_batch_size),),
-            frequencies=(self.frequency,),
-            requests=self.requests,
-            warmup_batches=deploy.warmup_batches,
-            warmup_batch_size=deploy.warmup_batch_size,
-            arrival=self.arrival,
-            seed=self.seed,
-            replicas=deploy.replicas,
-            replica_cpus=deploy.replica_cpus,
-            ingress_replicas=deploy.ingress_replicas,
-            ingress_cpus=deploy.ingress_cpus,
-            serving=deploy.serving,
-            energy=deploy.energy,
+            models=(self.model,),
+            policies=(BatchPolicy("greedy", target.max_batch_size),),
+            frequencies=(target.frequency,),
+            requests=target.requests,
+            arrival=target.arrival,
+            seed=target.seed,
+            deploy=self.deploy,
         )
 
 
-class PolicyTuneConfig(Config):
+class PolicyTuneConfig(LiveConfig):
     """`greenray serve-tune`: the batching policy (cap and max wait) with the least energy per
     image under a p99 target, by live runs on one running deployment; stored whole in
     DIR/tune.json."""
 
-    deploy: DeployConfig = DeployConfig()
-    target: TargetConfig = TargetConfig()
 
-
-class ServeConfig(Config):
+class ServeConfig(LiveConfig):
     """`greenray serve`: an HTTP server on Ray Serve (POST /predict, GET /metrics, GET /healthz)
-    until Ctrl-C; stored whole in DIR/serve.json."""
+    until Ctrl-C; stored whole in DIR/serve.json. `target` is for --policy auto only."""
 
-    policy: ServePolicy = "greedy"  # a batching policy, or auto (searched first, see `target`)
-    host: Text = "127.0.0.1"  # 0.0.0.0 opens it to the network
-    port: Port = 8000
-    # Admitted requests not yet answered, over all ingress replicas; beyond it a request gets 503
-    max_queue: Count = 256
-    deploy: DeployConfig = DeployConfig()
-    target: TargetConfig = TargetConfig()  # --policy auto only
+    policy: ServePolicy = Field(
+        "greedy",
+        description="Batching policy: fixed:N, fixed:N@MS, greedy[:CAP], or auto (search one first for "
+        "--frequency and --slo-ms, as serve-tune does).",
+    )
+    host: Text = Field(
+        "127.0.0.1", description="Address to listen on; 0.0.0.0 opens the server to the network."
+    )
+    port: Port = Field(8000, description="HTTP port.")
+    max_queue: Count = Field(
+        256, description="Requests admitted and not yet answered, at most; beyond, 503 at once."
+    )
 
     @property
     def batch_policy(self) -> BatchPolicy | None:

@@ -63,10 +63,10 @@ def run_bench(
     progress = progress if progress is not None else Progress(disable=True)
     check_out(out)
     if address is None:  # a local replica sees this machine: say now what it would say later
-        check_here(config.serving.device, config.energy)
+        check_here(config.deploy.serving.device, config.deploy.energy)
     connect(address)
-    device = resolve_device(config.serving.device, config.replicas)
-    zoo.check_precision(config.serving.precision, device)
+    device = resolve_device(config.deploy.serving.device, config.deploy.replicas)
+    zoo.check_precision(config.deploy.serving.precision, device)
     store = ResultStore(out)
     earlier = (store.read_json(BENCH_FILE) or {}).get("models", {}) if resume else {}
     about = run_record("serve-bench", config, device=device, out=str(out), notes=NOTES, models=earlier)
@@ -91,7 +91,7 @@ def bench_model(
         target = ready(model, replicas, config, progress)
         about["models"][model] = target.about
         store.write_json(BENCH_FILE, about)
-        if config.ingress_replicas:  # the warm-up reached the model replicas, not the ingress path
+        if config.deploy.ingress_replicas:  # the warm-up reached the model replicas, not the ingress path
             settle(target, config, *combos[0])
         return [bench_run(target, config, store, progress, f, p) for f, p in combos]
     finally:
@@ -100,24 +100,24 @@ def bench_model(
 
 def ready(model: str, replicas: Replicas, config: BenchConfig, progress) -> ServedModel:
     """Check the deployed replicas, measure their idle baseline and warm them up."""
-    status = progress.add_task(f"{model}: starting {config.replicas} replica(s)", total=None)
+    status = progress.add_task(f"{model}: starting {config.deploy.replicas} replica(s)", total=None)
     infos = replicas.call("info")
     _check_replicas(infos, config)
     for info in infos:
         if info["notice"]:
             progress.console.print(f"[yellow]notice:[/] {info['notice']}")
-    progress.update(status, description=f"{model}: idle baseline ({config.energy.idle_seconds:g} s)")
-    baselines = replicas.call("measure_idle", config.energy.idle_seconds)
-    progress.update(status, description=f"{model}: warm-up, {config.warmup_batches} batches")
-    warmup_s = replicas.call("warmup", config.warmup_batches, config.warmup_batch_size)
+    progress.update(status, description=f"{model}: idle baseline ({config.deploy.energy.idle_seconds:g} s)")
+    baselines = replicas.call("measure_idle", config.deploy.energy.idle_seconds)
+    progress.update(status, description=f"{model}: warm-up, {config.deploy.warmup_batches} batches")
+    warmup_s = replicas.call("warmup", config.deploy.warmup_batches, config.deploy.warmup_batch_size)
     progress.remove_task(status)
     images, filler = image_pool(infos[0]["image_size"], config.seed)
     about = {
         "replicas": infos,
         "idle_baseline_w": baselines,
         "warmup_s": warmup_s,
-        "warmup": f"{config.warmup_batches} batches of {config.warmup_batch_size}",
-        "ingress_replicas": config.ingress_replicas,
+        "warmup": f"{config.deploy.warmup_batches} batches of {config.deploy.warmup_batch_size}",
+        "ingress_replicas": config.deploy.ingress_replicas,
     }
     return ServedModel(model, replicas, infos, images, filler, about)
 
@@ -126,16 +126,16 @@ def deploy(
     model: str, config: BenchConfig, device: str, *, ingress: IngressOptions | None = None
 ) -> Replicas:
     """The model's replicas on `device` (cpu or cuda: one GPU each), behind
-    config.ingress_replicas ingress replicas when there are any (or behind `ingress`)."""
-    serving = config.serving.model_copy(update={"device": device})
-    if ingress is None and config.ingress_replicas:
-        ingress = IngressOptions(config.ingress_replicas, config.ingress_cpus)
+    config.deploy.ingress_replicas ingress replicas when there are any (or behind `ingress`)."""
+    serving = config.deploy.serving.model_copy(update={"device": device})
+    if ingress is None and config.deploy.ingress_replicas:
+        ingress = IngressOptions(config.deploy.ingress_replicas, config.deploy.ingress_cpus)
     return Replicas.deploy(
         model,
         serving,
-        config.energy,
-        config.replicas,
-        num_cpus=config.replica_cpus,
+        config.deploy.energy,
+        config.deploy.replicas,
+        num_cpus=config.deploy.replica_cpus,
         num_gpus=1 if device == "cuda" else 0,
         ingress=ingress,
     )
@@ -217,12 +217,15 @@ def done_runs(store: ResultStore, config: BenchConfig) -> set[tuple[str, str, fl
         return set()
     same = (
         (runs["status"] == OK)
-        & (runs["precision"] == config.serving.precision)
+        & (runs["precision"] == config.deploy.serving.precision)
         & (runs["arrival"] == config.arrival)
         & (runs["requests"] == config.requests)
-        & (runs["preprocess_in_window"] == config.serving.preprocess_in_window)
+        & (runs["preprocess_in_window"] == config.deploy.serving.preprocess_in_window)
         # folders from before ingress replicas existed ran without them
-        & (runs.get("ingress_replicas", pd.Series(0, index=runs.index)).fillna(0) == config.ingress_replicas)
+        & (
+            runs.get("ingress_replicas", pd.Series(0, index=runs.index)).fillna(0)
+            == config.deploy.ingress_replicas
+        )
     )
     return {(r.model, r.policy, float(r.frequency_hz)) for r in runs[same].itertuples()}
 
@@ -256,7 +259,7 @@ def _check_replicas(infos: list[dict], config: BenchConfig) -> None:
     for info in infos:
         if info["setup_error"]:
             raise UsageError(info["setup_error"])
-        if config.energy.require and not info["energy_devices"]:
+        if config.deploy.energy.require and not info["energy_devices"]:
             raise UsageError(
                 f"no energy source is readable on {info['node']} (no NVML GPU, no readable RAPL counter); "
                 "drop --require-energy or run where one is"

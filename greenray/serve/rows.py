@@ -30,14 +30,14 @@ def common(key: RunKey, config: BenchConfig, infos: list[dict]) -> dict:
     return {
         "run_id": key.run_id,
         "model": key.model,
-        "precision": config.serving.precision,
+        "precision": config.deploy.serving.precision,
         "weights": infos[0]["weights_source"],
         "image_size": infos[0]["image_size"],
         "policy": str(key.policy),
         "frequency_hz": key.frequency_hz,
         "arrival": config.arrival,
-        "preprocess_in_window": config.serving.preprocess_in_window,
-        "ingress_replicas": config.ingress_replicas,
+        "preprocess_in_window": config.deploy.serving.preprocess_in_window,
+        "ingress_replicas": config.deploy.ingress_replicas,
     }
 
 
@@ -50,7 +50,7 @@ def batch_rows(key: RunKey, config: BenchConfig, result: RunResult) -> list[dict
         "frequency_hz": key.frequency_hz,
     }
     return [
-        tag | batch | {"replica": replica, "preprocess_in_window": config.serving.preprocess_in_window}
+        tag | batch | {"replica": replica, "preprocess_in_window": config.deploy.serving.preprocess_in_window}
         for replica, records in enumerate(result.records)
         for batch in records["batches"]
     ]
@@ -170,7 +170,7 @@ def failed_row(key: RunKey, config: BenchConfig, error: str) -> dict:
         "status": FAILED,
         "failure": error,
         "model": key.model,
-        "precision": config.serving.precision,
+        "precision": config.deploy.serving.precision,
         "policy": str(key.policy),
         "frequency_hz": key.frequency_hz,
         "arrival": config.arrival,

@@ -117,7 +117,7 @@ class Server:
             check_port(self.config.host, self.config.port)
             if self.policy is None:
                 check_tunable(deploy_config)
-        bench = self.config.target.bench(deploy_config)
+        bench = self.config.bench()
         device, replicas = _deploy(
             deploy_config,
             bench,
@@ -130,7 +130,7 @@ class Server:
             ),
         )
         try:
-            self.model = ready(zoo.resolve(deploy_config.model), replicas, bench, self.progress)
+            self.model = ready(zoo.resolve(self.config.model), replicas, bench, self.progress)
             about = run_record("serve", self.config, device=device, out=str(self.out), notes=NOTES)
             about |= {"session": self.session, "model": self.model.about, "url": self.url}
             if self.policy is None:
@@ -231,11 +231,11 @@ def serve_tune(
     if address is None:
         check_here(config.deploy.serving.device, config.deploy.energy)
         check_tunable(config.deploy)
-    bench = config.target.bench(config.deploy)
+    bench = config.bench()
     ingress = IngressOptions(config.deploy.ingress_replicas, config.deploy.ingress_cpus)
     device, replicas = _deploy(config.deploy, bench, address, ingress)
     try:
-        model = ready(zoo.resolve(config.deploy.model), replicas, bench, progress)
+        model = ready(zoo.resolve(config.model), replicas, bench, progress)
         check_measured(model)
         about = run_record("serve-tune", config, device=device, out=str(out), model=model.about)
         return search_policy(model, bench, config.target, out, progress, about)
@@ -249,7 +249,7 @@ def _deploy(deploy_config: DeployConfig, bench: BenchConfig, address: str | None
     connect(address)
     device = resolve_device(deploy_config.serving.device, deploy_config.replicas)
     zoo.check_precision(deploy_config.serving.precision, device)
-    model = zoo.resolve(deploy_config.model)
+    model = zoo.resolve(bench.models[0])
     return device, deploy(model, bench, device, ingress=ingress)
 
 
