@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 ACCURACY, PER_KJ, PARETO = "accuracy", "accuracy-per-kj", "pareto"
+METRIC, MODE = "accuracy", "max"  # what the schedulers and the stopping levers watch
 PER_KJ_KEY = "accuracy_per_kj"  # what with_energy(per_kj="accuracy") reports
 RHO = 0.05  # ParEGO's weight of the sum beside the maximum (Knowles 2006)
 

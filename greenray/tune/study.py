@@ -24,10 +24,20 @@ from greenray.tune import cluster
 from greenray.tune.callbacks import TrialProgress, TrialRecorder
 from greenray.tune.ledger import Stop, stop_reached
 from greenray.tune.measure import with_energy
-from greenray.tune.objectives import ACCURACY, PARETO, PER_KJ, energy_key, front, searcher_metric
+from greenray.tune.mutation import KIND as MUTATE_KIND
+from greenray.tune.mutation import mutation_parts
+from greenray.tune.objectives import (
+    ACCURACY,
+    METRIC,
+    MODE,
+    PARETO,
+    PER_KJ,
+    energy_key,
+    front,
+    searcher_metric,
+)
 from greenray.tune.rounds import RoundRepeater
 
-METRIC, MODE = "accuracy", "max"  # what the schedulers and the stopping levers watch
 TUNE_DIR = "tune"  # Tune's experiment folder inside the results folder
 STUDY_FILE = "study"  # DIR/study.json
 PARETO_FILE = "pareto.csv"  # the accuracy / energy front of a --objective pareto study
@@ -156,9 +166,7 @@ def resume_study(out: Path, *, address: str | None = None, say: Callable[[str], 
 
 def _variant(record: dict, config: StudyConfig) -> tuple[Searcher | None, dict | None]:
     """The searcher and row columns of a study built on this one, from its study.json."""
-    if record.get("kind") == "mutate":
-        from greenray.tune.mutate import mutation_parts
-
+    if record.get("kind") == MUTATE_KIND:
         return mutation_parts(record, config)
     return None, None
 
