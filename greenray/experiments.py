@@ -283,7 +283,11 @@ def _tag(kind: Kind, factor: str, level: Any) -> str:
         return f"{kind.prefixes.get(factor, '')}{level}"
     if isinstance(level, bool):
         return f"{factor}-{'on' if level else 'off'}"
-    return f"{factor.removeprefix('n_')}{level}"
+    return (
+        f"{factor.removeprefix('n_')}{level:g}"
+        if isinstance(level, float)
+        else f"{factor.removeprefix('n_')}{level}"
+    )
 
 
 # -------------------------------------------------------------------------------- runs

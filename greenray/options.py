@@ -16,13 +16,30 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from greenray.config import Config, Setting
+from greenray.config import (
+    BenchConfig,
+    Config,
+    MutateConfig,
+    PolicyTuneConfig,
+    ServeConfig,
+    Setting,
+    StudyConfig,
+)
 
 SCALARS = (bool, int, float, str)
+# The config each command takes (the README's settings tables follow it).
+COMMANDS = {
+    "hpo": StudyConfig,
+    "mutate": MutateConfig,
+    "serve-bench": BenchConfig,
+    "serve": ServeConfig,
+    "serve-tune": PolicyTuneConfig,
+}
 
 
 def takes(config: type[Config], *, leave_out: Iterable[str] = ()) -> Callable:
@@ -85,3 +102,27 @@ def as_text(value: Any, annotation: Any = None) -> str:
 
 def _is_union(annotation: Any) -> bool:
     return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def settings_table(config: type[Config]) -> str:
+    """The README's table of a command's settings: flag, default and meaning (the field's help)."""
+    defaults = config().flat()
+    lines = ["| flag | default | meaning |", "|---|---|---|"]
+    for flat, setting in config.settings().items():
+        shown = _shown(defaults[flat], setting.field.annotation)
+        lines.append(f"| `{setting.flag}` | {shown} | {setting.help.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _shown(value: Any, annotation: Any) -> str:
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return as_text(value, annotation).replace(str(Path.home()), "~")  # (a folder's default)
+
+
+if __name__ == "__main__":  # python -m greenray.options hpo: the README's table of a command
+    import sys
+
+    print(settings_table(COMMANDS[sys.argv[1]]), end="")

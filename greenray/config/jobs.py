@@ -65,7 +65,7 @@ class EnergyConfig(Config):
     idle_seconds: NotNegative = Field(
         3.0,
         description="Idle baseline before the work, seconds (per GPU before trials, per replica before "
-        "warm-up); 0 skips it.",
+        "warm-up; simulated energy uses its model's idle); 0 skips it.",
     )
 
     def open_meter(self, quiet: bool = False) -> EnergyMeter:
@@ -87,7 +87,8 @@ class SearchConfig(Config):
     params: ParamCount = Field(
         3,
         description="3 (lr, beta1, beta2) or 5 (+ eps, weight_decay); add +batch, +epochs to search the "
-        "batch size (16 to 1024) and the epoch count (1 to --epochs) too (e.g. 3+batch).",
+        "batch size (16 to 1024, log-uniform, trained as the nearest power of two) and the epoch count "
+        "(1 to --epochs) too (e.g. 3+batch).",
     )
     uniform_lr: Flag = Field(False, description="Draw lr uniformly as the study did (else log-uniform).")
     rounds: Count = Field(8, description="Configurations to try (the study: 64).")
@@ -105,13 +106,15 @@ class TrialConfig(Config):
     )
     dataset: Dataset = Field(
         "digits",
-        description="digits (scikit-learn's 8x8), synthetic (seeded, --synthetic-shape), fashionmnist or "
-        "cifar10.",
+        description="digits (scikit-learn's 8x8, shipped with it), synthetic (seeded, --synthetic-shape), "
+        "fashionmnist or cifar10.",
     )
     data_dir: DataDir = Field(
-        DEFAULT_DATA_DIR, description="torchvision's data folder (its own layout); made absolute."
+        DEFAULT_DATA_DIR,
+        description="torchvision's data folder, in its own layout (DIR/FashionMNIST/raw, "
+        "DIR/cifar-10-batches-py).",
     )
-    download: Flag = Field(False, description="Download fashionmnist/cifar10 into --data-dir.")
+    download: Flag = Field(False, description="Download fashionmnist/cifar10 into --data-dir (online).")
     synthetic_shape: Shape = Field((1, 28, 28), description="CxHxW of --dataset synthetic.")
     epochs: Count = Field(10, description="Epochs per training (the study: 25).")
     batch_size: Count = Field(512, description="Training batch size (the study's).")
@@ -146,7 +149,8 @@ class LeversConfig(Config):
 
     energy_budget: MaybeJoules = Field(
         None,
-        description="Stop the study once its trials together spent this many Joules (idle-free where known).",
+        description="Stop the study once its trials together spent this many Joules (idle-free where the "
+        "idle baseline is known, as the summary counts them; failed and running trials count).",
     )
     patience: MaybeCount = Field(
         None, description="Stop the study after this many rounds without a better round."
@@ -156,7 +160,9 @@ class LeversConfig(Config):
     )
     scheduler: Scheduler = Field(
         "fifo",
-        description=f"Stop bad trials early: {', '.join(SCHEDULERS)} (fifo: every trial to its last epoch).",
+        description=f"Stop bad trials early: {', '.join(SCHEDULERS)} (fifo: every trial to its last epoch, "
+        "the study's; asha: Ray Tune's ASHAScheduler; median: its MedianStoppingRule; on the accuracy each "
+        "epoch reports).",
     )
     objective: Objective = Field(
         "accuracy", description=f"What the searcher optimises: {', '.join(OBJECTIVES)}."

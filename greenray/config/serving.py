@@ -75,7 +75,8 @@ class ServingConfig(Config):
 
     weights: Weights = Field(
         "default",
-        description="default (torchvision's pretrained, when cached or online), none (random) or a "
+        description="default (torchvision's pretrained weights from torch.hub's cache, or downloaded when "
+        "the server answers within 3 s, else random weights with a notice), none (random) or a "
         "state-dict PATH.",
     )
     precision: Precision = Field(
