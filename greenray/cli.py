@@ -25,6 +25,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import TyperException
 
+from greenray import ui
 from greenray.config import (
     BenchConfig,
     EnergyConfig,
@@ -38,20 +39,7 @@ from greenray.energy.nvml import NvmlBackend
 from greenray.energy.rapl import RaplBackend
 from greenray.errors import UsageError
 from greenray.options import takes
-from greenray.ui import (
-    bars,
-    energy_sources,
-    err,
-    gpu_table,
-    out,
-    print_idle,
-    print_measurement,
-    print_serving,
-    print_stopped,
-    print_tuned,
-    runs_table,
-    say,
-)
+from greenray.ui import err, out, say
 
 app = typer.Typer(
     name="greenray",
@@ -77,11 +65,10 @@ def user_errors(command):
     return wrapper
 
 
-def Out(kind: str):  # noqa: N802 (a type, as typer reads it)
+def Out(kind: str, time: bool = True):  # noqa: N802 (a type, as typer reads it)
     """The --out option of a command whose results go to greenray-results/KIND-TIME by default."""
-    return Annotated[
-        Path | None, typer.Option("--out", help=f"Results folder (default: greenray-results/{kind}-TIME).")
-    ]
+    default = f"greenray-results/{kind}" + ("-TIME" if time else "")
+    return Annotated[Path | None, typer.Option("--out", help=f"Results folder (default: {default}).")]
 
 
 def _results(kind: str) -> Path:
@@ -106,14 +93,14 @@ def doctor() -> None:
     except EnergyUnavailable as exc:
         out.print(f"NVML: not available ({exc})")
     else:
-        out.print(gpu_table(nvml) if nvml.devices() else "NVML: no GPU visible to this process")
+        out.print(ui.gpu_table(nvml) if nvml.devices() else "NVML: no GPU visible to this process")
         nvml.close()
     try:
         out.print("RAPL: " + ", ".join(d.key for d in RaplBackend().devices()))
     except EnergyUnavailable as exc:
         out.print(f"RAPL: not available ({exc})")
     with open_meter("auto", quiet=True) as meter:
-        out.print(f"energy sources with --energy auto: {energy_sources(meter)}", highlight=False)
+        out.print(f"energy sources with --energy auto: {ui.energy_sources(meter)}", highlight=False)
     for name, version in (versions() | _cuda()).items():
         out.print(f"{name}: {version or 'not installed'}")
 
@@ -152,11 +139,11 @@ def meter(
     with config.open_meter() as power:
         idle_w = power.measure_idle(idle) if idle is not None else {}
         if not command:
-            print_idle(power, idle_w, as_json)
+            ui.print_idle(power, idle_w, as_json)
             return
         with power.window("command") as window:
             code = subprocess.run(command, stdout=sys.stderr if as_json else None).returncode
-    print_measurement(window.measurement, command, code, idle_w, as_json)
+    ui.print_measurement(window.measurement, command, code, idle_w, as_json)
     if config.require and window.measurement.energy_source == "none":
         raise UsageError("the energy source stopped answering during the command (see the warning above)")
     raise typer.Exit(code)
@@ -240,11 +227,11 @@ def serve_bench(
     folder = out_dir or _results("serve")
     with (
         _interrupted(f"interrupted: the runs that ended are in {folder}; continue with --resume"),
-        bars() as progress,
+        ui.bars() as progress,
     ):
         rows = run_bench(config, folder, resume=resume, address=address, progress=progress)
     if rows:
-        out.print(runs_table(rows))
+        out.print(ui.runs_table(rows))
     out.print(f"results: {folder}", highlight=False, soft_wrap=True)
 
 
@@ -258,13 +245,16 @@ def serve(settings: dict, out_dir: Out("live") = None, address: Address = None) 
 
     config = ServeConfig.from_flat(settings)
     server = Server(config, out_dir or _results("live"), address=address, say=say)
-    with _interrupted(f"interrupted before serving; what was stored is in {server.out}"), bars() as progress:
+    with (
+        _interrupted(f"interrupted before serving; what was stored is in {server.out}"),
+        ui.bars() as progress,
+    ):
         server.progress = progress
         server.start()
     if server.tuned is not None:
-        print_tuned(server.tuned, server.out / "tune")
-    print_serving(server)
-    print_stopped(server.serve_until_interrupted())
+        ui.print_tuned(server.tuned, server.out / "tune")
+    ui.print_serving(server)
+    ui.print_stopped(server.serve_until_interrupted())
 
 
 @app.command("serve-tune")
@@ -277,9 +267,9 @@ def serve_tune(settings: dict, out_dir: Out("tune") = None, address: Address = N
 
     config = PolicyTuneConfig.from_flat(settings)
     folder = out_dir or _results("tune")
-    with _interrupted(f"interrupted: the runs that ended are in {folder}"), bars() as progress:
+    with _interrupted(f"interrupted: the runs that ended are in {folder}"), ui.bars() as progress:
         result = tune(config, folder, address=address, progress=progress)
-    print_tuned(result, folder)
+    ui.print_tuned(result, folder)
     if result.best is None:
         raise UsageError(
             f"no policy kept p99 under {result.slo_ms:g} ms at {result.frequency_hz:g} Hz: raise --slo-ms or "
@@ -329,8 +319,10 @@ def report(
     )
 
 
-def _help(config, flat: str, default: str) -> str:
-    return f"{config.settings()[flat].help} (default: {default})."
+def Override(config, flat: str, default: str, kind: type = str):  # noqa: N802 (a type, as typer reads it)
+    """An option of `greenray run` that replaces a setting in every cell where it is given."""
+    help_text = f"{config.settings()[flat].help} (default: {default})."
+    return Annotated[kind | None, typer.Option(help=help_text)]
 
 
 @app.command()
@@ -351,21 +343,13 @@ def run(
     model: Annotated[
         str | None, typer.Option(help="Replace an inference experiment's models (comma-separated).")
     ] = None,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Results folder (default: greenray-results/EXPERIMENT).")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help=_help(BenchConfig, "device", "the file's, else auto"))
-    ] = None,
-    data_dir: Annotated[str | None, typer.Option(help=_help(StudyConfig, "data_dir", "the file's"))] = None,
-    download: Annotated[bool, typer.Option(help=_help(StudyConfig, "download", "off"))] = False,
-    idle_seconds: Annotated[
-        float | None, typer.Option(help=_help(StudyConfig, "idle_seconds", "the file's, else each command's"))
-    ] = None,
+    out_dir: Out("EXPERIMENT", time=False) = None,
+    device: Override(BenchConfig, "device", "the file's, else auto") = None,
+    data_dir: Override(StudyConfig, "data_dir", "the file's, else ~/.cache/greenray/data") = None,
+    download: Annotated[bool, typer.Option(help=StudyConfig.settings()["download"].help)] = False,
+    idle_seconds: Override(StudyConfig, "idle_seconds", "the file's, else each command's", float) = None,
     address: Address = None,
-    energy: Annotated[
-        str | None, typer.Option(help=_help(StudyConfig, "energy", "the file's, else auto"))
-    ] = None,
+    energy: Override(StudyConfig, "energy", "the file's, else auto") = None,
 ) -> None:
     """Run an experiment file cell by cell (one hpo or serve-bench each) into --out; a re-run
     skips the cells already complete."""
@@ -374,15 +358,10 @@ def run(
     planned = experiments.prepare(experiment_file, scale, datasets=_listed(dataset), models=_listed(model))
     folder = out_dir or Path("greenray-results") / planned.name
     # serve-bench draws its runs' bars on this Progress; hpo draws its own.
-    progress = bars() if planned.kind == "serve-bench" else contextlib.nullcontext()
+    progress = ui.bars() if planned.kind == "serve-bench" else contextlib.nullcontext()
     with progress as shown:
-        given = {"device": device, "energy": energy, "data_dir": data_dir, "idle_seconds": idle_seconds}
         options = experiments.RunOptions(
-            settings={k: v for k, v in given.items() if v is not None}
-            | ({"download": True} if download else {}),
-            address=address,
-            say=say,
-            progress=shown,
+            device, energy, address, data_dir, download, idle_seconds, say=say, progress=shown
         )
         index = experiments.run_experiment(
             planned, folder, options, on_cell=lambda cell, state: err.print(f"[bold]{cell.name}[/]: {state}")
