@@ -84,7 +84,8 @@ def option_type(annotation: Any) -> Any:
     if annotation in SCALARS:
         return annotation
     members = typing.get_args(annotation) if _is_union(annotation) else ()
-    scalars = [m for m in members if m is not type(None)]
+    scalars = [typing.get_args(m)[0] if typing.get_origin(m) is Annotated else m for m in members]
+    scalars = [m for m in scalars if m is not type(None)]
     if len(scalars) == 1 and scalars[0] in SCALARS:
         return scalars[0] | None
     return str | None if type(None) in members else str

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, model_validator
+from annotated_types import Ge, Le
+from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, Strict, model_validator
 
 from greenray.config.base import Config
 from greenray.config.jobs import EnergyConfig
@@ -31,9 +32,10 @@ from greenray.config.vocab import (
     Unique,
     Weights,
     WholeNumber,
+    number,
     problem,
     sentence,
-    whole,
+    worded,
 )
 
 AUTO = "auto"  # --policy auto: search a policy first (serve-tune), then serve with it
@@ -58,16 +60,9 @@ def _serve_policy(value: Any) -> str:
         raise problem(f"auto or a batching policy ({exc})") from None
 
 
-def _port(value: Any) -> int:
-    port = whole(1)(value)
-    if port > 65535:
-        raise problem("a TCP port, 1 to 65535")
-    return port
-
-
 Policy = Annotated[BatchPolicy, PlainValidator(_policy), PlainSerializer(str, return_type=str)]
 ServePolicy = Annotated[str, BeforeValidator(_serve_policy)]
-Port = Annotated[int, BeforeValidator(_port)]
+Port = Annotated[int, Strict(), Ge(1), Le(65535), worded("a TCP port, 1 to 65535")]
 
 
 class ServingConfig(Config):
@@ -158,7 +153,7 @@ class TargetConfig(Config):
 
     frequency: Frequency = Field(64.0, description="The request rate the policy search runs at, Hz.")
     slo_ms: Positive = Field(100.0, description="The p99 response time the policy must keep, milliseconds.")
-    runs: Annotated[int, BeforeValidator(whole(2))] = Field(
+    runs: number(whole=True, ge=2) = Field(
         10, description="Live runs the search may use, Serve's default policy included."
     )
     requests: Count = Field(512, description="Served requests per search run.")

@@ -1,15 +1,24 @@
 """The names a job may use (strategies, nets, data sets, precisions, ...) and the checked types its
-fields are made of. Each check raises one `ConfigProblem` saying what a value should be, which
-`greenray.config.base.usage_error` turns into the one sentence a user sees."""
+fields are made of. pydantic checks them (strict types, bounds, Literal choices); each type says
+in words what a value should be (`worded`), which `greenray.config.base.usage_error` turns into
+the one sentence a user sees."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator
+from annotated_types import Ge, Gt, Le
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BeforeValidator,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    WrapValidator,
+)
 from pydantic_core import PydanticCustomError
 
 from greenray.energy import ENERGY_CHOICES
@@ -55,13 +64,44 @@ def sentence(text: str) -> PydanticCustomError:
     return PydanticCustomError("greenray_sentence", "{text}", {"text": text})
 
 
-def _checked(check: Callable[[Any], Any]) -> BeforeValidator:
-    return BeforeValidator(check)
+def worded(expected: str) -> WrapValidator:
+    """Whatever pydantic finds wrong with a value (its type, a bound), said one way: VALUE is
+    not `expected` (greenray.config.base.usage_error makes the sentence)."""
+
+    def check(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise problem(expected) from None
+
+    return WrapValidator(check)
 
 
-def _optional(check: Callable[[Any], Any]) -> BeforeValidator:
-    """`check`, with None let through (the setting then takes its documented default)."""
-    return BeforeValidator(lambda value: None if value is None else check(value))
+def number(*, whole: bool = False, ge: float | None = None, gt: float | None = None, unit: str = "") -> Any:
+    """A number pydantic checks strictly (no bool, no text, finite) against its bounds, with the
+    bounds said in words: "a whole number of at least 1", "a positive number of Joules"."""
+    if whole:
+        return Annotated[int, Strict(), Ge(ge), worded(f"a whole number of at least {ge}")]
+    expected = "a positive number" if gt == 0 else f"a number of at least {ge:g}"
+    bound = Gt(gt) if gt is not None else Ge(ge)
+    return Annotated[
+        float, Strict(), bound, AllowInfNan(False), worded(expected + (f" of {unit}" if unit else ""))
+    ]
+
+
+def choice(names: Iterable) -> Any:
+    """One of `names` (a Literal), given in any case and with surrounding space."""
+    names = tuple(names)
+    lower = BeforeValidator(lambda value: value.strip().lower() if isinstance(value, str) else value)
+    return Annotated[Literal[names], lower, worded("one of " + ", ".join(str(n) for n in names))]
+
+
+def _from_text(value: Any) -> Any:
+    """A number given as text ('16', from a comma-separated flag) as that number."""
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
 
 
 NET_HELP = f"one of {', '.join(NET_NAMES)} (or DenseLinearNN, DensePolyNN, SimpleCNN)"
@@ -88,19 +128,6 @@ def default_relu(net: str) -> bool:
     return canonical_net(net) == "cnn"
 
 
-def choice(names: Iterable, lower: bool = True) -> Callable[[Any], Any]:
-    """One of `names` (text compared without case or surrounding space)."""
-    names = tuple(names)
-
-    def check(value: Any) -> Any:
-        key = value.strip().lower() if lower and isinstance(value, str) else value
-        if isinstance(key, bool) or key not in names:
-            raise problem("one of " + ", ".join(str(n) for n in names))
-        return key
-
-    return check
-
-
 def _params(value: Any) -> int | str:
     """3 or 5 (the study's spaces, kept as the numbers they always were), or either with
     extra dimensions as canonical text ("3+batch+epochs", the extras in EXTRA_DIMS' order)."""
@@ -114,6 +141,10 @@ def _params(value: Any) -> int | str:
     return "+".join([head, *(dim for dim in EXTRA_DIMS if dim in extras)])
 
 
+def _whole_text(value: Any) -> Any:
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
 def adam_count(params: int | str) -> int:
     """How many of Adam's hyperparameters a --params value searches (3 or 5)."""
     return int(str(params).split("+")[0])
@@ -125,72 +156,11 @@ def searched_names(params: int | str) -> tuple[str, ...]:
     return ADAM_PARAMS[adam_count(params)] + tuple(EXTRA_DIMS[e] for e in extras)
 
 
-def whole(minimum: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise problem(f"a whole number of at least {minimum}")
-        return value
-
-    return check
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        return None
-    return float(value)
-
-
-def _positive(value: Any) -> float:
-    number = _number(value)
-    if number is None or not 0 < number < math.inf:
-        raise problem("a positive number")
-    return number
-
-
-def _not_negative(value: Any) -> float:
-    number = _number(value)
-    if number is None or not 0 <= number < math.inf:
-        raise problem("a number of at least 0")
-    return number
-
-
-def _joules(value: Any) -> float:
-    number = _number(value)
-    if number is None or not 0 < number < math.inf:
-        raise problem("a positive number of Joules")
-    return number
-
-
-def _accuracy(value: Any) -> float:
-    number = _number(value)
-    if number is None or not 0 < number <= 1:
-        raise problem("an accuracy in (0, 1]")
-    return number
-
-
 def _step(value: Any) -> float:
-    """A mutation's factor: a positive number other than 1, as a number or its text ('0.5')."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise problem("a positive factor other than 1, such as 0.5 or 2") from None
-    number = _number(value)
-    if number is None or not 0 < number < math.inf or number == 1:
-        raise problem("a positive factor other than 1, such as 0.5 or 2")
-    return number
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise problem("true or false")
+    """A mutation's factor: a positive number other than 1."""
+    if value == 1:
+        raise ValueError("1 changes nothing")
     return value
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise problem("a non-empty text")
-    return value.strip()
 
 
 def _shape(value: Any) -> tuple[int, int, int]:
@@ -205,25 +175,21 @@ def _shape(value: Any) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _gpus(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = _number(value)
-    if number is None or number < 0 or (number > 1 and not number.is_integer()) or math.isinf(number):
-        raise problem("0, a fraction below 1 or a whole number of GPUs")
-    return number
+def _gpus(value: float) -> float:
+    if value > 1 and not value.is_integer():
+        raise ValueError("a share of a GPU is below 1")
+    return value
 
 
-def _data_dir(value: Any) -> str:
+def _data_dir(value: str) -> str:
     """An absolute path: trials read it in Ray workers, whose working folder differs."""
-    return str(Path(_text(value)).expanduser().absolute())
+    return str(Path(value).expanduser().absolute())
 
 
-def _weights(value: Any) -> str:
-    text = _text(value)
-    if text not in ("default", "none") and not Path(text).is_file():
-        raise problem("default (torchvision's pretrained), none (random) or a state-dict file that exists")
-    return text
+def _weights(value: str) -> str:
+    if value not in ("default", "none") and not Path(value).is_file():
+        raise ValueError("no such file")
+    return value
 
 
 def _listed(value: Any) -> tuple:
@@ -244,43 +210,51 @@ def unique(values: tuple) -> tuple:
     return tuple(dict.fromkeys(values))
 
 
-def _frequency(value: Any) -> float:
-    """Hz, as a number or its text ('16')."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise problem("a positive number of Hz") from None
-    return _positive(value)
-
-
-Strategy = Annotated[str, _checked(choice(STRATEGIES))]
-Net = Annotated[str, _checked(_net)]
-Dataset = Annotated[str, _checked(choice(DATASETS))]
-ParamCount = Annotated[int | str, _checked(_params)]
-Scheduler = Annotated[str, _checked(choice(SCHEDULERS))]
-Mutable = Annotated[str, _checked(choice(MUTABLE))]
-Step = Annotated[float, _checked(_step)]
-Objective = Annotated[str, _checked(choice(OBJECTIVES))]
-Precision = Annotated[str, _checked(choice(PRECISIONS))]
-Arrival = Annotated[str, _checked(choice(ARRIVALS))]
-Device = Annotated[str, _checked(choice(DEVICES))]
-EnergyBackend = Annotated[str, _checked(choice(ENERGY_BACKENDS))]
-Count = Annotated[int, _checked(whole(1))]
-WholeNumber = Annotated[int, _checked(whole(0))]
-Positive = Annotated[float, _checked(_positive)]
-NotNegative = Annotated[float, _checked(_not_negative)]
-Flag = Annotated[bool, _checked(_flag)]
-Text = Annotated[str, _checked(_text)]
-Shape = Annotated[tuple[int, int, int], _checked(_shape)]
-Gpus = Annotated[float | None, _checked(_gpus)]
-DataDir = Annotated[str, _checked(_data_dir)]
-Weights = Annotated[str, _checked(_weights)]
-Frequency = Annotated[float, _checked(_frequency)]
-MaybeCount = Annotated[int | None, _optional(whole(1))]
-MaybeJoules = Annotated[float | None, _optional(_joules)]
-MaybeAccuracy = Annotated[float | None, _optional(_accuracy)]
-MaybeFlag = Annotated[bool | None, _optional(_flag)]
-MaybePixels = Annotated[int | None, _optional(whole(16))]
-Listed = _checked(_listed)
+Strategy = choice(STRATEGIES)
+Net = Annotated[str, BeforeValidator(_net)]
+Dataset = choice(DATASETS)
+# (a number given as text, as the CLI gives it, is that number: --params 4 is 4 in the sentence)
+ParamCount = Annotated[int | str, BeforeValidator(_params), BeforeValidator(_whole_text)]
+Scheduler = choice(SCHEDULERS)
+Mutable = choice(MUTABLE)
+Objective = choice(OBJECTIVES)
+Precision = choice(PRECISIONS)
+Arrival = choice(ARRIVALS)
+Device = choice(DEVICES)
+EnergyBackend = choice(ENERGY_BACKENDS)
+Count = number(whole=True, ge=1)
+WholeNumber = number(whole=True, ge=0)
+Positive = number(gt=0)
+NotNegative = number(ge=0)
+Flag = Annotated[bool, Strict(), worded("true or false")]
+Text = Annotated[
+    str, Strict(), StringConstraints(strip_whitespace=True, min_length=1), worded("a non-empty text")
+]
+Shape = Annotated[tuple[int, int, int], BeforeValidator(_shape)]
+Gpus = Annotated[
+    number(ge=0) | None,
+    AfterValidator(lambda v: v if v is None else _gpus(v)),
+    worded("0, a fraction below 1 or a whole number of GPUs"),
+]
+DataDir = Annotated[Text, AfterValidator(_data_dir)]
+Weights = Annotated[
+    Text,
+    AfterValidator(_weights),
+    worded("default (torchvision's pretrained), none (random) or a state-dict file that exists"),
+]
+Frequency = Annotated[number(gt=0, unit="Hz"), BeforeValidator(_from_text)]
+Step = Annotated[
+    number(gt=0),
+    AfterValidator(_step),
+    BeforeValidator(_from_text),
+    worded("a positive factor other than 1, such as 0.5 or 2"),
+]
+MaybeCount = Count | None
+MaybeJoules = number(gt=0, unit="Joules") | None
+MaybeAccuracy = (
+    Annotated[float, Strict(), Gt(0), Le(1), AllowInfNan(False), worded("an accuracy in (0, 1]")] | None
+)
+MaybeFlag = Flag | None
+MaybePixels = number(whole=True, ge=16) | None
+Listed = BeforeValidator(_listed)
 Unique = AfterValidator(unique)
