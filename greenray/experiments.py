@@ -12,111 +12,39 @@ import json
 import logging
 import math
 import time
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Tag, create_model
+from pydantic import BeforeValidator
 
-from greenray.config import BenchConfig, Config, Setting, Source, StudyConfig
-from greenray.config.base import LEVELS, ONE
-from greenray.config.vocab import Text, problem
+from greenray.config import BenchConfig, Config, Source, StudyConfig
+from greenray.config.experiment import ABOUT, Kind, is_list
+from greenray.config.vocab import problem
 from greenray.errors import UsageError
-from greenray.results import INDEX, atomic_write
+from greenray.results import INDEX, OK, ResultStore, atomic_write
+from greenray.serve.zoo import resolve
 
 log = logging.getLogger("greenray.experiments")
 
-ABOUT = ("experiment", "description", "kind")  # what an experiment file says besides settings
 COMPLETE, PENDING, RUNNING, FAILED = "complete", "pending", "running", "failed"
 # Budgets --scale shrinks, and the least each keeps (two repetitions, so a spread is defined).
 SCALE_FLOORS = {"rounds": 2, "repetitions": 2, "epochs": 1, "requests": 1, "warmup_batches": 1}
 
 
-# ------------------------------------------------------------------------------ schema
-
-
-def _factor(value: Any) -> Any:
-    if not isinstance(value, list | tuple) or not value:
-        raise problem("a list of one value or more, e.g. [a, b]")
-    return value
-
-
-def _distinct(values: tuple) -> tuple:
-    if len(set(values)) < len(values):
-        raise problem("a list of distinct values")
-    return values
+# ------------------------------------------------------------------------------ kinds
 
 
 def _model(value: Any) -> str:
-    from greenray.serve.zoo import resolve  # the zoo's names without torch, but its module is the zoo's
-
     try:
         return resolve(str(value))
     except UsageError as exc:
         raise problem(f"a model ({exc})") from None
 
 
-# A factor of the experiment: a list of levels, each checked as the config checks the setting.
-T = TypeVar("T")
-Factor = Annotated[tuple[T, ...], BeforeValidator(_factor), AfterValidator(_distinct)]
 Model = Annotated[str, BeforeValidator(_model)]
-
-
-def _one_or_levels(kind: Any) -> Any:
-    """One value of a setting (every cell takes it) or a list of its levels (a factor)."""
-    levels = Annotated[tuple[kind, ...], BeforeValidator(_factor), AfterValidator(_distinct)]
-    return Annotated[
-        Annotated[kind, Tag(ONE)] | Annotated[levels, Tag(LEVELS)],
-        Discriminator(lambda value: LEVELS if isinstance(value, list | tuple) else ONE),
-    ]
-
-
-@dataclass(frozen=True)
-class Kind:
-    """What an experiment file of one kind may hold: `factors` by the names the study's files
-    give them (a list of levels each, one cell per level, named by level in this order), and
-    every setting of `config` by its flat name, as one value or as a list of levels (another
-    factor, tagged in the cell's name); `required`, what the file must give."""
-
-    name: str
-    config: type[Config]
-    factors: dict[str, str]  # file name -> the setting a level sets in its cell
-    required: tuple[str, ...]
-    prefixes: dict[str, str] = field(default_factory=dict)  # a level's prefix in a cell's name
-    level_types: dict[str, Any] = field(default_factory=dict)  # where not the setting's own type
-    flags: dict[str, str] = field(default_factory=dict)  # `greenray run`'s flags that replace a factor
-
-    def schema(self) -> type[Config]:
-        settings, defaults = self.config.settings(), self.config().flat()
-        fields: dict[str, Any] = {"kind": (Literal[self.name], ...)}
-        for name, flat in self.factors.items():
-            level = self.level_types.get(name) or _setting_type(settings[flat])
-            fields[name] = (Factor[level], ... if name in self.required else (defaults[flat],))
-        for flat, setting in settings.items():
-            if flat in self.factors or flat in self.factors.values():
-                continue
-            own = _setting_type(setting)
-            kind = own if typing.get_origin(setting.field.annotation) is tuple else _one_or_levels(own)
-            fields[flat] = (kind, ... if flat in self.required else defaults[flat])
-        schema = create_model(f"{self.config.__name__}Experiment", __base__=_Experiment, **fields)
-        schema.FLAGS = self.flags
-        return schema
-
-
-def _setting_type(setting: Setting) -> Any:
-    """A setting's type with its checks, as its config declares it."""
-    info = setting.field
-    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-
-
-class _Experiment(Config):
-    experiment: Text
-    description: str = ""
-
-
 HPO = Kind(
     "hpo",
     StudyConfig,
@@ -270,10 +198,7 @@ def cells(experiment: Experiment) -> list[Cell]:
 
 def _is_factor(spec: Config, flat: str) -> bool:
     """A setting the file gives as a list of levels (not a setting whose value is a list)."""
-    return (
-        isinstance(getattr(spec, flat), tuple)
-        and typing.get_origin(type(spec).model_fields[flat].annotation) is not tuple
-    )
+    return isinstance(getattr(spec, flat), tuple) and not is_list(type(spec).settings()[flat])
 
 
 def _tag(kind: Kind, factor: str, level: Any) -> str:
@@ -475,8 +400,6 @@ def run_serve_cell(cell: Cell, folder: Path, options: RunOptions) -> bool:
 
 def stored_runs(folder: Path) -> set[tuple[str, float]]:
     """(policy, frequency) of the ok runs stored in a serve-bench folder."""
-    from greenray.results import OK, ResultStore
-
     runs = ResultStore(folder).read("runs")
     if runs.empty or "status" not in runs:
         return set()
