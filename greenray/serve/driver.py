@@ -3,8 +3,8 @@
 ServedModel whose `run` is the one run API (greenray.serve.run), and `record_run`, a run stored
 as serve-bench stores it. Plus the checks said before anything starts.
 
-The deployment's settings are read here, from a DeployConfig (model replicas, ingress, warm-up,
-serving, energy); `start`, `deploy` and `record_run` are the only readers."""
+A deployment's settings (a DeployConfig: model replicas, ingress, warm-up, serving, energy) are
+read by `deploy` and `start` only; a run's rows take what they need from the ServedModel."""
 
 from __future__ import annotations
 
@@ -28,52 +28,56 @@ IMAGE_POOL = 64  # distinct random images the generator cycles through
 
 def deploy(
     model: str,
-    deploy: DeployConfig,
+    deployment: DeployConfig,
     device: str,
     *,
     ingress: IngressOptions | None = None,
     policy: BatchPolicy | None = None,
 ) -> Replicas:
     """The model's replicas on `device` (cpu or cuda: one GPU each), behind
-    deploy.ingress_replicas ingress replicas when there are any (or behind `ingress`)."""
-    serving = deploy.serving.model_copy(update={"device": device})
-    if ingress is None and deploy.ingress_replicas:
-        ingress = IngressOptions(deploy.ingress_replicas, deploy.ingress_cpus)
+    deployment.ingress_replicas ingress replicas when there are any (or behind `ingress`)."""
+    serving = deployment.serving.model_copy(update={"device": device})
+    if ingress is None and deployment.ingress_replicas:
+        ingress = IngressOptions(deployment.ingress_replicas, deployment.ingress_cpus)
     return Replicas.deploy(
         model,
         serving,
-        deploy.energy,
-        deploy.replicas,
-        num_cpus=deploy.replica_cpus,
+        deployment.energy,
+        deployment.replicas,
+        num_cpus=deployment.replica_cpus,
         num_gpus=1 if device == "cuda" else 0,
         ingress=ingress,
         policy=policy,
     )
 
 
-async def start(name: str, replicas: Replicas, deploy: DeployConfig, progress, seed: int = 0) -> ServedModel:
+async def start(
+    name: str, replicas: Replicas, deployment: DeployConfig, progress, seed: int = 0
+) -> ServedModel:
     """Check the deployed replicas, measure their idle baseline and warm them up; the images
     runs send are drawn with `seed`."""
-    status = progress.add_task(f"{name}: starting {deploy.replicas} replica(s)", total=None)
+    status = progress.add_task(f"{name}: starting {deployment.replicas} replica(s)", total=None)
     infos = await replicas.call("info")
     _check_replicas(infos)
     for info in infos:
         if info["notice"]:
             progress.console.print(f"[yellow]notice:[/] {info['notice']}")
-    progress.update(status, description=f"{name}: idle baseline ({deploy.energy.idle_seconds:g} s)")
-    baselines = await replicas.call("measure_idle", deploy.energy.idle_seconds)
-    progress.update(status, description=f"{name}: warm-up, {deploy.warmup_batches} batches")
-    warmup_s = await replicas.call("warmup", deploy.warmup_batches, deploy.warmup_batch_size)
+    progress.update(status, description=f"{name}: idle baseline ({deployment.energy.idle_seconds:g} s)")
+    baselines = await replicas.call("measure_idle", deployment.energy.idle_seconds)
+    progress.update(status, description=f"{name}: warm-up, {deployment.warmup_batches} batches")
+    warmup_s = await replicas.call("warmup", deployment.warmup_batches, deployment.warmup_batch_size)
     progress.remove_task(status)
     images, filler = image_pool(infos[0]["image_size"], seed)
     about = {
         "replicas": infos,
         "idle_baseline_w": baselines,
         "warmup_s": warmup_s,
-        "warmup": f"{deploy.warmup_batches} batches of {deploy.warmup_batch_size}",
-        "ingress_replicas": deploy.ingress_replicas,
+        "warmup": f"{deployment.warmup_batches} batches of {deployment.warmup_batch_size}",
+        "ingress_replicas": deployment.ingress_replicas,
     }
-    return ServedModel(name, replicas, infos, images, filler, about, deploy.serving, deploy.ingress_replicas)
+    return ServedModel(
+        name, replicas, infos, images, filler, about, deployment.serving, deployment.ingress_replicas
+    )
 
 
 def record_run(
