@@ -60,14 +60,15 @@ def idle_cpu_per_s(model: str, config: BenchConfig, seconds: float = 5.0) -> flo
     import time
 
     from greenray.ray_setup import connect
-    from greenray.serve.bench import deploy
+    from greenray.serve.driver import deploy
+    from greenray.serve.loop import on_loop
 
     connect()
-    replicas = deploy(model, config, config.deploy.serving.device)
+    replicas = deploy(model, config.deploy, config.deploy.serving.device)
     try:
-        before = replicas.call("cpu_s")[0]
+        before = on_loop(replicas.call("cpu_s"))[0]
         time.sleep(seconds)
-        return (replicas.call("cpu_s")[0] - before) / seconds
+        return (on_loop(replicas.call("cpu_s"))[0] - before) / seconds
     finally:
         replicas.delete()
 

@@ -23,7 +23,7 @@ from serve_common import machine
 
 from greenray.config import BenchConfig, parse_policy
 from greenray.ray_setup import connect
-from greenray.serve.bench import deploy, image_pool
+from greenray.serve.driver import deploy, image_pool
 from greenray.serve.ingress import Feeder
 
 
@@ -48,11 +48,11 @@ def main() -> None:
         }
     )
     connect()
-    replicas = deploy(args.model, config, "cpu")
+    replicas = deploy(args.model, config.deploy, "cpu")
     handle = replicas.handles[0]
     try:
         policy = parse_policy(f"fixed:{args.batch}")
-        handle.set_policy.remote(policy.max_batch_size, policy.batch_wait_timeout_s).result()
+        handle.set_policy.remote(policy).result()
         handle.warmup.remote(8, args.batch).result()
         images, _ = image_pool(args.image_size, 0)
         before = handle.cpu_s.remote().result()

@@ -23,8 +23,10 @@ from serve_common import machine, markdown
 from greenray.config import PolicyTuneConfig, parse_policy
 from greenray.results import ResultStore
 from greenray.serve import zoo
-from greenray.serve.bench import bench_run, deploy, ready
+from greenray.serve.driver import deploy, record_run, start
+from greenray.serve.loop import on_loop
 from greenray.serve.replicas import IngressOptions
+from greenray.serve.run import RunPlan
 from greenray.serve.server import search_policy
 
 
@@ -59,7 +61,6 @@ def main() -> None:
         "max_batch_size": max(caps),
     }
     first = PolicyTuneConfig.from_flat(settings | {"frequency": float(args.rates.split(",")[0])})
-    bench = first.bench()
     model_name = zoo.resolve(args.model)
     root = Path(tempfile.mkdtemp(prefix="greenray-tune-"))
     print(
@@ -70,17 +71,19 @@ def main() -> None:
         f"{args.requests} requests each"
     )
     progress = Progress(disable=True)
-    replicas = deploy(model_name, bench, args.device, ingress=IngressOptions(1))
+    replicas = deploy(model_name, first.deploy, args.device, ingress=IngressOptions(1))
     rows = []
     try:
-        model = ready(model_name, replicas, bench, progress)
+        model = on_loop(start(model_name, replicas, first.deploy, progress, seed=first.target.seed))
         for rate in (float(r) for r in args.rates.split(",")):
             config = PolicyTuneConfig.from_flat(settings | {"frequency": rate})
-            result = search_policy(model, bench, config.target, root / f"tune-{rate:g}", progress, {})
+            result = search_policy(model, config.target, root / f"tune-{rate:g}", progress, {})
             store = ResultStore(root / f"sweep-{rate:g}")
-            sweep = pd.DataFrame(
-                [bench_run(model, bench, store, progress, rate, parse_policy(p)) for p in grid]
-            )
+            target = config.target
+            plans = [
+                RunPlan(rate, parse_policy(p), target.requests, target.arrival, target.seed) for p in grid
+            ]
+            sweep = pd.DataFrame([record_run(model, plan, store, progress) for plan in plans])
             feasible = sweep[(sweep["status"] == "ok") & (sweep["p99_latency_s"] * 1000 <= args.slo_ms)]
             best = feasible.loc[feasible["energy_per_image_j"].idxmin()] if len(feasible) else None
             default = sweep.set_index("policy").loc[f"greedy:{max(caps)}"]

@@ -23,10 +23,11 @@ def server(ray_local):
     serving = ServingConfig(weights="none", image_size=SIZE, device="cpu")
     energy = EnergyConfig(backend="simulated")
     replicas = Replicas.deploy("shufflenet_x0_5", serving, energy, 1, num_cpus=0.5, num_gpus=0)
-    info = replicas.call("info")[0]
+    handle = replicas.handles[0]
+    info = handle.info.remote().result()
     assert info["setup_error"] is None
-    assert replicas.call("measure_idle", 0.0) == [{"SIM-0": IDLE_W}]  # the model's idle, no wait
-    yield replicas.handles[0]
+    assert handle.measure_idle.remote(0.0).result() == {"SIM-0": IDLE_W}  # the model's idle, no wait
+    yield handle
     replicas.delete()
     serve.shutdown()
 
@@ -38,7 +39,7 @@ def image(seed: int = 0) -> torch.Tensor:
 
 def use(handle, policy: str) -> None:
     p = parse_policy(policy)
-    handle.set_policy.remote(p.max_batch_size, p.batch_wait_timeout_s).result()
+    handle.set_policy.remote(p).result()
 
 
 def run(handle, run_id: str, send):

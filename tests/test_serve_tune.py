@@ -36,21 +36,24 @@ def searched(ray_local, tmp_path_factory):
     from ray import serve
 
     from greenray.results import ResultStore
-    from greenray.serve.bench import bench_run, deploy, ready
+    from greenray.serve.driver import deploy, record_run, start
+    from greenray.serve.loop import on_loop
     from greenray.serve.replicas import IngressOptions
+    from greenray.serve.run import RunPlan
     from greenray.serve.server import search_policy
 
     config = PolicyTuneConfig.from_flat(SETTINGS)
-    bench = config.bench()
-    replicas = deploy("shufflenet_v2_x0_5", bench, "cpu", ingress=IngressOptions(1))
+    deployment, target = config.deploy, config.target
+    replicas = deploy("shufflenet_v2_x0_5", deployment, "cpu", ingress=IngressOptions(1))
     sweep_dir, tune_dir = tmp_path_factory.mktemp("sweep"), tmp_path_factory.mktemp("tuned")
     try:
-        model = ready("shufflenet_v2_x0_5", replicas, bench, progress=_silent())
+        model = on_loop(start("shufflenet_v2_x0_5", replicas, deployment, _silent(), seed=target.seed))
         store = ResultStore(sweep_dir)
-        sweep = pd.DataFrame(
-            [bench_run(model, bench, store, _silent(), RATE_HZ, parse_policy(p)) for p in SWEEP]
-        )
-        result = search_policy(model, bench, config.target, tune_dir, _silent(), {"kind": "test"})
+        plans = [
+            RunPlan(RATE_HZ, parse_policy(p), target.requests, target.arrival, target.seed) for p in SWEEP
+        ]
+        sweep = pd.DataFrame([record_run(model, plan, store, _silent()) for plan in plans])
+        result = search_policy(model, target, tune_dir, _silent(), {"kind": "test"})
     finally:
         replicas.delete()
         serve.shutdown()

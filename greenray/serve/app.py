@@ -281,15 +281,24 @@ def serving_app(
     ingress_replicas: int,
     ingress_cpus: float,
     max_queue: int | None,
+    policy=None,
 ):
     """One application: `ingress_replicas` Ingress replicas over `replicas` ModelServers named
-    f"{model}-{i}" (one replica each, one device each) and the Hub. `max_queue` (None:
-    no limit) is split evenly over the ingress replicas."""
+    f"{model}-{i}" (one replica each, one device each, batching under `policy`: a BatchPolicy,
+    None for ModelServer's first) and the Hub. `max_queue` (None: no limit) is split evenly
+    over the ingress replicas."""
     from greenray.serve.deployment import server_app  # the driver's: the model replicas need torch
 
     models = [
         server_app(
-            model, serving, energy, name=f"{model}-{i}", num_cpus=replica_cpus, num_gpus=num_gpus, index=i
+            model,
+            serving,
+            energy,
+            name=f"{model}-{i}",
+            num_cpus=replica_cpus,
+            num_gpus=num_gpus,
+            index=i,
+            policy=policy,
         )
         for i in range(replicas)
     ]

@@ -1,29 +1,22 @@
 """serve-bench: per model, one Serve replica per device, idle baseline, warm-up, then one run per
 (frequency, policy) until enough requests are served; energy per image, response times and
-batch records stored as each run ends."""
+batch records stored as each run ends. It drives the deployment through greenray.serve.driver
+and its run API (greenray.serve.run), as serve-tune and `greenray serve` do."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from greenray.config import BatchPolicy, BenchConfig, EnergyConfig
-from greenray.energy import EnergyRequestError
-from greenray.errors import UsageError
+from greenray.config import BenchConfig, DeployConfig
 from greenray.results import OK, ResultStore, run_record
-from greenray.serve import rows, zoo
-from greenray.serve.loadgen import error_line
-from greenray.serve.replicas import IngressOptions, Replicas
-from greenray.serve.run import serve_run
+from greenray.serve import zoo
+from greenray.serve.driver import check_here, check_out, deploy, record_run, resolve_device, start
+from greenray.serve.loop import on_loop
+from greenray.serve.run import SETTLE_REQUESTS, RunPlan
 
 BENCH_FILE = "bench"  # DIR/bench.json
-IMAGE_POOL = 64  # distinct random images the generator cycles through
-SETTLE_REQUESTS = 64  # requests of a run whose numbers are dropped (see settle)
 NOTES = {
     "served": "a run ends when --requests answers have come back; it counts every request whose batch "
     "ended inside the replica's run window (so served >= requests); requests still queued then are "
@@ -38,18 +31,6 @@ NOTES = {
 }
 
 
-@dataclass
-class ServedModel:
-    """One deployed model, ready for runs: what every run of it shares."""
-
-    name: str
-    replicas: Replicas
-    infos: list[dict]
-    images: list
-    filler: np.ndarray
-    about: dict  # what bench.json (or tune.json, serve.json) says of it
-
-
 def run_bench(
     config: BenchConfig, out: Path, *, resume: bool = False, address: str | None = None, progress=None
 ) -> list[dict]:
@@ -59,14 +40,15 @@ def run_bench(
 
     from greenray.ray_setup import connect
 
+    deployment = _deployment(config)
     models = [zoo.resolve(m) for m in config.models]
     progress = progress if progress is not None else Progress(disable=True)
     check_out(out)
     if address is None:  # a local replica sees this machine: say now what it would say later
-        check_here(config.deploy.serving.device, config.deploy.energy)
+        check_here(deployment.serving.device, deployment.energy)
     connect(address)
-    device = resolve_device(config.deploy.serving.device, config.deploy.replicas)
-    zoo.check_precision(config.deploy.serving.precision, device)
+    device = resolve_device(deployment.serving.device, deployment.replicas)
+    zoo.check_precision(deployment.serving.precision, device)
     store = ResultStore(out)
     earlier = (store.read_json(BENCH_FILE) or {}).get("models", {}) if resume else {}
     about = run_record("serve-bench", config, device=device, out=str(out), notes=NOTES, models=earlier)
@@ -82,132 +64,31 @@ def bench_model(
     model: str, config: BenchConfig, device: str, store: ResultStore, progress, about: dict, done: set
 ) -> list[dict]:
     """Deploy one model's replicas, measure their idle, warm them up, run what is not done."""
-    combos = [(f, p) for f in config.frequencies for p in config.policies if (model, str(p), f) not in done]
-    if not combos:
+    plans = [
+        RunPlan(f, p, config.requests, config.arrival, config.seed)
+        for f in config.frequencies
+        for p in config.policies
+        if (model, str(p), f) not in done
+    ]
+    if not plans:
         progress.console.print(f"{model}: every run is already in {store.root}, skipped")
         return []
-    replicas = deploy(model, config, device)
+    deployment = _deployment(config)
+    replicas = deploy(model, deployment, device)
     try:
-        target = ready(model, replicas, config, progress)
-        about["models"][model] = target.about
+        served = on_loop(start(model, replicas, deployment, progress, seed=config.seed))
+        about["models"][model] = served.about
         store.write_json(BENCH_FILE, about)
-        if config.deploy.ingress_replicas:  # the warm-up reached the model replicas, not the ingress path
-            settle(target, config, *combos[0])
-        return [bench_run(target, config, store, progress, f, p) for f, p in combos]
+        if deployment.ingress_replicas:  # the warm-up reached the model replicas, not the ingress path
+            on_loop(served.settle(plans[0]))
+        return [record_run(served, plan, store, progress) for plan in plans]
     finally:
         replicas.delete()
 
 
-def ready(model: str, replicas: Replicas, config: BenchConfig, progress) -> ServedModel:
-    """Check the deployed replicas, measure their idle baseline and warm them up."""
-    status = progress.add_task(f"{model}: starting {config.deploy.replicas} replica(s)", total=None)
-    infos = replicas.call("info")
-    _check_replicas(infos, config)
-    for info in infos:
-        if info["notice"]:
-            progress.console.print(f"[yellow]notice:[/] {info['notice']}")
-    progress.update(status, description=f"{model}: idle baseline ({config.deploy.energy.idle_seconds:g} s)")
-    baselines = replicas.call("measure_idle", config.deploy.energy.idle_seconds)
-    progress.update(status, description=f"{model}: warm-up, {config.deploy.warmup_batches} batches")
-    warmup_s = replicas.call("warmup", config.deploy.warmup_batches, config.deploy.warmup_batch_size)
-    progress.remove_task(status)
-    images, filler = image_pool(infos[0]["image_size"], config.seed)
-    about = {
-        "replicas": infos,
-        "idle_baseline_w": baselines,
-        "warmup_s": warmup_s,
-        "warmup": f"{config.deploy.warmup_batches} batches of {config.deploy.warmup_batch_size}",
-        "ingress_replicas": config.deploy.ingress_replicas,
-    }
-    return ServedModel(model, replicas, infos, images, filler, about)
-
-
-def deploy(
-    model: str, config: BenchConfig, device: str, *, ingress: IngressOptions | None = None
-) -> Replicas:
-    """The model's replicas on `device` (cpu or cuda: one GPU each), behind
-    config.deploy.ingress_replicas ingress replicas when there are any (or behind `ingress`)."""
-    serving = config.deploy.serving.model_copy(update={"device": device})
-    if ingress is None and config.deploy.ingress_replicas:
-        ingress = IngressOptions(config.deploy.ingress_replicas, config.deploy.ingress_cpus)
-    return Replicas.deploy(
-        model,
-        serving,
-        config.deploy.energy,
-        config.deploy.replicas,
-        num_cpus=config.deploy.replica_cpus,
-        num_gpus=1 if device == "cuda" else 0,
-        ingress=ingress,
-    )
-
-
-def bench_run(
-    model: ServedModel,
-    config: BenchConfig,
-    store: ResultStore,
-    progress,
-    frequency: float,
-    policy: BatchPolicy,
-    resume_hint: str = "continue with --resume",
-) -> dict:
-    """One run, its rows stored as soon as it ends; a replica that dies fails the run (stored
-    as failed) and ends the bench with one sentence."""
-    key = rows.RunKey(uuid.uuid4().hex[:12], model.name, policy, frequency)
-    label = f"{model.name} {policy} @ {frequency:g} Hz"
-    task = progress.add_task(label, total=config.requests)
-    try:
-        result = asyncio.run(
-            serve_run(
-                model.replicas,
-                config,
-                key.run_id,
-                frequency,
-                policy,
-                model.images,
-                model.filler,
-                on_progress=lambda served: progress.update(task, completed=served),
-            )
-        )
-    except Exception as exc:  # Ray raises many types for a replica that died (out of memory, a lost node)
-        error = error_line(exc)
-        store.append("runs", [rows.failed_row(key, config, error)])
-        raise UsageError(
-            f"the replica failed during {label} ({error}); the runs before it are in {store.root}: "
-            + resume_hint
-        ) from None
-    progress.update(task, completed=config.requests)
-    requests = rows.request_rows(key, result)
-    store.append("requests", requests)
-    store.append("batches", rows.batch_rows(key, config, result))
-    store.append("replica_runs", rows.replica_rows(key, config, model.infos, result))
-    run = rows.run_row(key, config, model.infos, result, requests)
-    store.append("runs", [run])
-    return run
-
-
-def settle(model: ServedModel, config: BenchConfig, frequency: float, policy: BatchPolicy) -> None:
-    """A short run at `frequency` whose numbers are dropped. The first requests through a fresh
-    deployment's path (handles, the ingress replicas' groups) are far slower than the rest (a
-    p99 of 2.9 s against 0.15 s on cpu-vm), and a search's first measured run is the one its
-    saving is counted against."""
-    quick = config.model_copy(update={"requests": min(config.requests, SETTLE_REQUESTS)})
-    run_id = f"settle-{uuid.uuid4().hex[:8]}"
-    asyncio.run(serve_run(model.replicas, quick, run_id, frequency, policy, model.images, model.filler))
-
-
-def resolve_device(device: str, replicas: int) -> str:
-    """cpu or cuda: `auto` is cuda where the Ray cluster has a GPU."""
-    import ray
-
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if device == "auto":
-        return "cuda" if gpus >= 1 else "cpu"
-    if device == "cuda" and gpus < replicas:
-        raise UsageError(
-            f"--device cuda needs {replicas} GPU(s) in the Ray cluster, which has {gpus:g}; "
-            "use --device cpu or fewer --replicas"
-        )
-    return device
+def _deployment(config: BenchConfig) -> DeployConfig:
+    """The deployment settings of a bench (model replicas, ingress, warm-up, serving, energy)."""
+    return config.deploy
 
 
 def done_runs(store: ResultStore, config: BenchConfig) -> set[tuple[str, str, float]]:
@@ -215,52 +96,17 @@ def done_runs(store: ResultStore, config: BenchConfig) -> set[tuple[str, str, fl
     runs = store.read("runs")
     if runs.empty:
         return set()
+    deployment = _deployment(config)
     same = (
         (runs["status"] == OK)
-        & (runs["precision"] == config.deploy.serving.precision)
+        & (runs["precision"] == deployment.serving.precision)
         & (runs["arrival"] == config.arrival)
         & (runs["requests"] == config.requests)
-        & (runs["preprocess_in_window"] == config.deploy.serving.preprocess_in_window)
+        & (runs["preprocess_in_window"] == deployment.serving.preprocess_in_window)
         # folders from before ingress replicas existed ran without them
         & (
             runs.get("ingress_replicas", pd.Series(0, index=runs.index)).fillna(0)
-            == config.deploy.ingress_replicas
+            == deployment.ingress_replicas
         )
     )
     return {(r.model, r.policy, float(r.frequency_hz)) for r in runs[same].itertuples()}
-
-
-def image_pool(size: int, seed: int) -> tuple[list, np.ndarray]:
-    """Random uint8 CHW images as numpy arrays, which Ray moves more cheaply than tensors (the
-    model's time and energy do not depend on what the images show)."""
-    rng = np.random.default_rng(seed)
-    images = [rng.integers(0, 256, (3, size, size), dtype=np.uint8) for _ in range(IMAGE_POOL)]
-    return images, np.zeros((3, size, size), dtype=np.uint8)
-
-
-def check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder: give a folder for the results")
-
-
-def check_here(device: str, energy: EnergyConfig) -> None:
-    """What a local replica would refuse, said before anything starts."""
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda needs a GPU, but torch sees none here; use --device cpu or auto")
-    try:
-        energy.open_meter(quiet=True).close()
-    except EnergyRequestError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _check_replicas(infos: list[dict], config: BenchConfig) -> None:
-    for info in infos:
-        if info["setup_error"]:
-            raise UsageError(info["setup_error"])
-        if config.deploy.energy.require and not info["energy_devices"]:
-            raise UsageError(
-                f"no energy source is readable on {info['node']} (no NVML GPU, no readable RAPL counter); "
-                "drop --require-energy or run where one is"
-            )

@@ -1,7 +1,9 @@
 """Energy for any Ray Serve deployment's batches: `measure_batches`, stacked under `@serve.batch`
 on a batch method, opens an energy window per batch on the replica's own device and keeps a
-record of each; `energy_report` gives what the replica measured, per batch and in total, for a
-method of the deployment to return through its handle."""
+record of each in the replica's one `BatchLedger`; `energy_report` gives what the replica
+measured, per batch and in total, for a method of the deployment to return through its handle.
+Whatever else reads the batches (a bench run's bookkeeping, a live server's journal and
+/metrics) reads that ledger, each reader through its own cursor."""
 
 from __future__ import annotations
 
@@ -10,15 +12,16 @@ import inspect
 import itertools
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from greenray.energy import ENERGY_CHOICES, EnergyMeter, combined_source, open_meter, sum_or_none
 
 METER_ATTRIBUTE = "_greenray_meter"  # the replica's meter, on the deployment instance
 LEDGER_ATTRIBUTE = "_greenray_batches"  # its batch records
-KEEP = 100_000  # batch records a replica keeps (the newest); totals count every batch
+KEEP = 100_000  # batch records a replica keeps (the newest) for its report; totals count every batch
 
 
 @dataclass(frozen=True)
@@ -64,54 +67,153 @@ class EnergyReport:
         return self.energy_j / self.items if self.energy_j is not None and self.items else None
 
 
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One batch in a replica's ledger: its energy, and what the deployment recorded of it
+    besides (`BatchLedger.describe_last`; None when it recorded nothing)."""
+
+    energy: BatchEnergy
+    detail: Any = None
+
+
+@dataclass
+class BatchTotals:
+    """Running totals over batches. Units: s, J, W."""
+
+    batches: int = 0
+    items: int = 0
+    seconds: float = 0.0  # inside batch windows
+    energy_j: float | None = 0.0  # None once any batch was not measured
+    idle_free_energy_j: float | None = 0.0
+    peak_power_w: float | None = None
+    sources: set[str] = field(default_factory=set)
+    sizes: Counter = field(default_factory=Counter)  # items per batch -> batches
+
+    def add(self, record: BatchEnergy) -> None:
+        self.batches += 1
+        self.items += record.size
+        self.seconds += record.seconds
+        self.energy_j = sum_or_none([self.energy_j, record.energy_j])
+        self.idle_free_energy_j = sum_or_none([self.idle_free_energy_j, record.idle_free_energy_j])
+        if record.peak_power_w is not None:
+            self.peak_power_w = max(self.peak_power_w or 0.0, record.peak_power_w)
+        self.sources.add(record.energy_source)
+        self.sizes[record.size] += 1
+
+
 class BatchLedger:
-    """A replica's batch records (the newest `keep`) and running totals."""
+    """A replica's one record of its batches: every batch `measure_batches` measured, in order,
+    with running totals since the replica started (`totals`) and since the report's last reset.
+    Each reader keeps its own place (`cursor`); the ledger holds a batch while a cursor without
+    a limit has not taken it, else only the newest `keep`."""
 
     def __init__(self, keep: int = KEEP) -> None:
-        self._records: deque[BatchEnergy] = deque(maxlen=keep)
+        self._entries: deque[LedgerEntry] = deque()
+        self._first = 0  # the index of _entries[0] among every batch added
+        self._keep = keep
+        self._cursors: list[Cursor] = []
         self._ids = itertools.count()
-        self._reset()
+        self.totals = BatchTotals()
+        self._report, self._report_from = BatchTotals(), 0
 
-    def _reset(self) -> None:
-        self._records.clear()
-        self._count = self._items = 0
-        self._energy: float | None = 0.0
-        self._idle_free: float | None = 0.0
-        self._peak: float | None = None
-        self._sources: set[str] = set()
+    @property
+    def end(self) -> int:
+        """How many batches were ever added (the index the next one gets)."""
+        return self._first + len(self._entries)
+
+    @property
+    def first(self) -> int:
+        """The index of the oldest batch still held."""
+        return self._first
 
     def next_id(self) -> int:
         return next(self._ids)
 
     def add(self, record: BatchEnergy) -> None:
-        self._records.append(record)
-        self._count += 1
-        self._items += record.size
-        self._energy = sum_or_none([self._energy, record.energy_j])
-        self._idle_free = sum_or_none([self._idle_free, record.idle_free_energy_j])
-        if record.peak_power_w is not None:
-            self._peak = max(self._peak or 0.0, record.peak_power_w)
-        self._sources.add(record.energy_source)
+        self._entries.append(LedgerEntry(record))
+        self.totals.add(record)
+        self._report.add(record)
+        self._trim()
 
     @property
     def last(self) -> BatchEnergy | None:
-        return self._records[-1] if self._records else None
+        """The batch measured most recently."""
+        return self._entries[-1].energy if self._entries else None
+
+    def describe_last(self, detail: Any) -> BatchEnergy:
+        """The batch measured most recently, with `detail` (what the deployment knows of it
+        besides its energy: queue waits, request ids) kept beside it for the ledger's readers.
+        A batch method calls it right after its measured call returns, before it awaits."""
+        entry = self._entries[-1]
+        self._entries[-1] = LedgerEntry(entry.energy, detail)
+        return entry.energy
+
+    def cursor(self, limit: int | None = None) -> Cursor:
+        """A new reader's place at the ledger's end: it takes the batches added from now on.
+        Without `limit` the ledger holds them until taken; with one, the reader loses (and
+        counts) those more than `limit` behind the newest."""
+        cursor = Cursor(self, self.end, limit)
+        self._cursors.append(cursor)
+        return cursor
+
+    def newest(self, count: int) -> list[LedgerEntry]:
+        """The newest `count` entries still held, oldest first."""
+        return list(itertools.islice(reversed(self._entries), min(count, len(self._entries))))[::-1]
 
     def report(self, meter: EnergyMeter, reset: bool = False) -> EnergyReport:
+        totals = self._report
+        held = min(self.end - self._report_from, self._keep)
         report = EnergyReport(
-            batches=tuple(self._records),
-            batch_count=self._count,
-            items=self._items,
-            energy_j=self._energy if self._count else None,
-            idle_free_energy_j=self._idle_free if self._count else None,
-            peak_power_w=self._peak,
-            energy_source=combined_source(self._sources),
+            batches=tuple(entry.energy for entry in self.newest(held)),
+            batch_count=totals.batches,
+            items=totals.items,
+            energy_j=totals.energy_j if totals.batches else None,
+            idle_free_energy_j=totals.idle_free_energy_j if totals.batches else None,
+            peak_power_w=totals.peak_power_w,
+            energy_source=combined_source(totals.sources),
             device=",".join(d.key for d in meter.devices),
             node=socket.gethostname(),
         )
         if reset:
-            self._reset()
+            self._report, self._report_from = BatchTotals(), self.end
         return report
+
+    def _close(self, cursor: Cursor) -> None:
+        self._cursors.remove(cursor)
+        self._trim()
+
+    def _trim(self) -> None:
+        keep_from = self.end - self._keep
+        for cursor in self._cursors:
+            keep_from = min(keep_from, cursor.needs_from())
+        while self._first < keep_from:
+            self._entries.popleft()
+            self._first += 1
+
+
+class Cursor:
+    """One reader's place in a BatchLedger."""
+
+    def __init__(self, ledger: BatchLedger, position: int, limit: int | None) -> None:
+        self._ledger, self._position, self.limit = ledger, position, limit
+
+    def needs_from(self) -> int:
+        """The oldest batch this reader still needs held."""
+        if self.limit is None:
+            return self._position
+        return max(self._position, self._ledger.end - self.limit)
+
+    def take(self) -> tuple[list[LedgerEntry], int]:
+        """The batches added since the last take, oldest first, and how many of them were lost
+        (beyond the limit) before this take."""
+        ledger = self._ledger
+        start = max(self.needs_from(), ledger.first)
+        lost, self._position = start - self._position, ledger.end
+        return ledger.newest(ledger.end - start), lost
+
+    def close(self) -> None:
+        """Stop reading: the ledger no longer holds batches for this reader."""
+        self._ledger._close(self)
 
 
 def measure_batches(
@@ -219,7 +321,8 @@ def replica_meter(
 
 
 def batch_ledger(instance) -> BatchLedger:
-    """The replica's batch records (`last` is the batch measured most recently)."""
+    """The replica's one ledger of batches (`last` is the batch measured most recently; readers
+    take new batches through a `cursor` each)."""
     return _ledger(instance, KEEP)
 
 

@@ -2,7 +2,7 @@
 an ingress each is a Serve application of its own and requests go to them round robin; with one
 (`Ingress`), a single application holds the ingress replicas, the model replicas and the metrics
 hub, and requests go to the ingress, which groups them for the model replicas. Control calls go
-to every model replica."""
+to every model replica, from an event loop."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from greenray.config import EnergyConfig, ServingConfig
+from greenray.config import BatchPolicy, EnergyConfig, ServingConfig
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,10 @@ class Replicas:
         num_cpus: float,
         num_gpus: float,
         ingress: IngressOptions | None = None,
+        policy: BatchPolicy | None = None,
     ) -> Replicas:
+        """`count` model replicas of `model` (and the ingress, if any), batching under `policy`
+        (None: ModelServer's first policy) until set_policy changes it."""
         from ray import serve
 
         from greenray.serve.deployment import server_app
@@ -57,12 +60,20 @@ class Replicas:
             serve.start(proxy_location="Disabled", logging_config=SERVE_LOGGING)
         tag = uuid.uuid4().hex[:6]
         if ingress is not None:
-            return cls._deploy_with_ingress(model, serving, energy, count, num_cpus, num_gpus, ingress, tag)
+            return cls._deploy_with_ingress(
+                model, serving, energy, count, num_cpus, num_gpus, ingress, tag, policy
+            )
         handles, names = [], []
         for index in range(count):
             name = f"greenray-{tag}-{index}"
             app = server_app(
-                model, serving, energy, name=f"{model}-{index}", num_cpus=num_cpus, num_gpus=num_gpus
+                model,
+                serving,
+                energy,
+                name=f"{model}-{index}",
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                policy=policy,
             )
             handles.append(serve.run(app, name=name, route_prefix=None))
             names.append(name)
@@ -70,7 +81,7 @@ class Replicas:
 
     @classmethod
     def _deploy_with_ingress(
-        cls, model, serving, energy, count, num_cpus, num_gpus, ingress, tag
+        cls, model, serving, energy, count, num_cpus, num_gpus, ingress, tag, policy
     ) -> Replicas:
         from ray import serve
 
@@ -87,6 +98,7 @@ class Replicas:
             ingress_replicas=ingress.replicas,
             ingress_cpus=ingress.cpus,
             max_queue=ingress.max_queue,
+            policy=policy,
         )
         front = serve.run(app, name=name, route_prefix="/" if ingress.http is not None else None)
         handles = [serve.get_deployment_handle(f"{model}-{i}", app_name=name) for i in range(count)]
@@ -95,11 +107,9 @@ class Replicas:
     def __len__(self) -> int:
         return len(self.handles)
 
-    def call(self, method: str, *args) -> list:
-        responses = [getattr(handle, method).remote(*args) for handle in self.handles]
-        return [response.result() for response in responses]
-
-    async def acall(self, method: str, *args) -> list:
+    async def call(self, method: str, *args) -> list:
+        """`method(*args)` on every model replica at once; their answers, in replica order. Async
+        only: a handle is called from an event loop (greenray.serve.loop), never from sync code."""
         return list(await asyncio.gather(*(getattr(h, method).remote(*args) for h in self.handles)))
 
     @property

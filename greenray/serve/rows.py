@@ -1,5 +1,6 @@
 """The rows one serving run stores: a row per request, per batch, per replica, and the run's own
-row (energy summed over its replicas by greenray.energy.combine)."""
+row (energy summed over its replicas by greenray.energy.combine). Each takes the run's key (its
+id, model and RunPlan), the ServedModel it ran on and what it measured (RunResult)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from greenray.config import BatchPolicy, BenchConfig
+from greenray.config import BatchPolicy
 from greenray.energy import combine, sum_or_none
 from greenray.results import FAILED, OK, TABLES
-from greenray.serve.run import RunResult
+from greenray.serve.run import RunPlan, RunResult, ServedModel
 
 log = logging.getLogger("greenray.serve")
 
@@ -22,26 +23,33 @@ class RunKey:
 
     run_id: str
     model: str
-    policy: BatchPolicy
-    frequency_hz: float
+    plan: RunPlan
+
+    @property
+    def policy(self) -> BatchPolicy:
+        return self.plan.policy
+
+    @property
+    def frequency_hz(self) -> float:
+        return self.plan.frequency_hz
 
 
-def common(key: RunKey, config: BenchConfig, infos: list[dict]) -> dict:
+def common(key: RunKey, model: ServedModel) -> dict:
     return {
         "run_id": key.run_id,
         "model": key.model,
-        "precision": config.deploy.serving.precision,
-        "weights": infos[0]["weights_source"],
-        "image_size": infos[0]["image_size"],
+        "precision": model.serving.precision,
+        "weights": model.infos[0]["weights_source"],
+        "image_size": model.infos[0]["image_size"],
         "policy": str(key.policy),
         "frequency_hz": key.frequency_hz,
-        "arrival": config.arrival,
-        "preprocess_in_window": config.deploy.serving.preprocess_in_window,
-        "ingress_replicas": config.deploy.ingress_replicas,
+        "arrival": key.plan.arrival,
+        "preprocess_in_window": model.serving.preprocess_in_window,
+        "ingress_replicas": model.ingress_replicas,
     }
 
 
-def batch_rows(key: RunKey, config: BenchConfig, result: RunResult) -> list[dict]:
+def batch_rows(key: RunKey, model: ServedModel, result: RunResult) -> list[dict]:
     """Every batch the replicas ran during the run or its drain, tagged with its replica."""
     tag = {
         "run_id": key.run_id,
@@ -50,7 +58,7 @@ def batch_rows(key: RunKey, config: BenchConfig, result: RunResult) -> list[dict
         "frequency_hz": key.frequency_hz,
     }
     return [
-        tag | batch | {"replica": replica, "preprocess_in_window": config.deploy.serving.preprocess_in_window}
+        tag | batch | {"replica": replica, "preprocess_in_window": model.serving.preprocess_in_window}
         for replica, records in enumerate(result.records)
         for batch in records["batches"]
     ]
@@ -91,9 +99,9 @@ def request_rows(key: RunKey, result: RunResult) -> list[dict]:
     return rows
 
 
-def replica_rows(key: RunKey, config: BenchConfig, infos: list[dict], result: RunResult) -> list[dict]:
+def replica_rows(key: RunKey, model: ServedModel, result: RunResult) -> list[dict]:
     """Each replica's own device energy over the run (the run row is their sum)."""
-    base = common(key, config, infos)
+    base, infos = common(key, model), model.infos
     return [
         base
         | {
@@ -110,10 +118,9 @@ def replica_rows(key: RunKey, config: BenchConfig, infos: list[dict], result: Ru
     ]
 
 
-def run_row(
-    key: RunKey, config: BenchConfig, infos: list[dict], result: RunResult, requests: list[dict]
-) -> dict:
+def run_row(key: RunKey, model: ServedModel, result: RunResult, requests: list[dict]) -> dict:
     """The run's row: energy per image, response times at the caller, batch sizes, the rate kept."""
+    infos = model.infos
     served = [r for r in requests if r["served"]]
     latencies = np.array([r["latency_s"] for r in served if r["latency_s"] is not None])
     counted = [b for b in _tagged_batches(result) if b["in_run"]]
@@ -124,13 +131,13 @@ def run_row(
             "run %s: replicas counted %d served, the caller %d", key.run_id, total_served, len(served)
         )
     return (
-        common(key, config, infos)
+        common(key, model)
         | {
             "status": FAILED if result.failure else OK,
             "failure": result.failure,
             "started_at": energy.started_at,
-            "seed": config.seed,
-            "requests": config.requests,
+            "seed": key.plan.seed,
+            "requests": key.plan.requests,
             "served": total_served,
             "submitted": len(result.timings),
             "excluded": len(result.timings) - len(served),
@@ -163,18 +170,18 @@ def run_row(
     )
 
 
-def failed_row(key: RunKey, config: BenchConfig, error: str) -> dict:
+def failed_row(key: RunKey, model: ServedModel, error: str) -> dict:
     """A run that broke off: stored, so the results say it happened, and never counted."""
     return dict.fromkeys(TABLES["runs"]) | {
         "run_id": key.run_id,
         "status": FAILED,
         "failure": error,
         "model": key.model,
-        "precision": config.deploy.serving.precision,
+        "precision": model.serving.precision,
         "policy": str(key.policy),
         "frequency_hz": key.frequency_hz,
-        "arrival": config.arrival,
-        "requests": config.requests,
+        "arrival": key.plan.arrival,
+        "requests": key.plan.requests,
         "energy_source": "none",
     }
 

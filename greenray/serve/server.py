@@ -22,31 +22,17 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from greenray.config import (
-    BatchPolicy,
-    BenchConfig,
-    DeployConfig,
-    PolicyTuneConfig,
-    ServeConfig,
-    TargetConfig,
-)
+from greenray.config import BatchPolicy, DeployConfig, PolicyTuneConfig, ServeConfig, TargetConfig
 from greenray.energy import combined_source, sum_or_none
 from greenray.errors import UsageError
 from greenray.results import SERVED_BATCH_TYPES, ResultStore, TableLog, run_record
 from greenray.serve import zoo
-from greenray.serve.bench import (
-    ServedModel,
-    bench_run,
-    check_here,
-    check_out,
-    deploy,
-    ready,
-    resolve_device,
-    settle,
-)
+from greenray.serve.driver import check_here, check_out, deploy, record_run, resolve_device, start
 from greenray.serve.loadgen import error_line
+from greenray.serve.loop import on_loop
 from greenray.serve.policy_tuner import TuneResult, serve_default, tune_policy
-from greenray.serve.replicas import IngressOptions
+from greenray.serve.replicas import IngressOptions, Replicas
+from greenray.serve.run import RunPlan, ServedModel
 
 log = logging.getLogger("greenray.serve")
 
@@ -96,7 +82,7 @@ class Server:
         self.config, self.out, self.address, self.say = config, Path(out), address, say
         self.progress = progress if progress is not None else Progress(disable=True)
         self.session = uuid.uuid4().hex[:12]
-        self.model: ServedModel | None = None
+        self.model: ServedModel | None = None  # once deployed and warm
         self.policy: BatchPolicy | None = config.batch_policy
         self.tuned: TuneResult | None = None
         self._log: TableLog | None = None
@@ -109,49 +95,52 @@ class Server:
         return f"http://{self.config.host}:{self.config.port}"
 
     def start(self) -> None:
-        deploy_config = self.config.deploy
+        deployment = self.config.deploy
         check_out(self.out)
         self._log = TableLog(self.out, "batches", BATCH_SCHEMA)
         if self.address is None:
-            check_here(deploy_config.serving.device, deploy_config.energy)
+            check_here(deployment.serving.device, deployment.energy)
             check_port(self.config.host, self.config.port)
             if self.policy is None:
-                check_tunable(deploy_config)
-        bench = self.config.bench()
-        device, replicas = _deploy(
-            deploy_config,
-            bench,
-            self.address,
-            IngressOptions(
-                deploy_config.ingress_replicas,
-                deploy_config.ingress_cpus,
-                max_queue=self.config.max_queue,
-                http={"host": self.config.host, "port": self.config.port},
-            ),
+                check_tunable(deployment)
+        ingress = IngressOptions(
+            deployment.ingress_replicas,
+            deployment.ingress_cpus,
+            max_queue=self.config.max_queue,
+            http={"host": self.config.host, "port": self.config.port},
         )
+        device, replicas = _deploy(self.config.model, deployment, self.address, ingress, self.policy)
         try:
-            self.model = ready(zoo.resolve(self.config.model), replicas, bench, self.progress)
-            about = run_record("serve", self.config, device=device, out=str(self.out), notes=NOTES)
-            about |= {"session": self.session, "model": self.model.about, "url": self.url}
-            if self.policy is None:
-                check_measured(self.model)
-                self.tuned = search_policy(
-                    self.model, bench, self.config.target, self.out / "tune", self.progress, about
-                )
-                self.policy = _chosen(self.tuned)
-            about["policy"] = str(self.policy)
-            ResultStore(self.out).write_json(SERVE_FILE, about)
-            replicas.call("set_policy", self.policy.max_batch_size, self.policy.batch_wait_timeout_s)
-            replicas.call("begin_serving")
-            replicas.hub.open.remote().result()  # HTTP requests were refused (503) until now
+            self._ready(replicas, device)
         except BaseException:
             _delete(replicas)
             raise
 
+    def _ready(self, replicas: Replicas, device: str) -> None:
+        """Warm up (and search, for --policy auto), then open the server to HTTP requests."""
+        deployment, target = self.config.deploy, self.config.target
+        self.model = on_loop(
+            start(zoo.resolve(self.config.model), replicas, deployment, self.progress, target.seed)
+        )
+        about = run_record("serve", self.config, device=device, out=str(self.out), notes=NOTES)
+        about |= {"session": self.session, "model": self.model.about, "url": self.url}
+        if self.policy is None:
+            check_measured(self.model)
+            self.tuned = search_policy(self.model, target, self.out / "tune", self.progress, about)
+            self.policy = _chosen(self.tuned)
+        about["policy"] = str(self.policy)
+        ResultStore(self.out).write_json(SERVE_FILE, about)
+        on_loop(self._open())
+
+    async def _open(self) -> None:
+        await self.model.use(self.policy)
+        await self.model.replicas.call("begin_serving")
+        await self.model.replicas.hub.open.remote()  # HTTP requests were refused (503) until now
+
     def flush(self) -> int:
         """Append the batches every model replica ran since the last flush; returns how many."""
         rows = []
-        for replica, taken in enumerate(self.model.replicas.call("take_journal")):
+        for replica, taken in enumerate(on_loop(self.model.replicas.call("take_journal"))):
             self._counts["dropped"] += taken["dropped"]
             node = self.model.infos[replica]["node"]
             for batch in taken["batches"]:
@@ -162,7 +151,7 @@ class Server:
                         "replica": replica,
                         "model": self.model.name,
                         "policy": str(self.policy),
-                        "preprocess_in_window": self.config.deploy.serving.preprocess_in_window,
+                        "preprocess_in_window": self.model.serving.preprocess_in_window,
                         "node": node,
                     }
                 )
@@ -227,50 +216,56 @@ def serve_tune(
     from rich.progress import Progress
 
     progress = progress if progress is not None else Progress(disable=True)
+    deployment, target = config.deploy, config.target
     check_out(out)
     if address is None:
-        check_here(config.deploy.serving.device, config.deploy.energy)
-        check_tunable(config.deploy)
-    bench = config.bench()
-    ingress = IngressOptions(config.deploy.ingress_replicas, config.deploy.ingress_cpus)
-    device, replicas = _deploy(config.deploy, bench, address, ingress)
+        check_here(deployment.serving.device, deployment.energy)
+        check_tunable(deployment)
+    ingress = IngressOptions(deployment.ingress_replicas, deployment.ingress_cpus)
+    device, replicas = _deploy(config.model, deployment, address, ingress)
     try:
-        model = ready(zoo.resolve(config.model), replicas, bench, progress)
+        name = zoo.resolve(config.model)
+        model = on_loop(start(name, replicas, deployment, progress, seed=target.seed))
         check_measured(model)
         about = run_record("serve-tune", config, device=device, out=str(out), model=model.about)
-        return search_policy(model, bench, config.target, out, progress, about)
+        return search_policy(model, target, out, progress, about)
     finally:
         _delete(replicas)
 
 
-def _deploy(deploy_config: DeployConfig, bench: BenchConfig, address: str | None, ingress: IngressOptions):
+def _deploy(
+    model: str,
+    deployment: DeployConfig,
+    address: str | None,
+    ingress: IngressOptions,
+    policy: BatchPolicy | None = None,
+) -> tuple[str, Replicas]:
     from greenray.ray_setup import connect
 
     connect(address)
-    device = resolve_device(deploy_config.serving.device, deploy_config.replicas)
-    zoo.check_precision(deploy_config.serving.precision, device)
-    model = zoo.resolve(bench.models[0])
-    return device, deploy(model, bench, device, ingress=ingress)
+    device = resolve_device(deployment.serving.device, deployment.replicas)
+    zoo.check_precision(deployment.serving.precision, device)
+    return device, deploy(zoo.resolve(model), deployment, device, ingress=ingress, policy=policy)
 
 
-def search_policy(
-    model: ServedModel, bench: BenchConfig, target: TargetConfig, out: Path, progress, about: dict
-) -> TuneResult:
+def search_policy(model: ServedModel, target: TargetConfig, out: Path, progress, about: dict) -> TuneResult:
     """Search `target`'s policy by live runs on the deployed `model`, each stored like
-    serve-bench's in `out`, with out/tune.json rewritten after each with the search so far."""
+    serve-bench's in `out`, with out/tune.json rewritten after each with the search so far.
+    Sync (the search fits its models between runs): each run goes through the driver's loop."""
     store = ResultStore(out)
     record = dict(about)
 
+    def plan(policy: BatchPolicy) -> RunPlan:
+        return RunPlan(target.frequency, policy, target.requests, target.arrival, target.seed)
+
     def run(policy: BatchPolicy) -> dict:
-        return bench_run(
-            model, bench, store, progress, target.frequency, policy, resume_hint="run serve-tune again"
-        )
+        return record_run(model, plan(policy), store, progress, resume_hint="run serve-tune again")
 
     def keep(result: TuneResult) -> None:
         record["search"] = result.to_dict()
         store.write_json(TUNE_FILE, record)
 
-    settle(model, bench, target.frequency, serve_default(target))
+    on_loop(model.settle(plan(serve_default(target))))
     return tune_policy(run, target, on_observation=keep)
 
 
