@@ -60,7 +60,7 @@ def test_each_command_has_a_default_per_setting_and_they_agree(monkeypatch):
             assert default == defaults[name], name
 
 
-def test_a_serve_policy_is_auto_or_a_policy_and_the_search_runs_as_serve_bench_runs():
+def test_a_serve_policy_is_auto_or_a_policy_and_live_configs_share_one_deployment():
     config = ServeConfig.from_flat({"policy": "AUTO", "port": 8080, "frequency": 32, "slo_ms": 50})
     assert config.policy == "auto" and config.batch_policy is None
     assert str(ServeConfig.from_flat({"policy": "fixed:8@5"}).batch_policy) == "fixed:8@5"
@@ -71,9 +71,8 @@ def test_a_serve_policy_is_auto_or_a_policy_and_the_search_runs_as_serve_bench_r
     with pytest.raises(UsageError, match="--runs 1 is not a whole number of at least 2"):
         PolicyTuneConfig.from_flat({"runs": 1})
     tune = PolicyTuneConfig.from_flat({"model": "vit", "ingress_replicas": 2, "energy": "simulated"})
-    bench = tune.bench()
-    assert bench.models == ("vit",) and bench.frequencies == (tune.target.frequency,)
-    assert bench.deploy.ingress_replicas == 2 and bench.deploy.energy.backend == "simulated"
+    assert tune.model == "vit" and isinstance(tune.deploy, type(BenchConfig().deploy))
+    assert tune.deploy.ingress_replicas == 2 and tune.deploy.energy.backend == "simulated"
     assert BenchConfig().deploy.ingress_replicas == 0  # serve-bench keeps the study's path unless asked
 
 

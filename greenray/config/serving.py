@@ -182,20 +182,6 @@ class LiveConfig(Config):
             )
         return self
 
-    def bench(self) -> BenchConfig:
-        """The bench the search's live runs are (run.py and rows.py take it): `target`'s rate,
-        requests and arrivals on this deployment."""
-        target = self.target
-        return BenchConfig(
-            models=(self.model,),
-            policies=(BatchPolicy("greedy", target.max_batch_size),),
-            frequencies=(target.frequency,),
-            requests=target.requests,
-            arrival=target.arrival,
-            seed=target.seed,
-            deploy=self.deploy,
-        )
-
 
 class PolicyTuneConfig(LiveConfig):
     """`greenray serve-tune`: the batching policy (cap and max wait) with the least energy per
