@@ -79,6 +79,11 @@ class _Listener(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def handle_timeout(self) -> None:
         self.idle = True
 
+    def handle_error(self, request, client_address) -> None:
+        # A client that went away before its 503 (a timeout, a reset) is no news: the base
+        # class would print a traceback under the command's output.
+        log.debug("starting listener: the connection from %s failed", client_address, exc_info=True)
+
 
 class _Listener6(_Listener):
     address_family = socket.AF_INET6
