@@ -41,7 +41,7 @@ log = logging.getLogger("greenray.serve")
 PUSH_S = 1.0  # an ingress replica sends its counts to the hub this often (and on every scrape)
 OPEN_CHECK_S = 0.5  # until the server opens, an ingress replica asks the hub at most this often
 STATS_TIMEOUT_S = 30.0  # a model replica that does not answer a scrape by then shows as down
-DRAIN_BYTES = 2 * images.MAX_BODY_BYTES  # an oversized body is read up to this before the 413
+DRAIN_BYTES = images.DRAIN_BYTES
 # Calls an ingress replica takes beyond its share of --max-queue: the 503s it answers at once,
 # /metrics, /healthz. Past that Serve's proxy itself answers 503 (not counted in /metrics).
 INGRESS_HEADROOM = 256

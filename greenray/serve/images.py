@@ -22,6 +22,7 @@ import numpy as np
 
 CONTENT_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 MAX_BODY_BYTES = 20 * 1024 * 1024  # a request body larger than this is refused (413)
+DRAIN_BYTES = 2 * MAX_BODY_BYTES  # an oversized body is read (and dropped) up to this before the 413
 MAX_PIXELS = 50_000_000  # a decoded image larger than this is refused (413): a small file can unpack huge
 # Pixels an ingress replica decodes at once: one image at the cap, and room beside it for the
 # usual photo-sized ones, so a queue of huge images does not hold back the small ones.

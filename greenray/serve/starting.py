@@ -21,13 +21,14 @@ import struct
 import threading
 from http.server import BaseHTTPRequestHandler
 
+from greenray.serve.images import DRAIN_BYTES
+
 log = logging.getLogger("greenray.serve")
 
 STARTING = "the server is starting (warm-up or its policy search); retry later"
 RETRY_AFTER_S = 5  # what a 503 "starting" asks a client to wait
 POLL_S = 0.05  # how often the accept loop looks whether it should close
 READ_TIMEOUT_S = 10.0  # a connection that sends nothing for this long is dropped
-DRAIN_BYTES = 40 * 1024 * 1024  # a body is read (and dropped) up to this, so the client gets its 503
 SO_ATTACH_REUSEPORT_CBPF = 51  # Linux's socket option (asm-generic/socket.h)
 BPF_RET_0 = struct.pack("HBBI", 0x06, 0, 0, 0)  # BPF_RET | BPF_K, 0: "the group's socket 0"
 
