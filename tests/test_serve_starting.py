@@ -3,9 +3,9 @@ answers 503 "starting" from the moment it opens, before Serve is even asked to d
 hand-over to Serve's proxy refuses no connection and answers nothing else (no 404) until the
 server is warm and answers 200."""
 
-import socket
 import sys
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from helpers_http import TINY_SERVER, free_port, image_bytes, request
@@ -35,37 +35,52 @@ def first_answer(url: str, starter: threading.Thread, tries: int = 600):
     return answer
 
 
-def joined_listener(port: int) -> socket.socket:
-    """A listener on `port` as Serve's proxy makes it (SO_REUSEPORT)."""
-    late = socket.socket()
-    late.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    late.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    late.bind(("127.0.0.1", port))
-    late.listen(64)
-    late.settimeout(30)
-    return late
+class _Ok(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _Proxy(ThreadingHTTPServer):
+    """What Serve's proxy does to the port: binds it with SO_REUSEPORT, answers 200."""
+
+    allow_reuse_port = True
+    daemon_threads = True
+    request_queue_size = 256
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the hand-over's BPF program is Linux's")
-def test_a_listener_that_joins_the_port_gets_no_connection_until_the_starting_one_closes():
+def test_a_listener_that_joins_the_port_gets_nothing_until_the_hand_over_and_then_everything():
     url = f"http://127.0.0.1:{(port := free_port())}"
     starting = StartingPort("127.0.0.1", port)
-    late = joined_listener(port)
+    proxy = _Proxy(("127.0.0.1", port), _Ok)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
-        for _ in range(20):  # the kernel would spread these over both listeners
+        for _ in range(20):  # the kernel alone would spread these over both listeners
             assert ask(url, "/healthz") == (503, {"status": "starting"})
-        late.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            late.accept()  # not one came here
-        late.setblocking(True)
-        late.settimeout(30)
+        answers: list = []
+
+        def hammer() -> None:  # clients that keep connecting while the port changes hands
+            while answers.count((200, {})) < 20:
+                answers.append(ask(url, "/healthz"))
+
+        clients = [threading.Thread(target=hammer) for _ in range(4)]
+        for client in clients:
+            client.start()
         starting.close()
-        for _ in range(5):
-            with socket.create_connection(("127.0.0.1", port), timeout=30):
-                late.accept()[0].close()  # now every one comes here
+        for client in clients:
+            client.join()
+        assert set(map(repr, answers)) <= {repr((503, {"status": "starting"})), repr((200, {}))}, answers
     finally:
         starting.close()
-        late.close()
+        proxy.shutdown()
+        proxy.server_close()
 
 
 def test_the_port_answers_503_starting_from_when_it_opens_until_the_server_is_warm(

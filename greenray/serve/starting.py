@@ -6,8 +6,10 @@ Both listen on the same port: Serve's proxy binds with SO_REUSEPORT, and so does
 kernel would spread new connections over the two, and Serve's proxy answers 404 until the
 application's route is registered; so (on Linux) this listener attaches a one-instruction
 classic BPF program to the port's group that sends every new connection to the group's first
-socket: this one while it is open, the proxy's once it has closed. Elsewhere the two share the
-connections until the hand-over (the proxy's 404s while its route is missing are the cost)."""
+socket, this one. To step aside it swaps in the program that picks the second socket (the
+proxy's), answers what is already queued for it, and only then closes: a connection still
+queued on a listener that closes would be reset. Elsewhere the two share the connections until
+the hand-over (the proxy's 404s while its route is missing are the cost)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ RETRY_AFTER_S = 5  # what a 503 "starting" asks a client to wait
 POLL_S = 0.05  # how often the accept loop looks whether it should close
 READ_TIMEOUT_S = 10.0  # a connection that sends nothing for this long is dropped
 SO_ATTACH_REUSEPORT_CBPF = 51  # Linux's socket option (asm-generic/socket.h)
-BPF_RET_0 = struct.pack("HBBI", 0x06, 0, 0, 0)  # BPF_RET | BPF_K, 0: "the group's socket 0"
+BPF_RET_K = 0x06  # a BPF program of one instruction, BPF_RET | BPF_K: "the group's socket K"
+IDLE_POLLS = 2  # polls with nothing waiting before the listener closes, once it is stepping aside
 
 
 class _Answer(BaseHTTPRequestHandler):
@@ -73,6 +76,7 @@ class _Listener(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
     allow_reuse_port = True  # Serve's proxy joins the port with SO_REUSEPORT
     daemon_threads = True
+    request_queue_size = 256  # a burst of clients at a starting server waits to be told 503
     block_on_close = False  # closing does not wait for a slow client's connection
     timeout = POLL_S  # handle_request() returns after this when no connection waits
     idle = False
@@ -101,34 +105,37 @@ class StartingPort:
 
     def __init__(self, host: str, port: int) -> None:
         self._server = (_Listener6 if ":" in host else _Listener)((host, port), _Answer)
-        self._filter = _first_socket_wins(self._server.socket)
+        self._routed = _route_new_connections(self._server.socket, to=0)
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="greenray-starting", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        # Close only when no connection waits to be accepted: one queued at close would be reset.
-        while True:
+        idle = 0
+        while idle < IDLE_POLLS:
             self._server.idle = False
             self._server.handle_request()
-            if self._server.idle and self._closing.is_set():
-                break
+            idle = idle + 1 if self._server.idle and self._closing.is_set() else 0
         self._server.server_close()
 
     def close(self) -> None:
-        """Step aside: from now on new connections go to Serve's proxy."""
+        """Step aside: from now on new connections go to Serve's proxy (what already came here
+        is answered first)."""
+        if self._routed and not self._closing.is_set():
+            _route_new_connections(self._server.socket, to=1)
         self._closing.set()
         self._thread.join()
 
 
-def _first_socket_wins(sock: socket.socket):
-    """Attach the BPF program that sends new connections to the port group's first socket; its
-    buffer is returned, to be kept while the socket lives (None where it cannot be attached)."""
-    program = ctypes.create_string_buffer(BPF_RET_0, len(BPF_RET_0))
+def _route_new_connections(sock: socket.socket, to: int) -> bool:
+    """Attach the BPF program that sends the port group's new connections to its socket `to`
+    (in the order they bound; a `to` past the group's end: the kernel's own spread), in place
+    of any before; False where it cannot be attached (the kernel copies the program)."""
+    program = ctypes.create_string_buffer(struct.pack("HBBI", BPF_RET_K, 0, 0, to), 8)
     fprog = struct.pack("HP", 1, ctypes.addressof(program))  # struct sock_fprog {len; *filter}
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
     except OSError as exc:
         log.debug("new connections are shared with Serve's proxy while it starts (%s)", exc)
-        return None
-    return program
+        return False
+    return True
