@@ -3,13 +3,16 @@ the session's local Ray: a tiny model with random weights on the CPU, simulated 
 of 4. Answers, refusals, overload and recovery, /metrics against what was sent, and the batches
 file against the answers."""
 
+import io
 import json
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
 from helpers_http import TINY_SERVER, free_port, image_bytes, request, wait_until_up
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from greenray.config import ServeConfig
@@ -96,6 +99,29 @@ def test_a_burst_above_capacity_gets_503s_at_once_and_the_server_recovers(server
         assert status == 200, answer
     status, health, _ = request(server.url + "/healthz")
     assert status == 200 and health["status"] == "ok" and health["inflight"] == 0
+
+
+def test_huge_images_in_flight_do_not_hold_back_a_small_one(server):
+    """Three 49-megapixel PNGs of 47 KB each (under the pixel cap) take their turns decoding,
+    off the ingress's event loop; a small JPEG sent while they are in flight is answered before
+    the last of them. (Before, bodies under 256 KB decoded on the loop, one after another, and
+    every other request waited for them.)"""
+    buffer = io.BytesIO()
+    Image.new("L", (7000, 7000), 90).save(buffer, "PNG")
+    huge = buffer.getvalue()
+    finished: list[str] = []
+
+    def send(name: str, body: bytes, kind: str) -> int:
+        status, answer, _ = server.client.predict(body, kind)
+        finished.append(name)
+        return status
+
+    with ThreadPoolExecutor(3) as pool:
+        sent = [pool.submit(send, f"huge-{i}", huge, "image/png") for i in range(3)]
+        time.sleep(0.3)  # only so that the huge ones are in before it: no assertion on time
+        assert send("small", image_bytes(seed=5), "image/jpeg") == 200
+        assert [future.result() for future in sent] == [200, 200, 200]
+    assert finished.index("small") < len(finished) - 1, finished
 
 
 def samples(text: str) -> dict[str, list]:

@@ -3,7 +3,8 @@ front of one ModelServer per device, and a small hub that gathers the numbers fo
 says when the server opens (HTTP requests get 503 "starting" until warm-up, and any policy
 search, are over).
 
-An ingress replica takes each request, checks and decodes it (greenray.serve.images), and hands
+An ingress replica takes each request, checks and decodes it (greenray.serve.images: on threads,
+under a budget of pixels decoding at once, never on the replica's event loop), and hands
 it to a model replica through a `Feeder` (greenray.serve.ingress: requests go in groups, so a
 model replica's one thread pays Serve's per-call cost per group). The same replicas take
 already-decoded images through the handle (`infer`), which is what serve-bench sends with
@@ -33,14 +34,14 @@ from greenray.serve import images, metrics
 from greenray.serve.ingress import Feeder, ModelUnavailable
 from greenray.serve.loadgen import error_line
 from greenray.serve.options import GRACEFUL_SHUTDOWN_S, MAX_ONGOING_REQUESTS, REPLICA_ENV, SERVE_LOGGING
+from greenray.serve.starting import RETRY_AFTER_S, STARTING
 
 log = logging.getLogger("greenray.serve")
 
 PUSH_S = 1.0  # an ingress replica sends its counts to the hub this often (and on every scrape)
 OPEN_CHECK_S = 0.5  # until the server opens, an ingress replica asks the hub at most this often
 STATS_TIMEOUT_S = 30.0  # a model replica that does not answer a scrape by then shows as down
-INLINE_DECODE_BYTES = 256 * 1024  # larger bodies are decoded on a thread, off the replica's loop
-DRAIN_BYTES = 2 * images.MAX_BODY_BYTES  # an oversized body is read up to this before the 413
+DRAIN_BYTES = images.DRAIN_BYTES
 # Calls an ingress replica takes beyond its share of --max-queue: the 503s it answers at once,
 # /metrics, /healthz. Past that Serve's proxy itself answers 503 (not counted in /metrics).
 INGRESS_HEADROOM = 256
@@ -93,6 +94,7 @@ class Ingress:
         self._image_size: int | None = None
         self._labels: list[str] | None = None
         self._setup_lock: asyncio.Lock | None = None
+        self._pixel_budget: images.PixelBudget | None = None  # made on the loop that uses it
         self._pusher: asyncio.Task | None = None
         self._open = False  # HTTP requests are refused until the driver opens the server
         self._open_checked = 0.0
@@ -154,8 +156,8 @@ class Ingress:
             return self._answered(
                 started,
                 503,
-                {"error": "the server is starting (warm-up or its policy search); retry later"},
-                {"Retry-After": "5"},
+                {"error": STARTING},
+                {"Retry-After": str(RETRY_AFTER_S)},
             )
         if self._limit is not None and self.stats.inflight >= self._limit:
             return self._answered(
@@ -177,10 +179,7 @@ class Ingress:
             images.check_length(request.headers.get("content-length"), DRAIN_BYTES)
             body = await _read_body(request)
             await self._setup()
-            if len(body) <= INLINE_DECODE_BYTES:
-                pixels = images.decode(body, self._image_size)
-            else:
-                pixels = await asyncio.to_thread(images.decode, body, self._image_size)
+            pixels = await self._decode(body)
             answer = await self._feeder().put(pixels)
         except images.ImageError as exc:
             return exc.status, {"error": str(exc)}
@@ -198,6 +197,15 @@ class Ingress:
             "energy_j": answer.energy_j,
             "energy_source": answer.energy_source,
         }
+
+    async def _decode(self, body: bytes) -> np.ndarray:
+        """Off the replica's loop, whatever the body's size: the header on a thread (cheap, but a
+        PNG's text chunks are unpacked there), then the decode on a thread once this replica's
+        pixel budget has room for the image, so huge images queue and small ones go on."""
+        self._pixel_budget = self._pixel_budget or images.PixelBudget()
+        image = await asyncio.to_thread(images.open_image, body, self._image_size)
+        async with self._pixel_budget.hold(images.decoded_pixels(image)):
+            return await asyncio.to_thread(images.finish, image, self._image_size)
 
     def _answered(self, started: float, status: int, body: dict, headers: dict | None = None) -> Response:
         self.stats.observe(status, time.perf_counter() - started)

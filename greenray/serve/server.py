@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from greenray.serve.loop import on_loop
 from greenray.serve.policy_tuner import TuneResult, serve_default, tune_policy
 from greenray.serve.replicas import IngressOptions, Replicas
 from greenray.serve.run import RunPlan, ServedModel
+from greenray.serve.starting import StartingPort, proxy_shares_the_port
 
 log = logging.getLogger("greenray.serve")
 
@@ -95,26 +97,41 @@ class Server:
         return f"http://{self.config.host}:{self.config.port}"
 
     def start(self) -> None:
-        deployment = self.config.deploy
+        """Deploy, warm up (and search, for --policy auto), then open the server. SIGINT stops
+        it as SIGTERM does, even where the shell that started it set SIGINT to be ignored."""
         check_out(self.out)
         self._log = TableLog(self.out, "batches", BATCH_SCHEMA)
+        with _stopping_on_signals():
+            device, replicas = self._deploy_behind_503()
+            try:
+                self._ready(replicas, device)
+            except BaseException:
+                _delete(replicas)
+                raise
+
+    def _deploy_behind_503(self) -> tuple[str, Replicas]:
+        """Deploy the application. On a local Ray the port opens at once, before Ray starts, and
+        answers 503 "starting" until the application's ingress answers (503 until warm)."""
+        deployment = self.config.deploy
+        starting = None
         if self.address is None:
             check_here(deployment.serving.device, deployment.energy)
             check_port(self.config.host, self.config.port)
             if self.policy is None:
                 check_tunable(deployment)
+            if proxy_shares_the_port():
+                starting = StartingPort(self.config.host, self.config.port)
         ingress = IngressOptions(
             deployment.ingress_replicas,
             deployment.ingress_cpus,
             max_queue=self.config.max_queue,
             http={"host": self.config.host, "port": self.config.port},
         )
-        device, replicas = _deploy(self.config.model, deployment, self.address, ingress, self.policy)
         try:
-            self._ready(replicas, device)
-        except BaseException:
-            _delete(replicas)
-            raise
+            return _deploy(self.config.model, deployment, self.address, ingress, self.policy)
+        finally:
+            if starting is not None:
+                starting.close()  # serve.run has returned: the ingress replicas answer from now on
 
     def _ready(self, replicas: Replicas, device: str) -> None:
         """Warm up (and search, for --policy auto), then open the server to HTTP requests."""
@@ -187,26 +204,24 @@ class Server:
         """Flush every FLUSH_S until Ctrl-C (or SIGTERM: `kill`, `docker stop`, systemd), then
         stop; a second signal waits for the last flush. A flush that fails (a model replica
         Serve is restarting) is said once and tried again."""
-        previous = signal.signal(signal.SIGTERM, _interrupt)
         failing = False
-        try:
-            while True:
-                time.sleep(FLUSH_S)
-                try:
-                    self.flush()
-                    failing = False
-                except Exception as exc:  # Ray raises many types for a replica that is gone
-                    if not failing:
-                        log.warning(
-                            "could not take the replicas' batches (%s); trying again", error_line(exc)
-                        )
-                    failing = True
-        except KeyboardInterrupt:
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        with _ignoring_signals():
-            return self.stop()
+        with _stopping_on_signals():
+            try:
+                while True:
+                    time.sleep(FLUSH_S)
+                    try:
+                        self.flush()
+                        failing = False
+                    except Exception as exc:  # Ray raises many types for a replica that is gone
+                        if not failing:
+                            log.warning(
+                                "could not take the replicas' batches (%s); trying again", error_line(exc)
+                            )
+                        failing = True
+            except KeyboardInterrupt:
+                pass
+            with _ignoring_signals():
+                return self.stop()
 
 
 def serve_tune(
@@ -331,6 +346,22 @@ def _delete(replicas, shutdown: bool = False) -> None:
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+@contextmanager
+def _stopping_on_signals():
+    """SIGINT and SIGTERM raise KeyboardInterrupt here. SIGINT needs it too: a shell starts a
+    background job (`greenray serve &` in a script) with SIGINT ignored, and Python then leaves
+    it ignored. Signals can be set only from the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
