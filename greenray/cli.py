@@ -73,6 +73,15 @@ RequireEnergy = Annotated[
     bool, typer.Option("--require-energy", help="Exit 2 instead of running unmeasured.")
 ]
 IntervalMs = Annotated[float, typer.Option(help="Power sampling interval in milliseconds.")]
+# H6: to be dropped at the merge, where H1's generated options take these from EnergyConfig's fields.
+CarbonIntensity = Annotated[
+    float | None,
+    typer.Option(help="The grid's gCO2e/kWh: rows and summaries gain co2e_g, their kWh times this."),
+]
+Region = Annotated[
+    str | None,
+    typer.Option(help="ISO country code (FRA, USA) or Google Cloud region: co2e_g takes its grid intensity."),
+]
 Address = Annotated[str | None, typer.Option(help="A Ray cluster to join (auto or host:port).")]
 
 
@@ -224,6 +233,8 @@ def hpo(
     energy: Energy = STUDY.energy,
     interval_ms: IntervalMs = STUDY.interval_ms,
     require_energy: RequireEnergy = STUDY.require_energy,
+    carbon_intensity: CarbonIntensity = STUDY.carbon_intensity,
+    region: Region = STUDY.region,
     energy_budget: Annotated[
         float | None,
         typer.Option(
@@ -335,6 +346,8 @@ def mutate(
     energy: Energy = MUTATE.energy,
     interval_ms: IntervalMs = MUTATE.interval_ms,
     require_energy: RequireEnergy = MUTATE.require_energy,
+    carbon_intensity: CarbonIntensity = MUTATE.carbon_intensity,
+    region: Region = MUTATE.region,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder (default greenray-results/mutate-TIME).")
     ] = None,
@@ -428,6 +441,8 @@ def serve_bench(
     energy: Energy = BENCH.energy,
     interval_ms: IntervalMs = BENCH.interval_ms,
     require_energy: RequireEnergy = BENCH.require_energy,
+    carbon_intensity: CarbonIntensity = BENCH.carbon_intensity,
+    region: Region = BENCH.region,
     resume: Annotated[bool, typer.Option(help="Skip runs already stored in --out.")] = False,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder (default: greenray-results/serve-TIME).")
@@ -525,6 +540,8 @@ def serve(
     energy: Energy = SERVE.energy,
     interval_ms: IntervalMs = SERVE.interval_ms,
     require_energy: RequireEnergy = SERVE.require_energy,
+    carbon_intensity: CarbonIntensity = SERVE.carbon_intensity,
+    region: Region = SERVE.region,
     frequency: Frequency = SERVE.frequency,
     slo_ms: SloMs = SERVE.slo_ms,
     runs: Runs = SERVE.runs,
@@ -584,6 +601,8 @@ def serve_tune(
     energy: Energy = TUNE.energy,
     interval_ms: IntervalMs = TUNE.interval_ms,
     require_energy: RequireEnergy = TUNE.require_energy,
+    carbon_intensity: CarbonIntensity = TUNE.carbon_intensity,
+    region: Region = TUNE.region,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder (default: greenray-results/tune-TIME).")
     ] = None,

@@ -33,6 +33,7 @@ class StudySummary:
     energy_budget_j: float | None = None
     budget_spent_j: float | None = None  # energy_column of every trial: what the budget counts
     front: tuple[dict, ...] = ()  # the accuracy / energy front of a pareto study, by energy
+    co2e_g: float | None = None  # every trial's co2e_g (of energy_j), where a grid intensity was given
 
 
 def summarize(
@@ -75,6 +76,7 @@ def summarize(
         energy_budget_j=budget_j,
         budget_spent_j=spent,
         front=tuple(front.to_dict("records")) if front is not None else (),
+        co2e_g=_sum(pd.to_numeric(trials["co2e_g"], errors="coerce")) if "co2e_g" in trials else None,
     )
 
 
@@ -121,6 +123,8 @@ def describe(s: StudySummary) -> list[str]:
     lines.append(
         f"energy ({kind}){label}: {s.total_j:.1f} J in all, {s.until_best_j:.1f} J until the best round"
     )
+    if s.co2e_g is not None:
+        lines.append(f"emissions{label}: {s.co2e_g:.4g} g CO2e (every trial's energy_j, idle included)")
     lines += _front_lines(s.front)
     return lines
 

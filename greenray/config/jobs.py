@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import PlainSerializer, PlainValidator, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, model_validator
 
 from greenray.config.base import Config
 from greenray.config.policy import BatchPolicy, PolicyError, parse_policy
@@ -51,6 +51,31 @@ from greenray.config.vocab import (
     sentence,
 )
 from greenray.energy import EnergyMeter, open_meter
+from greenray.energy import carbon as _carbon
+
+
+def _intensity(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not 0 <= number < float("inf") or isinstance(value, bool):
+        raise problem("a carbon intensity in gCO2e/kWh (a number of at least 0)")
+    return number
+
+
+def _region(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return _carbon.lookup(str(value)).code
+    except _carbon.UnknownRegion:
+        raise problem(
+            "a country (ISO 3166-1 alpha-3: FRA, DEU, USA) or Google Cloud region (europe-west9) in "
+            "greenray's carbon table; give the grid's gCO2e/kWh as --carbon-intensity instead"
+        ) from None
 
 
 class EnergyConfig(Config):
@@ -62,6 +87,30 @@ class EnergyConfig(Config):
     interval_ms: Positive = 10.0  # power sampling interval, milliseconds
     require: Flag = False  # refuse to run where nothing is measurable (exit 2)
     idle_seconds: NotNegative = 3.0  # idle baseline before the work, seconds; 0 skips it
+    carbon_intensity: Annotated[float | None, BeforeValidator(_intensity)] = Field(
+        None,
+        description="The grid's carbon intensity, gCO2e/kWh: every row and summary gains co2e_g, "
+        "its kWh times this. Off by default.",
+    )
+    region: Annotated[str | None, BeforeValidator(_region)] = Field(
+        None,
+        description="Where the work runs, for co2e_g: an ISO country code (FRA, USA) or a Google Cloud "
+        "region (europe-west9), looked up in the shipped table (CodeCarbon's, Our World in Data / Ember, "
+        "2021-2023).",
+    )
+
+    @model_validator(mode="after")
+    def _one_intensity(self) -> EnergyConfig:
+        if self.carbon_intensity is not None and self.region is not None:
+            raise sentence("give --carbon-intensity or --region, not both")
+        return self
+
+    @property
+    def g_per_kwh(self) -> float | None:
+        """The grid intensity co2e_g is counted at: the one given, the region's, or None."""
+        if self.region is not None:
+            return _carbon.lookup(self.region).g_per_kwh
+        return self.carbon_intensity
 
     def open_meter(self, quiet: bool = False) -> EnergyMeter:
         """A meter for these settings, or an EnergyRequestError saying why there is none."""

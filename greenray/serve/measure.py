@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from greenray.energy import ENERGY_CHOICES, EnergyMeter, combined_source, open_meter, sum_or_none
+from greenray.energy import ENERGY_CHOICES, EnergyMeter, co2e_g, combined_source, open_meter, sum_or_none
 
 METER_ATTRIBUTE = "_greenray_meter"  # the replica's meter, on the deployment instance
 LEDGER_ATTRIBUTE = "_greenray_batches"  # its batch records
@@ -37,6 +37,7 @@ class BatchEnergy:
     peak_power_w: float | None  # from the samples in the batch and at its edges
     energy_source: str
     power_field: str | None
+    co2e_g: float | None = None  # energy_j in kWh times the grid intensity given (None without one)
 
     @property
     def joules_per_item(self) -> float | None:
@@ -58,6 +59,7 @@ class EnergyReport:
     energy_source: str
     device: str  # the devices measured, as the replica sees them ("cuda:0"; "" for none)
     node: str
+    co2e_g: float | None = None  # the batches' grams of CO2e (None without a grid intensity)
 
     @property
     def joules_per_item(self) -> float | None:
@@ -77,6 +79,7 @@ class BatchLedger:
         self._count = self._items = 0
         self._energy: float | None = 0.0
         self._idle_free: float | None = 0.0
+        self._co2e: float | None = 0.0
         self._peak: float | None = None
         self._sources: set[str] = set()
 
@@ -89,6 +92,7 @@ class BatchLedger:
         self._items += record.size
         self._energy = sum_or_none([self._energy, record.energy_j])
         self._idle_free = sum_or_none([self._idle_free, record.idle_free_energy_j])
+        self._co2e = sum_or_none([self._co2e, record.co2e_g])
         if record.peak_power_w is not None:
             self._peak = max(self._peak or 0.0, record.peak_power_w)
         self._sources.add(record.energy_source)
@@ -108,6 +112,7 @@ class BatchLedger:
             energy_source=combined_source(self._sources),
             device=",".join(d.key for d in meter.devices),
             node=socket.gethostname(),
+            co2e_g=self._co2e if self._count else None,
         )
         if reset:
             self._reset()
@@ -115,7 +120,12 @@ class BatchLedger:
 
 
 def measure_batches(
-    method: Callable | None = None, *, energy: str = "auto", interval_ms: float = 10.0, keep: int = KEEP
+    method: Callable | None = None,
+    *,
+    energy: str = "auto",
+    interval_ms: float = 10.0,
+    keep: int = KEEP,
+    carbon_intensity: float | None = None,
 ):
     """Measure each call of a deployment's batch method as one batch: stack it under
     `@serve.batch`, on the method Serve calls with a list of requests.
@@ -137,9 +147,12 @@ def measure_batches(
         energy: "auto", "nvml", "rapl", "simulated" (a model, labelled so) or "none".
         interval_ms: power sampling interval, milliseconds.
         keep: batch records kept (the newest); the report's totals count every batch.
+        carbon_intensity: the grid's gCO2e/kWh (`greenray.energy.carbon.lookup(CODE).g_per_kwh`
+            for a country or cloud region): each batch and the report gain `co2e_g`, else None.
     """
     if energy not in ENERGY_CHOICES:
         raise ValueError(f"energy must be one of {', '.join(ENERGY_CHOICES)}, not {energy!r}")
+    _check_intensity(carbon_intensity)
 
     def decorate(fn: Callable) -> Callable:
         params = list(inspect.signature(fn).parameters)
@@ -150,7 +163,7 @@ def measure_batches(
 
         def begin(self, items) -> _OpenBatch:
             meter = replica_meter(self, energy=energy, interval_ms=interval_ms)
-            return _OpenBatch(meter, _ledger(self, keep), len(items))
+            return _OpenBatch(meter, _ledger(self, keep), len(items), carbon_intensity)
 
         if inspect.iscoroutinefunction(fn):
 
@@ -180,8 +193,10 @@ def measure_batches(
 class _OpenBatch:
     """A batch's energy window, from the call of the batch method to its return."""
 
-    def __init__(self, meter: EnergyMeter, ledger: BatchLedger, size: int) -> None:
-        self.meter, self.ledger, self.size = meter, ledger, size
+    def __init__(
+        self, meter: EnergyMeter, ledger: BatchLedger, size: int, g_per_kwh: float | None = None
+    ) -> None:
+        self.meter, self.ledger, self.size, self.g_per_kwh = meter, ledger, size, g_per_kwh
         self.batch_id = ledger.next_id()
         self.name = f"batch-{id(ledger)}-{self.batch_id}"
         self.t0, self.started_s = meter.now(), time.time()
@@ -202,6 +217,7 @@ class _OpenBatch:
             peak_power_w=self.meter.peak_power_w(self.t0),
             energy_source=m.energy_source,
             power_field=m.power_field,
+            co2e_g=co2e_g(m.joules, self.g_per_kwh),
         )
         self.ledger.add(record)
 
@@ -226,6 +242,11 @@ def batch_ledger(instance) -> BatchLedger:
 def energy_report(instance, *, reset: bool = False) -> EnergyReport:
     """What the replica's measured batches cost since it started or since the last reset."""
     return _ledger(instance, KEEP).report(replica_meter(instance), reset=reset)
+
+
+def _check_intensity(g_per_kwh: float | None) -> None:
+    if g_per_kwh is not None and not (isinstance(g_per_kwh, int | float) and 0 <= g_per_kwh < float("inf")):
+        raise ValueError(f"carbon_intensity must be a number of gCO2e/kWh of at least 0, not {g_per_kwh!r}")
 
 
 def _ledger(instance, keep: int) -> BatchLedger:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from greenray.config import BatchPolicy, BenchConfig
-from greenray.energy import combine, sum_or_none
+from greenray.energy import co2e_g, combine, sum_or_none
 from greenray.results import FAILED, OK, TABLES
 from greenray.serve.run import RunResult
 
@@ -49,8 +49,15 @@ def batch_rows(key: RunKey, config: BenchConfig, result: RunResult) -> list[dict
         "policy": str(key.policy),
         "frequency_hz": key.frequency_hz,
     }
+    g_per_kwh = config.energy.g_per_kwh
     return [
-        tag | batch | {"replica": replica, "preprocess_in_window": config.serving.preprocess_in_window}
+        tag
+        | batch
+        | {
+            "replica": replica,
+            "preprocess_in_window": config.serving.preprocess_in_window,
+            "co2e_g": co2e_g(batch["energy_j"], g_per_kwh),
+        }
         for replica, records in enumerate(result.records)
         for batch in records["batches"]
     ]
@@ -105,7 +112,7 @@ def replica_rows(key: RunKey, config: BenchConfig, infos: list[dict], result: Ru
             "idle_w": end.energy.idle_w,
             "overhead_cpu_per_image_ms": overhead_ms(end.cpu_s - end.batch_cpu_s, end.served),
         }
-        | end.energy.to_row()
+        | end.energy.to_row(config.energy.g_per_kwh)
         for i, end in enumerate(result.ends)
     ]
 
@@ -159,7 +166,7 @@ def run_row(
                 sum(end.cpu_s - end.batch_cpu_s for end in result.ends), total_served
             ),
         }
-        | energy.to_row()
+        | energy.to_row(config.energy.g_per_kwh)
     )
 
 

@@ -30,7 +30,7 @@ from greenray.config import (
     ServeConfig,
     TargetConfig,
 )
-from greenray.energy import combined_source, sum_or_none
+from greenray.energy import co2e_g, combined_source, sum_or_none
 from greenray.errors import UsageError
 from greenray.results import SERVED_BATCH_TYPES, ResultStore, TableLog, run_record
 from greenray.serve import zoo
@@ -164,6 +164,7 @@ class Server:
                         "policy": str(self.policy),
                         "preprocess_in_window": self.config.deploy.serving.preprocess_in_window,
                         "node": node,
+                        "co2e_g": co2e_g(batch["energy_j"], self.config.deploy.energy.g_per_kwh),
                     }
                 )
                 self._counts["images"] += batch["size"]
