@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from greenray.energy import ENERGY_CHOICES, EnergyMeter, co2e_g, combined_source, open_meter, sum_or_none
+from greenray.ray_metrics import record_batch
 
 METER_ATTRIBUTE = "_greenray_meter"  # the replica's meter, on the deployment instance
 LEDGER_ATTRIBUTE = "_greenray_batches"  # its batch records
@@ -220,6 +221,8 @@ class _OpenBatch:
             co2e_g=co2e_g(m.joules, self.g_per_kwh),
         )
         self.ledger.add(record)
+        devices = ",".join(d.key for d in self.meter.devices)
+        record_batch(m.joules, m.seconds, self.size, m.energy_source, devices)
 
 
 def replica_meter(

@@ -16,6 +16,7 @@ from numbers import Number
 from typing import Any
 
 from greenray.energy import ENERGY_CHOICES, EnergyMeter, open_meter
+from greenray.ray_metrics import TrialMetrics
 from greenray.results import ENERGY_COLUMNS
 
 log = logging.getLogger("greenray.tune")
@@ -144,6 +145,7 @@ class _TrialEnergy:
     ) -> None:
         self.meter = meter
         self._g_per_kwh = g_per_kwh
+        self._exported = TrialMetrics()  # the trial's Joules and Watts in Ray's own metrics
         meter.use_baseline(baseline)
         self._busy = busy
         self._per_kj = per_kj
@@ -194,6 +196,7 @@ class _TrialEnergy:
 
     def _report(self, report: Callable, metrics: dict, checkpoint=None) -> None:
         energy = self.columns()
+        self._exported.record(energy)
         clashes = (set(energy) & set(metrics)) - self._clashes
         if clashes:
             self._clashes |= clashes
