@@ -3,8 +3,9 @@ exported through Ray's metrics agent (`ray.util.metrics`; in a Serve replica `ra
 which adds the deployment, replica and application tags), so it reaches Ray's Prometheus export
 and the dashboards built on it while the work runs, with no server of greenray's.
 
-Ray's Prometheus export puts `ray_` before each name: greenray_trial_energy_joules is scraped as
-ray_greenray_trial_energy_joules (docs/grafana/greenray.json queries those names)."""
+Ray's Prometheus export puts `ray_` before each name and `_total` after a counter's:
+greenray_trial_energy_joules is scraped as ray_greenray_trial_energy_joules_total
+(docs/grafana/greenray.json queries those names)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,9 @@ METRICS = {
 
 
 def exported_names() -> set[str]:
-    """The names Ray's Prometheus export gives greenray's metrics (counters as Prometheus
-    counters, so also NAME_total where an exporter adds it)."""
-    names = {PREFIX + name for name in METRICS}
-    return names | {PREFIX + name + "_total" for name, (kind, _) in METRICS.items() if kind == "counter"}
+    """The names Ray's Prometheus export gives greenray's metrics: `ray_` before each, and
+    `_total` after a counter's (OpenTelemetry's Prometheus convention, as Ray 2.60 exports)."""
+    return {PREFIX + name + ("_total" if kind == "counter" else "") for name, (kind, _) in METRICS.items()}
 
 
 class TrialMetrics:

@@ -108,7 +108,6 @@ def test_a_running_trial_and_replica_show_their_joules_in_rays_prometheus_export
     seen = json.loads(result.metrics["seen"])
     assert "trial" in seen and "replica" in seen, seen
     trial, replica = seen["trial"], seen["replica"]
-    print(trial["name"], replica["name"])
     assert {trial["name"], replica["name"]} <= exported_names()
     assert trial["value"] > 0 and replica["value"] > 0
     assert trial["labels"]["experiment"] and trial["labels"]["energy_source"] == "simulated"
