@@ -122,3 +122,42 @@ def test_the_hpo_summary_shows_grams_beside_joules():
     lines = describe(summary)
     assert any(line.startswith("emissions") and "0.6 g CO2e" in line for line in lines)
     assert not any("CO2e" in line for line in describe(summarize(trials.drop(columns="co2e_g"), 2)))
+
+
+def test_the_report_shows_grams_beside_joules(tmp_path):
+    from greenray.analysis.carbon import emissions_section
+    from greenray.analysis.report import Report
+
+    trials = pd.DataFrame(
+        {
+            "strategy": ["bayes", "bayes", "grid"],
+            "net": ["cnn"] * 3,
+            "dataset": ["digits"] * 3,
+            "energy_j": [3600.0, 7200.0, 1800.0],
+            "co2e_g": [0.5, 1.0, None],  # the grid study ran without an intensity
+        }
+    )
+    runs = pd.DataFrame(
+        {"model": ["m"], "precision": ["fp32"], "energy_j": [36.0], "co2e_g": [0.004], "served": [8]}
+    )
+    report = Report(tmp_path, simulated=False)
+    emissions_section(report, trials, runs)
+    table = pd.read_csv(tmp_path / "tables" / "emissions_trials.csv")
+    assert table.to_dict("records") == [
+        {
+            "strategy": "bayes",
+            "net": "cnn",
+            "dataset": "digits",
+            "rows": 2,
+            "energy_j": 10800.0,
+            "co2e_g": 1.5,
+        }
+        | {"g_per_kwh": pytest.approx(500.0)}
+    ]
+    served = pd.read_csv(tmp_path / "tables" / "emissions_runs.csv").iloc[0]
+    assert served["co2e_mg_per_item"] == pytest.approx(0.5) and served["g_per_kwh"] == pytest.approx(400.0)
+    assert any(part.startswith("## Emissions") for part in report.parts)
+
+    bare = Report(tmp_path / "bare", simulated=False)
+    emissions_section(bare, trials.drop(columns="co2e_g"), None)
+    assert not bare.parts and any("no emissions" in line for line in bare.cannot)
