@@ -161,3 +161,12 @@ def test_the_report_shows_grams_beside_joules(tmp_path):
     bare = Report(tmp_path / "bare", simulated=False)
     emissions_section(bare, trials.drop(columns="co2e_g"), None)
     assert not bare.parts and any("no emissions" in line for line in bare.cannot)
+
+
+def test_serve_benchs_table_shows_grams_only_where_an_intensity_was_given():
+    from greenray.ui import runs_table
+
+    row = {"model": "m", "policy": "fixed:2", "energy_j": 3.6, "energy_source": "simulated"}
+    headings = [column.header for column in runs_table([row | {"co2e_g": 0.001}]).columns]
+    assert "g CO2e" in headings and headings[-1] == "source"
+    assert "g CO2e" not in [column.header for column in runs_table([row]).columns]

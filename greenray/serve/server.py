@@ -75,6 +75,7 @@ class ServeSummary:
     energy_source: str
     dropped: int  # batch records the replicas could not hold for a late flush
     out: Path
+    co2e_g: float | None = None  # the batches' grams of CO2e, where a grid intensity was given
 
 
 class Server:
@@ -193,6 +194,9 @@ class Server:
             energy_source=combined_source(self._sources) if self._sources else "none",
             dropped=self._counts["dropped"],
             out=self.out,
+            co2e_g=co2e_g(self._energy, self.config.deploy.energy.g_per_kwh)
+            if self._counts["batches"]
+            else None,
         )
 
     def serve_until_interrupted(self) -> ServeSummary:
