@@ -277,13 +277,24 @@ def _print_summary(run, command: str) -> None:
     """A study's closing lines; exit 130 where it stopped before its end (Ctrl-C, a crash)."""
     from greenray.analysis.summary import describe, summarize
     from greenray.results import ResultStore
+    from greenray.tune.space import as_trained
     from greenray.tune.study import PARETO_FILE
 
     store = ResultStore(run.root)
     pareto = run.root / PARETO_FILE
     front = _read_csv(pareto) if pareto.exists() else None
     rows, config = store.read("trials"), run.config
-    summary = summarize(rows, config.trials, levers=config.levers, stopped_by=run.stopped_by, front=front)
+    # H6: `trained` and `objective` (keep at the merge): Adam's capped betas as trained, and what
+    # the search optimised (mutate searches nothing).
+    summary = summarize(
+        rows,
+        config.trials,
+        levers=config.levers,
+        stopped_by=run.stopped_by,
+        front=front,
+        trained=as_trained,
+        objective=config.levers.objective if command == "hpo" else None,
+    )
     for line in describe(summary):
         out.print(line, highlight=False, markup=False, soft_wrap=True)
     out.print(f"results: {run.root}", highlight=False, soft_wrap=True)
