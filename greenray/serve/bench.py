@@ -20,6 +20,7 @@ from greenray.serve import rows, zoo
 from greenray.serve.loadgen import error_line
 from greenray.serve.replicas import IngressOptions, Replicas
 from greenray.serve.run import serve_run
+from greenray.serve.warmup import say_runs_estimate, warm_up
 
 BENCH_FILE = "bench"  # DIR/bench.json
 IMAGE_POOL = 64  # distinct random images the generator cycles through
@@ -91,6 +92,7 @@ def bench_model(
         target = ready(model, replicas, config, progress)
         about["models"][model] = target.about
         store.write_json(BENCH_FILE, about)
+        say_runs_estimate(progress, model, config, combos, target.about["warmup_s_per_image"])
         if config.ingress_replicas:  # the warm-up reached the model replicas, not the ingress path
             settle(target, config, *combos[0])
         return [bench_run(target, config, store, progress, f, p) for f, p in combos]
@@ -108,14 +110,14 @@ def ready(model: str, replicas: Replicas, config: BenchConfig, progress) -> Serv
             progress.console.print(f"[yellow]notice:[/] {info['notice']}")
     progress.update(status, description=f"{model}: idle baseline ({config.energy.idle_seconds:g} s)")
     baselines = replicas.call("measure_idle", config.energy.idle_seconds)
-    progress.update(status, description=f"{model}: warm-up, {config.warmup_batches} batches")
-    warmup_s = replicas.call("warmup", config.warmup_batches, config.warmup_batch_size)
     progress.remove_task(status)
+    warmed = warm_up(model, replicas, config, progress)
     images, filler = image_pool(infos[0]["image_size"], config.seed)
     about = {
         "replicas": infos,
         "idle_baseline_w": baselines,
-        "warmup_s": warmup_s,
+        "warmup_s": warmed.seconds,
+        "warmup_s_per_image": warmed.s_per_image,
         "warmup": f"{config.warmup_batches} batches of {config.warmup_batch_size}",
         "ingress_replicas": config.ingress_replicas,
     }
