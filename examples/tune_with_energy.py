@@ -12,6 +12,7 @@ It ends with the trials on the accuracy / energy front.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # one still prints a configuration box and hints): the results below are the output.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("optuna").setLevel(logging.WARNING)  # "A new study created in memory"
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
