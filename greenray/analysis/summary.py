@@ -15,10 +15,10 @@ from greenray.analysis.hpo import convergence
 FRONT_SHOWN = 10  # front trials the summary prints (pareto.csv has them all)
 # What each --objective made the searcher optimise, in words.
 OBJECTIVE_WORDS = {
-    "accuracy": "accuracy (the study's: a trial's test accuracy after its last epoch), maximised",
-    "accuracy-per-kj": "accuracy per kJ (a trial's accuracy over its kilojoules, idle-free where known), "
-    "maximised",
-    "pareto": "the accuracy / energy front (accuracy maximised, energy minimised together)",
+    "accuracy": "accuracy, maximised (the study's: each round's mean test accuracy over its repetitions)",
+    "accuracy-per-kj": "accuracy per kJ, maximised (accuracy_per_kj: a trial's accuracy over its kilojoules, "
+    "idle-free where known; each round's mean)",
+    "pareto": "the accuracy / energy front (accuracy maximised and energy minimised together)",
 }
 
 
