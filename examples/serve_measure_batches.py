@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 
 import numpy as np
 import ray
@@ -20,7 +22,12 @@ from ray import serve
 from greenray.serve import EnergyReport, energy_report, measure_batches, replica_meter
 
 
-@serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 1})
+# No access log: a line per request would bury the result this example prints.
+@serve.deployment(
+    max_ongoing_requests=128,
+    ray_actor_options={"num_cpus": 1},
+    logging_config={"log_level": "WARNING", "enable_access_log": False},
+)
 class Classifier:
     def __init__(self, model: str, energy: str) -> None:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -48,6 +55,8 @@ def main(argv: list[str] | None = None) -> EnergyReport:
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--image-size", type=int, default=64)
     args = parser.parse_args(argv)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local Ray needs no token
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's start-up notes on the driver
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})

@@ -193,12 +193,21 @@ def _print_summary(run, command: str) -> None:
 
     from greenray.analysis.summary import describe, summarize
     from greenray.results import ResultStore
+    from greenray.tune.space import as_trained
     from greenray.tune.study import PARETO_FILE
 
     pareto = run.root / PARETO_FILE
     front = pd.read_csv(pareto) if pareto.exists() else None
     rows, config = ResultStore(run.root).read("trials"), run.config
-    summary = summarize(rows, config.trials, levers=config.levers, stopped_by=run.stopped_by, front=front)
+    summary = summarize(
+        rows,
+        config.trials,
+        levers=config.levers,
+        stopped_by=run.stopped_by,
+        front=front,
+        trained=as_trained,  # Adam's capped betas as trained
+        objective=config.levers.objective if command == "hpo" else None,  # mutate searches nothing
+    )
     for line in describe(summary):
         out.print(line, highlight=False, markup=False, soft_wrap=True)
     out.print(f"results: {run.root}", highlight=False, soft_wrap=True)

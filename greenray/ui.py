@@ -169,10 +169,16 @@ def runs_table(rows: list[dict], title: str = "serve-bench") -> Table:
     """Serving runs, one row each."""
     simulated = any(row.get("energy_source") == "simulated" for row in rows)
     table = Table(title=title + (" (energy simulated, not measured)" if simulated else ""))
-    for heading in RUN_COLUMNS.values():
+    columns = dict(RUN_COLUMNS)
+    if any(row.get("co2e_g") is not None for row in rows):  # a grid intensity was given
+        columns = {k: v for k, v in columns.items() if k != "energy_source"} | {
+            "co2e_g": "g CO2e",
+            "energy_source": "source",
+        }
+    for heading in columns.values():
         table.add_column(heading)
     for row in rows:
-        table.add_row(*(cell(row.get(key)) for key in RUN_COLUMNS))
+        table.add_row(*(cell(row.get(key)) for key in columns))
     return table
 
 
@@ -240,6 +246,7 @@ def print_stopped(summary) -> None:
         "energy not measured"
         if summary.batch_energy_j is None
         else f"{summary.batch_energy_j:.4g} J in batches{label}"
+        + (f" ({summary.co2e_g:.4g} g CO2e)" if getattr(summary, "co2e_g", None) is not None else "")
     )
     say(
         f"stopped: {summary.images} images in {summary.batches} batches, {energy}; "

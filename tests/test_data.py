@@ -83,6 +83,33 @@ def test_a_missing_torchvision_dataset_offline_is_one_sentence_naming_both_ways(
     assert "\n" not in message and ". " not in message
 
 
+def test_a_missing_fashionmnist_names_the_layouts_it_reads(tmp_path):
+    with pytest.raises(UsageError) as caught:
+        load("fashionmnist", data_dir=tmp_path)
+    message = str(caught.value)
+    for folder in (tmp_path / "fashion-mnist", tmp_path / "FashionMNIST" / "raw"):
+        assert str(folder) in message
+    assert "train-images-idx3-ubyte" in message and "dataset-fashion-mnist" in message
+
+
+@pytest.mark.parametrize("name", ["fashionmnist", "cifar10"])
+def test_a_failed_download_never_tells_the_user_to_pass_download(tmp_path, monkeypatch, name):
+    from urllib.error import URLError
+
+    from torchvision import datasets
+
+    def offline(*args, **kwargs):
+        raise URLError("no route to host")
+
+    monkeypatch.setattr(datasets, "FashionMNIST", offline)
+    monkeypatch.setattr(datasets, "CIFAR10", offline)
+    with pytest.raises(UsageError) as caught:
+        load(name, data_dir=tmp_path, download=True)
+    message = str(caught.value)
+    assert "could not be downloaded" in message and "no route to host" in message
+    assert "pass --download" not in message
+
+
 def test_an_unknown_dataset_is_a_usage_error():
     with pytest.raises(UsageError, match="unknown dataset"):
         load("imagenet")

@@ -12,6 +12,7 @@ from ray import cloudpickle, serve
 from greenray.serve import EnergyReport, energy_report, measure_batches
 
 BUSY_W = 250.0
+GRID = 56.039  # gCO2e/kWh, France's in the shipped table
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import tests/
 
 
@@ -20,7 +21,7 @@ class Doubler:
     """A user's deployment: batches of numbers, doubled (slowly, so batches have a length)."""
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
-    @measure_batches(energy="simulated")
+    @measure_batches(energy="simulated", carbon_intensity=GRID)
     async def double(self, xs: list[float]) -> list[float]:
         time.sleep(0.02)
         return [2 * x for x in xs]
@@ -54,8 +55,10 @@ def test_each_batch_has_a_record_with_its_energy(doubler):
         assert batch.seconds >= 0.02 and batch.started_s <= batch.ended_s
         assert batch.peak_power_w == BUSY_W and batch.energy_source == "simulated"
         assert batch.joules_per_item == pytest.approx(batch.energy_j / batch.size)
+        assert batch.co2e_g == pytest.approx(batch.energy_j / 3.6e6 * GRID)
     assert report.energy_j == pytest.approx(sum(b.energy_j for b in report.batches))
     assert report.joules_per_item == pytest.approx(report.energy_j / 10)
+    assert report.co2e_g == pytest.approx(report.energy_j / 3.6e6 * GRID)
     assert report.device == "sim:0" and report.energy_source == "simulated"
 
 

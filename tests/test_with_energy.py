@@ -13,6 +13,7 @@ from ray import cloudpickle, tune
 from greenray.tune import ENERGY_KEYS, PIBayesSearch, RandomSearch, trial_meter, with_energy
 
 BUSY_W = 250.0
+GRID = 450.0  # gCO2e/kWh
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import tests/
 
 
@@ -37,7 +38,9 @@ def timed_trainable(config):
 @pytest.fixture(scope="module")
 def two_trials(ray_local, tmp_path_factory):
     tuner = tune.Tuner(
-        tune.with_resources(with_energy(timed_trainable, energy="simulated"), {"cpu": 1}),
+        tune.with_resources(
+            with_energy(timed_trainable, energy="simulated", carbon_intensity=GRID), {"cpu": 1}
+        ),
         param_space={"seconds": tune.grid_search([0.6, 1.5]), "meet": str(tmp_path_factory.mktemp("meet"))},
         tune_config=tune.TuneConfig(max_concurrent_trials=2, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path_factory.mktemp("tune")), verbose=0),
@@ -54,6 +57,8 @@ def test_every_result_carries_the_energy_keys_and_energy_grows(two_trials):
         assert (history["energy_source"] == "simulated").all() and (history["device"] == "sim:0").all()
         assert history["energy_j"].is_monotonic_increasing and history["energy_j"].iloc[0] > 0
         assert history["seconds"].is_monotonic_increasing
+        # grams of CO2e: every report's kWh times the grid intensity given
+        assert history["co2e_g"].to_numpy() == pytest.approx(history["energy_j"].to_numpy() / 3.6e6 * GRID)
         # avg_power_w is the power since the previous report: busy all along
         assert history["avg_power_w"].to_numpy() == pytest.approx(BUSY_W, rel=1e-3)
         assert (history["node_id"] == history["node_id"].iloc[0]).all() and history["node_id"].iloc[0]
@@ -154,3 +159,5 @@ def test_bad_arguments_are_refused_on_the_driver():
         with_energy(sleeper, energy="gpu")
     with pytest.raises(ValueError, match="interval_ms"):
         with_energy(sleeper, interval_ms=0)
+    with pytest.raises(ValueError, match="carbon_intensity"):
+        with_energy(sleeper, carbon_intensity=-1.0)

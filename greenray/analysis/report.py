@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from greenray.analysis import architecture, figures, hpo, inference, levers, mutate
+from greenray.analysis import architecture, carbon, figures, hpo, inference, levers, mutate
 from greenray.analysis.load import EXPERIMENT_INDEX, Loaded, load, ok_rows
 from greenray.analysis.provenance import (
     SIMULATED,
@@ -97,6 +97,7 @@ def build_report(paths: list[Path], out: Path, target: float | None = None) -> R
         _inference_section(report, ok_rows(runs), loaded.table("batches"))
     else:
         report.cannot.append("no inference statistics: no serve-bench folder (runs.parquet) was given.")
+    carbon.emissions_section(report, trials, runs)
     cannot = report.cannot
     text = "\n".join(
         [

@@ -5,6 +5,7 @@ one stopped the study, the energy spent against the budget and the accuracy / en
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -12,6 +13,13 @@ import pandas as pd
 from greenray.analysis.hpo import convergence
 
 FRONT_SHOWN = 10  # front trials the summary prints (pareto.csv has them all)
+# What each --objective made the searcher optimise, in words.
+OBJECTIVE_WORDS = {
+    "accuracy": "accuracy, maximised (the study's: each round's mean test accuracy over its repetitions)",
+    "accuracy-per-kj": "accuracy per kJ, maximised (accuracy_per_kj: a trial's accuracy over its kilojoules, "
+    "idle-free where known; each round's mean)",
+    "pareto": "the accuracy / energy front (accuracy maximised and energy minimised together)",
+}
 
 
 @dataclass(frozen=True)
@@ -33,13 +41,26 @@ class StudySummary:
     energy_budget_j: float | None = None
     budget_spent_j: float | None = None  # energy_column of every trial: what the budget counts
     front: tuple[dict, ...] = ()  # the accuracy / energy front of a pareto study, by energy
+    co2e_g: float | None = None  # every trial's co2e_g (of energy_j), where a grid intensity was given
+    objective: str | None = None  # what the searcher optimised (--objective)
+    trained_config: dict | None = None  # best_config as its trials trained it, where that differs
 
 
 def summarize(
-    trials: pd.DataFrame, budget: int, *, levers=None, stopped_by=None, front: pd.DataFrame | None = None
+    trials: pd.DataFrame,
+    budget: int,
+    *,
+    levers=None,
+    stopped_by=None,
+    front: pd.DataFrame | None = None,
+    trained: Callable[[dict], dict] | None = None,
+    objective: str | None = None,
 ) -> StudySummary:
-    """The summary of a study's rows; `levers` (its LeversConfig), `stopped_by` (the Stop a
-    lever made) and `front` (its pareto.csv table) add the levers' lines."""
+    """The summary of a study's rows; `levers` (its LeversConfig: the objective, and the levers'
+    lines), `stopped_by` (the Stop a lever made) and `front` (its pareto.csv table) add the levers'
+    lines; `trained` maps a configuration to the values its trials trained with (Adam's betas
+    capped below 1: greenray.tune.space.as_trained); `objective` is what the searcher optimised
+    (--objective), for a search."""
     ok = trials[trials["status"] == "ok"] if len(trials) else trials
     column = _energy_column(trials)
     energy = pd.to_numeric(trials[column], errors="coerce") if column else None
@@ -75,7 +96,18 @@ def summarize(
         energy_budget_j=budget_j,
         budget_spent_j=spent,
         front=tuple(front.to_dict("records")) if front is not None else (),
+        co2e_g=_sum(pd.to_numeric(trials["co2e_g"], errors="coerce")) if "co2e_g" in trials else None,
+        objective=objective,
+        trained_config=_as_trained(best_config, trained),
     )
+
+
+def _as_trained(config: dict, trained: Callable[[dict], dict] | None) -> dict | None:
+    """`config` as trained, where `trained` changes any of its values; else None."""
+    if trained is None or not config:
+        return None
+    values = trained(config)
+    return values if values != config else None
 
 
 def _energy_column(trials: pd.DataFrame) -> str | None:
@@ -106,14 +138,15 @@ def describe(s: StudySummary) -> list[str]:
     if s.best_accuracy is None:
         lines.append("best accuracy: none (no trial finished)")
         return lines
-    config = ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.best_config.items()
-    )
+    if s.objective is not None:
+        lines.append(f"objective: {OBJECTIVE_WORDS.get(s.objective, s.objective)}")
+    config = _trained_words(s.best_config, s.trained_config)
     lines.append(
         f"best accuracy: {s.best_accuracy:.4f} (mean of round {s.best_round}'s repetitions, "
         f"first reached in round {s.best_round} of {s.rounds}; best single trial {s.best_run_accuracy:.4f})"
     )
-    lines.append(f"best configuration: {config}")
+    as_trained = " (as trained)" if s.trained_config else ""
+    lines.append(f"best configuration{as_trained}: {config}")
     if s.energy_column is None or s.total_j is None:
         lines.append(f"energy: not measured{label}")
         return lines
@@ -121,8 +154,26 @@ def describe(s: StudySummary) -> list[str]:
     lines.append(
         f"energy ({kind}){label}: {s.total_j:.1f} J in all, {s.until_best_j:.1f} J until the best round"
     )
+    if s.co2e_g is not None:
+        lines.append(f"emissions{label}: {s.co2e_g:.4g} g CO2e (every trial's energy_j, idle included)")
     lines += _front_lines(s.front)
     return lines
+
+
+def _trained_words(searched: dict, trained: dict | None) -> str:
+    """key=value for each value trained, with the searcher's own beside the ones that differ
+    (beta1=0.999 (searched 1): Adam needs a beta below 1)."""
+    parts = []
+    for key, value in (trained or searched).items():
+        text = _value(key, value)
+        if trained and key in searched and searched[key] != value:
+            text += f" (searched {_value(key, searched[key]).split('=', 1)[1]})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _value(key: str, value) -> str:
+    return f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
 
 
 def _front_lines(front: tuple[dict, ...]) -> list[str]:
@@ -145,7 +196,7 @@ def _config(text) -> str:
         values = json.loads(text)
     except (TypeError, ValueError):
         return ""
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+    return ", ".join(_value(k, v) for k, v in values.items())
 
 
 def _label(sources: tuple[str, ...]) -> str:

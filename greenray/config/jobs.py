@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from greenray.config.base import Config
 from greenray.config.vocab import (
@@ -43,10 +43,36 @@ from greenray.config.vocab import (
     WholeNumber,
     adam_count,
     default_relu,
+    problem,
     searched_names,
     sentence,
 )
 from greenray.energy import EnergyMeter, open_meter
+from greenray.energy import carbon as _carbon
+
+
+def _intensity(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not 0 <= number < float("inf") or isinstance(value, bool):
+        raise problem("a carbon intensity in gCO2e/kWh (a number of at least 0)")
+    return number
+
+
+def _region(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return _carbon.lookup(str(value)).code
+    except _carbon.UnknownRegion:
+        raise problem(
+            "a country (ISO 3166-1 alpha-3: FRA, DEU, USA) or Google Cloud region (europe-west9) in "
+            "greenray's carbon table; give the grid's gCO2e/kWh as --carbon-intensity instead"
+        ) from None
 
 
 class EnergyConfig(Config):
@@ -67,6 +93,30 @@ class EnergyConfig(Config):
         description="Idle baseline before the work, seconds (per GPU before trials, per replica before "
         "warm-up; simulated energy uses its model's idle); 0 skips it.",
     )
+    carbon_intensity: Annotated[float | None, BeforeValidator(_intensity)] = Field(
+        None,
+        description="The grid's carbon intensity, gCO2e/kWh: every row and summary gains co2e_g, "
+        "its kWh times this. Off by default.",
+    )
+    region: Annotated[str | None, BeforeValidator(_region)] = Field(
+        None,
+        description="Where the work runs, for co2e_g: an ISO country code (FRA, USA) or a Google Cloud "
+        "region (europe-west9), looked up in the shipped table (CodeCarbon's, Our World in Data / Ember, "
+        "2021-2023).",
+    )
+
+    @model_validator(mode="after")
+    def _one_intensity(self) -> EnergyConfig:
+        if self.carbon_intensity is not None and self.region is not None:
+            raise sentence("give --carbon-intensity or --region, not both")
+        return self
+
+    @property
+    def g_per_kwh(self) -> float | None:
+        """The grid intensity co2e_g is counted at: the one given, the region's, or None."""
+        if self.region is not None:
+            return _carbon.lookup(self.region).g_per_kwh
+        return self.carbon_intensity
 
     def open_meter(self, quiet: bool = False) -> EnergyMeter:
         """A meter for these settings, or an EnergyRequestError saying why there is none."""
@@ -111,8 +161,9 @@ class TrialConfig(Config):
     )
     data_dir: DataDir = Field(
         DEFAULT_DATA_DIR,
-        description="torchvision's data folder, in its own layout (DIR/FashionMNIST/raw, "
-        "DIR/cifar-10-batches-py).",
+        description="fashionmnist's four idx files (.gz or not) in DIR, DIR/fashion-mnist (Debian's "
+        "layout) or DIR/FashionMNIST/raw (torchvision's), and with the default folder also Debian's "
+        "/usr/share/datasets/fashion-mnist; cifar10 in torchvision's DIR/cifar-10-batches-py.",
     )
     download: Flag = Field(False, description="Download fashionmnist/cifar10 into --data-dir (online).")
     synthetic_shape: Shape = Field((1, 28, 28), description="CxHxW of --dataset synthetic.")

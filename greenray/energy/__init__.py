@@ -15,6 +15,7 @@ _PUBLIC = {
     **dict.fromkeys(("open_backends", "open_backends_explained"), "greenray.energy.discover"),
     "IdleStats": "greenray.energy.idle",
     **dict.fromkeys(("DeviceTotal", "RunningTally"), "greenray.energy.tally"),
+    **dict.fromkeys(("GridIntensity", "UnknownRegion", "co2e_g"), "greenray.energy.carbon"),
     **dict.fromkeys(
         ("DeviceEnergy", "Measurement", "combine", "combined_source", "sum_or_none"),
         "greenray.energy.measurement",

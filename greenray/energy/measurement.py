@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from greenray.energy.backend import Device
+from greenray.energy.carbon import co2e_g
 
 SIMULATED, UNMEASURED = "simulated", "none"
 
@@ -140,11 +141,13 @@ class Measurement:
         """The source of `joules` (see combined_source); `none` when nothing was measured."""
         return combined_source(d.source for d in self.measured)
 
-    def to_row(self) -> dict:
-        """The flat energy columns every result row carries (greenray.results.schema)."""
+    def to_row(self, g_per_kwh: float | None = None) -> dict:
+        """The flat energy columns every result row carries (greenray.results.schema);
+        `co2e_g` is counted at the grid intensity `g_per_kwh` (None without one)."""
         return {
             "seconds": self.seconds,
             "energy_j": self.joules,
+            "co2e_g": co2e_g(self.joules, g_per_kwh),
             "idle_free_energy_j": self.idle_free_joules,
             "cpu_energy_j": self.cpu_joules,
             "avg_power_w": self.avg_power_w,

@@ -10,6 +10,7 @@ INDEX = "index.json"  # what `greenray run` leaves in its --out folder
 ENERGY_COLUMNS = (
     "seconds",
     "energy_j",  # the compute devices' Joules (GPUs, else CPU packages), idle included
+    "co2e_g",  # grams of CO2e: energy_j in kWh times the grid intensity given (None without one)
     "idle_free_energy_j",  # the same with the idle baseline factored out
     "cpu_energy_j",  # CPU packages beside GPUs, when RAPL is readable
     "avg_power_w",
@@ -123,6 +124,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "queue_wait_max_s",
         "queue_wait_mean_s",
         "energy_j",  # integrated from power samples: approximate for short batches
+        "co2e_g",  # energy_j in kWh times the grid intensity given (None without one)
         "uncertainty_j",  # about-95% bound on the error of energy_j
         "peak_power_w",
         "power_field",  # what the samples are of: instant, average (1 s), model, ...
@@ -146,6 +148,7 @@ SERVED_BATCH_TYPES: dict[str, str] = {
     "queue_wait_max_s": "float64",
     "queue_wait_mean_s": "float64",
     "energy_j": "float64",
+    "co2e_g": "float64",
     "idle_free_energy_j": "float64",
     "uncertainty_j": "float64",
     "peak_power_w": "float64",

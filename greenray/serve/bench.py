@@ -15,6 +15,7 @@ from greenray.serve import zoo
 from greenray.serve.driver import check_here, check_out, deploy, record_run, resolve_device, start
 from greenray.serve.loop import on_loop
 from greenray.serve.run import SETTLE_REQUESTS, RunPlan
+from greenray.serve.warmup import say_runs_estimate
 
 BENCH_FILE = "bench"  # DIR/bench.json
 NOTES = {
@@ -79,6 +80,7 @@ def bench_model(
         served = on_loop(start(model, replicas, deployment, progress, seed=config.seed))
         about["models"][model] = served.about
         store.write_json(BENCH_FILE, about)
+        say_runs_estimate(progress, model, plans, deployment.replicas, served.about["warmup_s_per_image"])
         if deployment.ingress_replicas:  # the warm-up reached the model replicas, not the ingress path
             on_loop(served.settle(plans[0]))
         return [record_run(served, plan, store, progress) for plan in plans]

@@ -22,6 +22,7 @@ from greenray.serve.loadgen import error_line
 from greenray.serve.loop import on_loop
 from greenray.serve.replicas import IngressOptions, Replicas
 from greenray.serve.run import RunPlan, ServedModel
+from greenray.serve.warmup import warm_up
 
 IMAGE_POOL = 64  # distinct random images the generator cycles through
 
@@ -64,19 +65,27 @@ async def start(
             progress.console.print(f"[yellow]notice:[/] {info['notice']}")
     progress.update(status, description=f"{name}: idle baseline ({deployment.energy.idle_seconds:g} s)")
     baselines = await replicas.call("measure_idle", deployment.energy.idle_seconds)
-    progress.update(status, description=f"{name}: warm-up, {deployment.warmup_batches} batches")
-    warmup_s = await replicas.call("warmup", deployment.warmup_batches, deployment.warmup_batch_size)
     progress.remove_task(status)
+    warmed = await warm_up(name, replicas, deployment, progress)
     images, filler = image_pool(infos[0]["image_size"], seed)
     about = {
         "replicas": infos,
         "idle_baseline_w": baselines,
-        "warmup_s": warmup_s,
+        "warmup_s": warmed.seconds,
+        "warmup_s_per_image": warmed.s_per_image,
         "warmup": f"{deployment.warmup_batches} batches of {deployment.warmup_batch_size}",
         "ingress_replicas": deployment.ingress_replicas,
     }
     return ServedModel(
-        name, replicas, infos, images, filler, about, deployment.serving, deployment.ingress_replicas
+        name,
+        replicas,
+        infos,
+        images,
+        filler,
+        about,
+        deployment.serving,
+        deployment.ingress_replicas,
+        deployment.energy.g_per_kwh,
     )
 
 

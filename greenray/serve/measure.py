@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from greenray.energy import ENERGY_CHOICES, EnergyMeter, combined_source, open_meter, sum_or_none
+from greenray.energy import ENERGY_CHOICES, EnergyMeter, co2e_g, combined_source, open_meter, sum_or_none
+from greenray.ray_metrics import record_batch
 
 METER_ATTRIBUTE = "_greenray_meter"  # the replica's meter, on the deployment instance
 LEDGER_ATTRIBUTE = "_greenray_batches"  # its batch records
@@ -40,6 +41,7 @@ class BatchEnergy:
     peak_power_w: float | None  # from the samples in the batch and at its edges
     energy_source: str
     power_field: str | None
+    co2e_g: float | None = None  # energy_j in kWh times the grid intensity given (None without one)
 
     @property
     def joules_per_item(self) -> float | None:
@@ -61,6 +63,7 @@ class EnergyReport:
     energy_source: str
     device: str  # the devices measured, as the replica sees them ("cuda:0"; "" for none)
     node: str
+    co2e_g: float | None = None  # the batches' grams of CO2e (None without a grid intensity)
 
     @property
     def joules_per_item(self) -> float | None:
@@ -85,6 +88,7 @@ class BatchTotals:
     seconds: float = 0.0  # inside batch windows
     energy_j: float | None = 0.0  # None once any batch was not measured
     idle_free_energy_j: float | None = 0.0
+    co2e_g: float | None = 0.0  # None once any batch had none (no grid intensity, or not measured)
     peak_power_w: float | None = None
     sources: set[str] = field(default_factory=set)
     sizes: Counter = field(default_factory=Counter)  # items per batch -> batches
@@ -95,6 +99,7 @@ class BatchTotals:
         self.seconds += record.seconds
         self.energy_j = sum_or_none([self.energy_j, record.energy_j])
         self.idle_free_energy_j = sum_or_none([self.idle_free_energy_j, record.idle_free_energy_j])
+        self.co2e_g = sum_or_none([self.co2e_g, record.co2e_g])
         if record.peak_power_w is not None:
             self.peak_power_w = max(self.peak_power_w or 0.0, record.peak_power_w)
         self.sources.add(record.energy_source)
@@ -173,6 +178,7 @@ class BatchLedger:
             energy_source=combined_source(totals.sources),
             device=",".join(d.key for d in meter.devices),
             node=socket.gethostname(),
+            co2e_g=totals.co2e_g if totals.batches else None,
         )
         if reset:
             self._report, self._report_from = BatchTotals(), self.end
@@ -217,7 +223,12 @@ class Cursor:
 
 
 def measure_batches(
-    method: Callable | None = None, *, energy: str = "auto", interval_ms: float = 10.0, keep: int = KEEP
+    method: Callable | None = None,
+    *,
+    energy: str = "auto",
+    interval_ms: float = 10.0,
+    keep: int = KEEP,
+    carbon_intensity: float | None = None,
 ):
     """Measure each call of a deployment's batch method as one batch: stack it under
     `@serve.batch`, on the method Serve calls with a list of requests.
@@ -239,9 +250,12 @@ def measure_batches(
         energy: "auto", "nvml", "rapl", "simulated" (a model, labelled so) or "none".
         interval_ms: power sampling interval, milliseconds.
         keep: batch records kept (the newest); the report's totals count every batch.
+        carbon_intensity: the grid's gCO2e/kWh (`greenray.energy.carbon.lookup(CODE).g_per_kwh`
+            for a country or cloud region): each batch and the report gain `co2e_g`, else None.
     """
     if energy not in ENERGY_CHOICES:
         raise ValueError(f"energy must be one of {', '.join(ENERGY_CHOICES)}, not {energy!r}")
+    _check_intensity(carbon_intensity)
 
     def decorate(fn: Callable) -> Callable:
         params = list(inspect.signature(fn).parameters)
@@ -252,7 +266,7 @@ def measure_batches(
 
         def begin(self, items) -> _OpenBatch:
             meter = replica_meter(self, energy=energy, interval_ms=interval_ms)
-            return _OpenBatch(meter, _ledger(self, keep), len(items))
+            return _OpenBatch(meter, _ledger(self, keep), len(items), carbon_intensity)
 
         if inspect.iscoroutinefunction(fn):
 
@@ -282,8 +296,10 @@ def measure_batches(
 class _OpenBatch:
     """A batch's energy window, from the call of the batch method to its return."""
 
-    def __init__(self, meter: EnergyMeter, ledger: BatchLedger, size: int) -> None:
-        self.meter, self.ledger, self.size = meter, ledger, size
+    def __init__(
+        self, meter: EnergyMeter, ledger: BatchLedger, size: int, g_per_kwh: float | None = None
+    ) -> None:
+        self.meter, self.ledger, self.size, self.g_per_kwh = meter, ledger, size, g_per_kwh
         self.batch_id = ledger.next_id()
         self.name = f"batch-{id(ledger)}-{self.batch_id}"
         self.t0, self.started_s = meter.now(), time.time()
@@ -304,8 +320,11 @@ class _OpenBatch:
             peak_power_w=self.meter.peak_power_w(self.t0),
             energy_source=m.energy_source,
             power_field=m.power_field,
+            co2e_g=co2e_g(m.joules, self.g_per_kwh),
         )
         self.ledger.add(record)
+        devices = ",".join(d.key for d in self.meter.devices)
+        record_batch(m.joules, m.seconds, self.size, m.energy_source, devices)
 
 
 def replica_meter(
@@ -329,6 +348,11 @@ def batch_ledger(instance) -> BatchLedger:
 def energy_report(instance, *, reset: bool = False) -> EnergyReport:
     """What the replica's measured batches cost since it started or since the last reset."""
     return _ledger(instance, KEEP).report(replica_meter(instance), reset=reset)
+
+
+def _check_intensity(g_per_kwh: float | None) -> None:
+    if g_per_kwh is not None and not (isinstance(g_per_kwh, int | float) and 0 <= g_per_kwh < float("inf")):
+        raise ValueError(f"carbon_intensity must be a number of gCO2e/kWh of at least 0, not {g_per_kwh!r}")
 
 
 def _ledger(instance, keep: int) -> BatchLedger:

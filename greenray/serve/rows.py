@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from greenray.config import BatchPolicy
-from greenray.energy import combine, sum_or_none
+from greenray.energy import co2e_g, combine, sum_or_none
 from greenray.results import FAILED, OK, TABLES
 from greenray.serve.run import RunPlan, RunResult, ServedModel
 
@@ -58,7 +58,13 @@ def batch_rows(key: RunKey, model: ServedModel, result: RunResult) -> list[dict]
         "frequency_hz": key.frequency_hz,
     }
     return [
-        tag | batch | {"replica": replica, "preprocess_in_window": model.serving.preprocess_in_window}
+        tag
+        | batch
+        | {
+            "replica": replica,
+            "preprocess_in_window": model.serving.preprocess_in_window,
+            "co2e_g": co2e_g(batch["energy_j"], model.g_per_kwh),
+        }
         for replica, records in enumerate(result.records)
         for batch in records["batches"]
     ]
@@ -113,7 +119,7 @@ def replica_rows(key: RunKey, model: ServedModel, result: RunResult) -> list[dic
             "idle_w": end.energy.idle_w,
             "overhead_cpu_per_image_ms": overhead_ms(end.cpu_s - end.batch_cpu_s, end.served),
         }
-        | end.energy.to_row()
+        | end.energy.to_row(model.g_per_kwh)
         for i, end in enumerate(result.ends)
     ]
 
@@ -166,7 +172,7 @@ def run_row(key: RunKey, model: ServedModel, result: RunResult, requests: list[d
                 sum(end.cpu_s - end.batch_cpu_s for end in result.ends), total_served
             ),
         }
-        | energy.to_row()
+        | energy.to_row(model.g_per_kwh)
     )
 
 

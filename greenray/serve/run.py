@@ -59,6 +59,7 @@ class ServedModel:
     about: dict  # what bench.json (or tune.json, serve.json) says of it
     serving: ServingConfig
     ingress_replicas: int
+    g_per_kwh: float | None = None  # the grid's carbon intensity its rows' co2e_g is counted at
 
     async def use(self, policy: BatchPolicy) -> None:
         """Batch under `policy` on every model replica from now on."""

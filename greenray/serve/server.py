@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from greenray.config import BatchPolicy, DeployConfig, PolicyTuneConfig, ServeConfig, TargetConfig
-from greenray.energy import combined_source, sum_or_none
+from greenray.energy import co2e_g, combined_source, sum_or_none
 from greenray.errors import UsageError
 from greenray.results import SERVED_BATCH_TYPES, ResultStore, TableLog, run_record
 from greenray.serve import zoo
@@ -63,6 +63,7 @@ class ServeSummary:
     energy_source: str
     dropped: int  # batch records the replicas could not hold for a late flush
     out: Path
+    co2e_g: float | None = None  # the batches' grams of CO2e, where a grid intensity was given
 
 
 class Server:
@@ -170,6 +171,7 @@ class Server:
                         "policy": str(self.policy),
                         "preprocess_in_window": self.model.serving.preprocess_in_window,
                         "node": node,
+                        "co2e_g": co2e_g(batch["energy_j"], self.model.g_per_kwh),
                     }
                 )
                 self._counts["images"] += batch["size"]
@@ -198,6 +200,9 @@ class Server:
             energy_source=combined_source(self._sources) if self._sources else "none",
             dropped=self._counts["dropped"],
             out=self.out,
+            co2e_g=co2e_g(self._energy, self.config.deploy.energy.g_per_kwh)
+            if self._counts["batches"]
+            else None,
         )
 
     def serve_until_interrupted(self) -> ServeSummary:

@@ -1,6 +1,6 @@
-"""The study's data sets (FashionMNIST, CIFAR-10 from torchvision) and two that need no download
-(scikit-learn's 8x8 digits, seeded synthetic data), held as normalised tensors on the training
-device and shuffled there by index, so small nets are not starved by a DataLoader."""
+"""The study's data sets (FashionMNIST from its idx files, CIFAR-10 from torchvision) and two that
+need no download (scikit-learn's 8x8 digits, seeded synthetic data), held as normalised tensors on
+the training device and shuffled there by index, so small nets are not starved by a DataLoader."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch
 
 from greenray.config import DATASETS, DEFAULT_DATA_DIR
 from greenray.errors import UsageError
+from greenray.tune import fashion
 
 # The digits split is fixed (not the study's seed): every study trains on the same 80%, in the
 # same order. The file holds scikit-learn's train_test_split(test_size=0.2, stratify=labels,
@@ -75,14 +76,20 @@ def load(
     download: bool = False,
     synthetic: SyntheticSpec | None = None,
 ) -> TensorData:
-    """A data set on the CPU. fashionmnist and cifar10 come from `data_dir` in torchvision's own
-    layout (downloaded there first with `download`); missing offline, a UsageError says how."""
+    """A data set on the CPU. fashionmnist comes from its idx files in `data_dir` (Debian's or
+    torchvision's layout; with the default folder also from Debian's dataset-fashion-mnist package),
+    cifar10 from `data_dir` in torchvision's layout; `download` fetches either there first when it is
+    missing. Missing offline, a UsageError says how to get it."""
     if name == "digits":
         return _digits()
     if name == "synthetic":
         return _synthetic(synthetic or SyntheticSpec())
-    if name in ("fashionmnist", "cifar10"):
-        return _torchvision(name, Path(data_dir or DEFAULT_DATA_DIR).expanduser(), download)
+    default = Path(DEFAULT_DATA_DIR).expanduser().absolute()
+    root = Path(data_dir).expanduser().absolute() if data_dir else default
+    if name == "fashionmnist":
+        return _fashionmnist(root, download, root == default)
+    if name == "cifar10":
+        return _cifar10(root, download)
     raise UsageError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
 
 
@@ -180,26 +187,63 @@ def _synthetic(spec: SyntheticSpec) -> TensorData:
     )
 
 
-def _torchvision(name: str, root: Path, download: bool) -> TensorData:
-    """FashionMNIST or CIFAR-10 from torchvision, read whole from its arrays (no per-image
-    transform): uint8 pixels to [0, 1], then normalised."""
+def _fashionmnist(root: Path, download: bool, default_dir: bool) -> TensorData:
+    """FashionMNIST from the first layout that holds its four idx files; the system's copy is
+    tried only when --data-dir was left at its default (a folder given is the one meant)."""
+    roots = [root, fashion.SYSTEM_DIR] if default_dir else [root]
+    files = fashion.find(roots)
+    if files is None and download:
+        _download("fashionmnist", root)
+        files = fashion.find([root])
+    if files is None:
+        raise UsageError(
+            f"fashionmnist is not in --data-dir {root}: greenray reads {fashion.expected(root)}; "
+            "install Debian's dataset-fashion-mnist (found with no --data-dir), pass --download where this "
+            f"machine is online, or copy torchvision's FashionMNIST files into {root}/FashionMNIST/raw"
+        )
+    try:
+        arrays = fashion.read(files)
+    except (ValueError, OSError, EOFError) as exc:  # a truncated or foreign file
+        raise UsageError(f"fashionmnist could not be read: {exc}") from None
+    return _tensor_data("fashionmnist", *arrays, 10)
+
+
+def _cifar10(root: Path, download: bool) -> TensorData:
+    """CIFAR-10 from torchvision, read whole from its arrays (no per-image transform): uint8 pixels
+    to [0, 1], then normalised."""
+    from torchvision import datasets
+
+    if download:
+        _download("cifar10", root)
+    try:
+        train = datasets.CIFAR10(root=str(root), train=True)
+        test = datasets.CIFAR10(root=str(root), train=False)
+    except (RuntimeError, OSError):
+        raise UsageError(
+            f"cifar10 is not in --data-dir {root} (torchvision's layout, {root / 'cifar-10-batches-py'}): "
+            f"pass --download where this machine is online, or copy torchvision's CIFAR10 files into {root}"
+        ) from None
+    return _tensor_data("cifar10", *_arrays(train), *_arrays(test), len(train.classes))
+
+
+def _download(name: str, root: Path) -> None:
+    """torchvision's download of `name` into `root` (it skips files already there and checked)."""
     from torchvision import datasets
 
     cls = datasets.FashionMNIST if name == "fashionmnist" else datasets.CIFAR10
     try:
-        train = cls(root=str(root), train=True, download=download)
-        test = cls(root=str(root), train=False, download=download)
-    except (RuntimeError, OSError) as exc:  # not found offline; a failed download (URLError)
-        found = "could not be downloaded into" if download else "is not in"
+        cls(root=str(root), train=True, download=True)
+        cls(root=str(root), train=False, download=True)
+    except (RuntimeError, OSError) as exc:  # a failed download (URLError), a refused checksum
+        reason = str(exc).splitlines()[0][:120] if str(exc) else exc.__class__.__name__
         raise UsageError(
-            f"{name} {found} --data-dir {root} ({exc.__class__.__name__}): pass --download where this "
-            f"machine is online, or copy torchvision's {cls.__name__} files into {root}"
+            f"{name} could not be downloaded into --data-dir {root} ({reason}): check that this machine "
+            f"reaches the internet, or copy torchvision's {cls.__name__} files into {root}"
         ) from None
-    return _tensor_data(name, *_arrays(train), *_arrays(test), len(train.classes))
 
 
 def _arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(images N x C x H x W in [0, 1], labels) from a torchvision FashionMNIST or CIFAR10."""
+    """(images N x C x H x W in [0, 1], labels) from a torchvision CIFAR10."""
     images = np.asarray(dataset.data, dtype=np.float32) / 255.0
-    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # grey, or HWC colour
+    images = images.transpose(0, 3, 1, 2)  # HWC colour
     return images, np.asarray(dataset.targets)

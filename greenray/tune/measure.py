@@ -16,6 +16,7 @@ from numbers import Number
 from typing import Any
 
 from greenray.energy import ENERGY_CHOICES, EnergyMeter, open_meter
+from greenray.ray_metrics import TrialMetrics
 from greenray.results import ENERGY_COLUMNS
 
 log = logging.getLogger("greenray.tune")
@@ -35,6 +36,7 @@ def with_energy(
     baseline: Mapping[str, Mapping[str, float]] | None = None,
     busy: bool = True,
     per_kj: str | Sequence[str] = (),
+    carbon_intensity: float | None = None,
 ) -> Callable:
     """Wrap a Ray Tune function trainable so every result it reports carries its energy.
 
@@ -44,6 +46,7 @@ def with_energy(
     through RAPL), and every result reaches Tune with these keys added:
 
     - `energy_j`, `idle_free_energy_j`, `cpu_energy_j`: Joules since the trial started;
+    - `co2e_g`: grams of CO2e, `energy_j` in kWh times `carbon_intensity` (None without it);
     - `avg_power_w`: Watts since the previous report;
     - `peak_power_w`: the highest Watts since the trial started;
     - `seconds`: the measured span so far;
@@ -74,6 +77,8 @@ def with_energy(
             KEY gains `KEY_per_kj` (e.g. `accuracy_per_kj`, a searcher's energy-aware metric),
             over `idle_free_energy_j` where the baseline is known, else `energy_j`; None where
             nothing was measured.
+        carbon_intensity: the grid's gCO2e/kWh, for `co2e_g` (`greenray.energy.carbon.lookup(CODE)
+            .g_per_kwh` gives a country's or a cloud region's from the shipped table).
 
     Returns:
         A function trainable with the wrapped one's name, parameters and resources.
@@ -94,6 +99,8 @@ def with_energy(
         raise ValueError(f"energy must be one of {', '.join(ENERGY_CHOICES)}, not {energy!r}")
     if not interval_ms > 0:
         raise ValueError(f"interval_ms must be a positive number of milliseconds, not {interval_ms!r}")
+    if carbon_intensity is not None and not 0 <= carbon_intensity < float("inf"):
+        raise ValueError(f"carbon_intensity must be gCO2e/kWh of at least 0, not {carbon_intensity!r}")
     by_node = {node: dict(watts) for node, watts in (baseline or {}).items()}
     ratios = (per_kj,) if isinstance(per_kj, str) else tuple(per_kj)
 
@@ -101,7 +108,8 @@ def with_energy(
     def measured(config):
         # A sampler thread would take the GIL from the trainable 100 times a second.
         meter = open_meter(energy, interval_ms=interval_ms, quiet=True, sampler="process")
-        with _TrialEnergy(meter, by_node.get(socket.gethostname(), {}), busy, ratios).active() as trial:
+        baseline_here = by_node.get(socket.gethostname(), {})
+        with _TrialEnergy(meter, baseline_here, busy, ratios, carbon_intensity).active() as trial:
             return trial.run(trainable, config)
 
     return measured
@@ -128,9 +136,16 @@ class _TrialEnergy:
     """One trial's meter and window, and the report hook that adds its energy to results."""
 
     def __init__(
-        self, meter: EnergyMeter, baseline: dict[str, float], busy: bool, per_kj: tuple[str, ...] = ()
+        self,
+        meter: EnergyMeter,
+        baseline: dict[str, float],
+        busy: bool,
+        per_kj: tuple[str, ...] = (),
+        g_per_kwh: float | None = None,
     ) -> None:
         self.meter = meter
+        self._g_per_kwh = g_per_kwh
+        self._exported = TrialMetrics()  # the trial's Joules and Watts in Ray's own metrics
         meter.use_baseline(baseline)
         self._busy = busy
         self._per_kj = per_kj
@@ -181,6 +196,7 @@ class _TrialEnergy:
 
     def _report(self, report: Callable, metrics: dict, checkpoint=None) -> None:
         energy = self.columns()
+        self._exported.record(energy)
         clashes = (set(energy) & set(metrics)) - self._clashes
         if clashes:
             self._clashes |= clashes
@@ -191,7 +207,7 @@ class _TrialEnergy:
         """The trial's energy columns now; `advance` makes this the report the next
         avg_power_w is counted from."""
         now = self.meter.read_window(TRIAL_WINDOW)
-        row = now.to_row() | {"node_id": _node_id()}
+        row = now.to_row(self._g_per_kwh) | {"node_id": _node_id()}
         seconds, joules = now.seconds, now.joules
         if self._last is not None:  # since the previous report, not since the start
             last_s, last_j = self._last

@@ -67,6 +67,17 @@ def trained_with(config: dict) -> dict:
     return values
 
 
+def as_trained(config: dict) -> dict:
+    """A configuration with the values its trial trained with: `trained_with`'s rounding, and
+    Adam's betas capped at BETA_MAX (a searched beta1 of 1 trains as 0.999), for what a summary
+    shows."""
+    values = trained_with(config)
+    for name in ("beta1", "beta2"):
+        if isinstance(values.get(name), int | float):
+            values[name] = min(float(values[name]), BETA_MAX)
+    return values
+
+
 def adam_kwargs(config: dict) -> dict:
     """torch.optim.Adam's keyword arguments for a configuration. Unlike the study's code,
     beta2 is passed on (the study always trained with beta2 = 0.999)."""

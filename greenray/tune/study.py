@@ -262,6 +262,7 @@ def study_trainable(config: StudyConfig, baseline: dict, counter: cluster.ShareC
         baseline=baseline,
         busy=False,
         per_kj=METRIC if config.levers.objective == PER_KJ else (),
+        carbon_intensity=energy.g_per_kwh,
     )
     resources = config.resources
     return tune.with_resources(
