@@ -242,7 +242,8 @@ Weights = Annotated[
     AfterValidator(_weights),
     worded("default (torchvision's pretrained), none (random) or a state-dict file that exists"),
 ]
-Frequency = Annotated[number(gt=0, unit="Hz"), BeforeValidator(_from_text)]
+# (worded again outside the text's conversion: the sentence quotes what the user gave, '0')
+Frequency = Annotated[number(gt=0, unit="Hz"), BeforeValidator(_from_text), worded("a positive number of Hz")]
 Step = Annotated[
     number(gt=0),
     AfterValidator(_step),
