@@ -76,14 +76,16 @@ def test_the_settings_take_an_intensity_or_a_region_and_refuse_both_or_an_unknow
 
 
 def test_serve_bench_rows_carry_co2e_in_every_kind(measurement):
+    from greenray.config import ServingConfig
     from greenray.config.policy import parse_policy
     from greenray.serve import rows
-    from greenray.serve.deployment import RunEnd
     from greenray.serve.loadgen import SendStats
-    from greenray.serve.run import RunResult
+    from greenray.serve.records import RunEnd
+    from greenray.serve.run import RunPlan, RunResult, ServedModel
 
     config = BenchConfig().replace(region="POL")
     grid = carbon.lookup("POL").g_per_kwh
+    assert config.deploy.energy.g_per_kwh == grid
     batch = {"batch_id": 0, "size": 2, "energy_j": 7.2, "in_run": True, "started_s": 1.0, "co2e_g": None}
     result = RunResult(
         timings=[],
@@ -92,12 +94,13 @@ def test_serve_bench_rows_carry_co2e_in_every_kind(measurement):
         send_stats=SendStats(2, 1.0, 1.0, 0.0, 0.0),
         still_pending=0,
     )
-    key = rows.RunKey("r0", "m", parse_policy("fixed:2"), 1.0)
+    key = rows.RunKey("r0", "m", RunPlan(1.0, parse_policy("fixed:2"), 2))
     infos = [{"weights_source": "random", "image_size": 32, "node_id": "n", "model_device": "cpu"}]
-    (batch_row,) = rows.batch_rows(key, config, result)
+    model = ServedModel("m", None, infos, [], None, {}, ServingConfig(), 0, config.deploy.energy.g_per_kwh)
+    (batch_row,) = rows.batch_rows(key, model, result)
     assert batch_row["co2e_g"] == pytest.approx(7.2 / KWH * grid)
-    (replica_row,) = rows.replica_rows(key, config, infos, result)
-    run_row = rows.run_row(key, config, infos, result, [])
+    (replica_row,) = rows.replica_rows(key, model, result)
+    run_row = rows.run_row(key, model, result, [])
     for row in (replica_row, run_row):
         assert row["co2e_g"] == pytest.approx(measurement.joules / KWH * grid)
 
