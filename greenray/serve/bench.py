@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from greenray.config import BatchPolicy, BenchConfig, EnergyConfig
-from greenray.energy import EnergyRequestError
+from greenray.energy import EnergyRequestError, nothing_readable
 from greenray.errors import UsageError
 from greenray.results import OK, ResultStore, run_record
 from greenray.serve import rows, zoo
@@ -257,7 +257,4 @@ def _check_replicas(infos: list[dict], config: BenchConfig) -> None:
         if info["setup_error"]:
             raise UsageError(info["setup_error"])
         if config.energy.require and not info["energy_devices"]:
-            raise UsageError(
-                f"no energy source is readable on {info['node']} (no NVML GPU, no readable RAPL counter); "
-                "drop --require-energy or run where one is"
-            )
+            raise UsageError(nothing_readable(info["node"]))

@@ -18,13 +18,14 @@ import pandas as pd
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from greenray.config import DOWNLOADABLE, StudyConfig
+from greenray.energy import counted_key, idle_known, nothing_to_count, rows_key
 from greenray.errors import UsageError
 from greenray.results import STOPPED, ResultStore, atomic_write, run_record
 from greenray.tune import cluster
 from greenray.tune.callbacks import TrialProgress, TrialRecorder
 from greenray.tune.ledger import Stop, stop_reached
 from greenray.tune.measure import with_energy
-from greenray.tune.objectives import ACCURACY, PARETO, PER_KJ, energy_key, front, searcher_metric
+from greenray.tune.objectives import ACCURACY, PARETO, PER_KJ, front, searcher_metric
 from greenray.tune.rounds import RoundRepeater
 
 METRIC, MODE = "accuracy", "max"  # what the schedulers and the stopping levers watch
@@ -167,7 +168,7 @@ def study_energy(config: StudyConfig, baseline: dict) -> str:
     """The energy the study's levers count (--energy-budget, the objectives): idle-free where
     the trials know the idle baseline (as the study reported training energy, and as the
     summary counts it), else the total."""
-    return energy_key(bool(baseline) or config.energy.backend == "simulated")
+    return counted_key(idle_known(bool(baseline), config.energy.backend))
 
 
 def lever_stop(config: StudyConfig, rows: pd.DataFrame, baseline: dict) -> Stop | None:
@@ -210,7 +211,7 @@ def study_front(rows: pd.DataFrame) -> pd.DataFrame:
     """The accuracy / energy front of a study's ok trials (every epoch trained), with the
     energy its summary uses (idle-free where every ok trial has it)."""
     ok = rows[rows["status"] == "ok"] if len(rows) else rows
-    column = energy_key(len(ok) > 0 and bool(ok.get("idle_free_energy_j", pd.Series([None])).notna().all()))
+    column = rows_key(ok.to_dict("records"))
     kept = ["trial_id", "round", "repetition", "accuracy", column, "config"]
     if ok.empty:
         return pd.DataFrame(columns=kept)
@@ -361,10 +362,7 @@ def _check_lever_energy(config: StudyConfig, readings: list) -> None:
     whose budget never fills or whose objective is empty."""
     needs = config.levers.needs_energy
     if needs and not any(reading.sources for reading in readings):
-        raise UsageError(
-            f"{needs[0]} counts energy, but nothing is measurable where the trials run: run where "
-            "a GPU (NVML) or RAPL is readable, or use --energy simulated (labelled model numbers)"
-        )
+        raise UsageError(nothing_to_count(needs[0], "on the trials' nodes"))
 
 
 def _results_folder(out: Path) -> Path:
