@@ -117,13 +117,26 @@ def markdown_table(frame: pd.DataFrame) -> str:
         return "(no rows)"
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    rows = [
+        "| "
+        + " | ".join(_cell(v, unmeasured and "energy" in c) for v, c in zip(row, frame.columns, strict=True))
+        + " |"
+        for row, unmeasured in zip(frame.itertuples(index=False), _unmeasured(frame), strict=True)
+    ]
     return "\n".join([header, rule, *rows])
 
 
-def _cell(value) -> str:
+def _unmeasured(frame: pd.DataFrame) -> list[bool]:
+    """Rows whose energy was not measured (energy_source none): their empty energy cells say so
+    rather than read as zero."""
+    if "energy_source" not in frame:
+        return [False] * len(frame)
+    return [str(source) == "none" for source in frame["energy_source"]]
+
+
+def _cell(value, unmeasured: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return ""
+        return "not measured" if unmeasured else ""
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value).replace("|", "\\|").replace("\n", " ")
