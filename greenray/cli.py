@@ -134,7 +134,7 @@ def meter(
     """Run a command and print its time and energy per device: greenray meter -- CMD ARGS..."""
     from greenray.ui import print_idle, print_measurement
 
-    if idle is not None and idle <= 0:
+    if idle is not None and not 0 < idle < float("inf"):  # NaN and inf too
         raise UsageError(f"--idle needs a positive number of seconds, not {idle:g}")
     if not command and idle is None:
         raise UsageError(

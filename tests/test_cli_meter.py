@@ -62,6 +62,8 @@ def test_meter_idle_prints_a_baseline():
         (["meter"], "give a command"),
         (["meter", "--", "surely-no-such-command-x"], "command not found"),
         (["meter", "--idle", "-1"], "positive number of seconds"),
+        (["meter", "--idle", "nan"], "positive number of seconds"),  # NaN passed `<= 0` once
+        (["meter", "--idle", "inf"], "positive number of seconds"),
         (["meter", "--energy", "none", "--require-energy", "--", "true"], "no energy source"),
         (["meter", "--energy", "rapl", "--", "true"], "not available"),
         (["meter", "--energy", "bogus", "--", "true"], "bogus"),

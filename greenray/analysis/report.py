@@ -81,6 +81,7 @@ def build_report(paths: list[Path], out: Path, target: float | None = None) -> R
         reasons = " ".join(loaded.notes) or "no results were found."
         raise UsageError(f"nothing can be reported: {reasons}")
     sources = sorted({s for f in loaded.folders for s in f.sources})
+    _check_out(out)
     report = Report(out, simulated=SIMULATED in sources, cannot=list(loaded.notes))
     trials = loaded.table("trials")
     if trials is not None:
@@ -109,6 +110,17 @@ def build_report(paths: list[Path], out: Path, target: float | None = None) -> R
     )
     atomic_write(out / "report.md", lambda p: p.write_text(text.rstrip() + "\n"))
     return report
+
+
+def _check_out(out: Path) -> None:
+    """The report's folder can be written, or one sentence says why not."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: give a folder for the report (it is created if missing)")
+    try:
+        for sub in ("tables", "figures"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"the report's folder {out} cannot be written ({exc.strerror or exc})") from None
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
