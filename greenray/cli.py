@@ -349,7 +349,7 @@ def mutate(
     from greenray.tune.study import resume_study
 
     if resume is not None:
-        run = resume_study(resume, address=address, say=say)
+        run = resume_study(resume, address=address, say=say, kind="mutate")
     else:
         config = MutateConfig.from_flat(settings(ctx, MutateConfig))
         run = start_mutation(config, out_dir or _results("mutate"), address=address, say=say)

@@ -5,6 +5,7 @@ repetitions x 25 epochs) is in experiments/strategies.yaml."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import PlainSerializer, PlainValidator, model_validator
@@ -83,6 +84,10 @@ class SearchConfig(Config):
     repetitions: Count = 2
 
 
+# CxHxW of each named data set's images (synthetic: --synthetic-shape).
+IMAGE_SHAPES = {"digits": (1, 8, 8), "fashionmnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
 class TrialConfig(Config):
     """What one trial trains: a net on a data set for some epochs."""
 
@@ -100,6 +105,19 @@ class TrialConfig(Config):
     @property
     def uses_relu(self) -> bool:
         return default_relu(self.net) if self.relu is None else self.relu
+
+    @model_validator(mode="after")
+    def _conv_fits(self) -> TrialConfig:
+        """SimpleCNN's blocks halve the image and triple the channels: past a 1-pixel map a block
+        only multiplies the weights (50 blocks once asked every trial for 41 GB)."""
+        _, height, width = self.synthetic_shape if self.dataset == "synthetic" else IMAGE_SHAPES[self.dataset]
+        most = 1 + int(math.log2(min(height, width)))  # one block per halving, and one on 1 pixel
+        if self.net == "cnn" and self.n_conv > most:
+            raise sentence(
+                f"--conv-layers {self.n_conv} is more than a {height}x{width} image holds with cnn: "
+                f"at most {most} (each block halves the image)"
+            )
+        return self
 
 
 class ResourceConfig(Config):
@@ -349,3 +367,14 @@ class BenchConfig(Config):
     ingress_cpus: Positive = 0.25  # CPUs Ray reserves per ingress replica
     serving: ServingConfig = ServingConfig()
     energy: EnergyConfig = EnergyConfig(idle_seconds=5.0)
+
+    @model_validator(mode="after")
+    def _batches_reachable(self) -> BenchConfig:
+        """A fixed batch larger than a run's requests never fills: the run would wait forever."""
+        for policy in self.policies:
+            if policy.kind == "fixed" and policy.size > self.requests:
+                raise sentence(
+                    f"--policy {policy} waits for more requests than a run sends (--requests "
+                    f"{self.requests}): use a batch of at most {self.requests}, or more --requests"
+                )
+        return self

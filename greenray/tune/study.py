@@ -114,9 +114,12 @@ def start_study(
     return _finish(store, record, config)
 
 
-def resume_study(out: Path, *, address: str | None = None, say: Callable[[str], None] = print) -> StudyRun:
+def resume_study(
+    out: Path, *, address: str | None = None, say: Callable[[str], None] = print, kind: str | None = None
+) -> StudyRun:
     """Go on with the study in `out` where it stopped: finished trials keep their rows, the
-    rest of the budget runs (Tune's own state, DIR/tune, restored with Tuner.restore)."""
+    rest of the budget runs (Tune's own state, DIR/tune, restored with Tuner.restore). `kind`
+    (hpo, mutate): the command that asked, which must match the folder's (None: any)."""
     from ray import tune
 
     from greenray.ray_setup import connect
@@ -126,6 +129,11 @@ def resume_study(out: Path, *, address: str | None = None, say: Callable[[str], 
     if record is None:
         raise UsageError(
             f"--resume {out}: that folder holds no study.json; give the --out folder of an earlier hpo run"
+        )
+    stored_kind = record.get("kind", "hpo")
+    if kind is not None and stored_kind != kind:
+        raise UsageError(
+            f"--resume {out} holds a greenray {stored_kind} study: resume it with greenray {stored_kind}"
         )
     config = stored_config(record, out)
     baseline = record.get("baseline", {})
