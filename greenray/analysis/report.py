@@ -5,7 +5,6 @@ be computed is said in one sentence each; the rest is still written."""
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import pandas as pd
 
 from greenray.analysis import architecture, figures, hpo, inference, levers, mutate
 from greenray.analysis.load import EXPERIMENT_INDEX, Loaded, load, ok_rows
+from greenray.analysis.markdown import markdown_table
 from greenray.analysis.provenance import (
     SIMULATED,
     UNMEASURED,
@@ -121,37 +121,6 @@ def _check_out(out: Path) -> None:
             (out / sub).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"the report's folder {out} cannot be written ({exc.strerror or exc})") from None
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub Markdown table, numbers to four significant digits."""
-    if frame.empty:
-        return "(no rows)"
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = [
-        "| "
-        + " | ".join(_cell(v, unmeasured and "energy" in c) for v, c in zip(row, frame.columns, strict=True))
-        + " |"
-        for row, unmeasured in zip(frame.itertuples(index=False), _unmeasured(frame), strict=True)
-    ]
-    return "\n".join([header, rule, *rows])
-
-
-def _unmeasured(frame: pd.DataFrame) -> list[bool]:
-    """Rows whose energy was not measured (energy_source none): their empty energy cells say so
-    rather than read as zero."""
-    if "energy_source" not in frame:
-        return [False] * len(frame)
-    return [str(source) == "none" for source in frame["energy_source"]]
-
-
-def _cell(value, unmeasured: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return "not measured" if unmeasured else ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _header(simulated: bool, loaded: Loaded, sources: list[str], paths: list[Path]) -> str:
