@@ -3,6 +3,7 @@ labelled `simulated`, never presented as a measurement."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import threading
@@ -17,10 +18,17 @@ def cpu_seconds(pid: int | None = None) -> Callable[[], float]:
     `pid` (None: this one) has used so far, as a clock: it moves with the work done, not with
     how long a busy machine takes to do it."""
     if pid is None or pid == os.getpid():
+        meters: dict[threading.Thread, float] = {}  # the meters' own threads: CPU seconds last seen
 
         def own() -> float:
+            # A meter's threads wake as often on a busy machine as on a quiet one, so the longer
+            # the work takes the more CPU they use: not the work's, left out where readable.
+            for thread in threading.enumerate():
+                if thread.name.startswith(METER_THREADS) and thread.ident is not None:
+                    with contextlib.suppress(OSError, AttributeError, OverflowError):
+                        meters[thread] = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
             children = resource.getrusage(resource.RUSAGE_CHILDREN)
-            return time.process_time() + children.ru_utime + children.ru_stime
+            return time.process_time() + children.ru_utime + children.ru_stime - sum(meters.values())
 
         return own
     tick = os.sysconf("SC_CLK_TCK")
@@ -34,6 +42,7 @@ def cpu_seconds(pid: int | None = None) -> Callable[[], float]:
     return other
 
 
+METER_THREADS = "greenray-"  # the names of an EnergyMeter's threads (greenray.energy.meter)
 # Power readings closer together than this reuse the last rate: CPU time read in this process
 # moves in nanoseconds, another process's (/proc) in 10 ms ticks.
 MIN_RATE_S, MIN_RATE_PROC_S = 0.002, 0.05
