@@ -127,7 +127,7 @@ def meter(
     ] = False,
 ) -> None:
     """Run a command and print its time and energy per device: greenray meter -- CMD ARGS..."""
-    if idle is not None and idle <= 0:
+    if idle is not None and not 0 < idle < float("inf"):  # NaN and inf too
         raise UsageError(f"--idle needs a positive number of seconds, not {idle:g}")
     if not command and idle is None:
         raise UsageError(
@@ -179,7 +179,7 @@ def mutate(
     from greenray.tune.study import resume_study
 
     if resume is not None:
-        run = resume_study(resume, address=address, say=say)
+        run = resume_study(resume, address=address, say=say, kind="mutate")
     else:
         config = MutateConfig.from_flat(settings)
         run = start_mutation(config, out_dir or _results("mutate"), address=address, say=say)

@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import math
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,13 +111,43 @@ class Cell:
     settings: dict[str, Any]
 
 
+# An experiment file names a few dozen settings: more aliases than this is a "billion laughs"
+# (9 aliases of 9 aliases ... expand to 9^8 values), and a message quoting such a value is cut.
+MAX_ALIASES, MAX_MESSAGE = 32, 400
+
+
+class _TooManyAliases(Exception):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, with a cap on aliases."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise _TooManyAliases
+        return super().compose_node(parent, index)
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Read and check an experiment file; an ExperimentError names the first bad field."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except OSError as exc:
         raise ExperimentError(f"{path} cannot be read ({exc.strerror}); give an experiment file") from None
+    except UnicodeDecodeError:
+        raise ExperimentError(f"{path} is not a text file (UTF-8 YAML); give an experiment file") from None
+    except _TooManyAliases:
+        raise ExperimentError(
+            f"{path}: more than {MAX_ALIASES} YAML aliases (*name); write the settings out instead"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
@@ -130,7 +161,7 @@ def load_experiment(path: str | Path) -> Experiment:
     try:
         return Experiment(str(path), SCHEMAS[kind].checked(data, source))
     except UsageError as exc:
-        raise ExperimentError(str(exc)) from None
+        raise ExperimentError(textwrap.shorten(str(exc), MAX_MESSAGE, placeholder=" ...")) from None
 
 
 def scaled(experiment: Experiment, scale: float) -> Experiment:

@@ -201,3 +201,20 @@ def test_an_unexpected_error_in_a_read_costs_a_pass_not_the_sampler(caplog):
             time.sleep(0.01)
     assert len(calls) >= 10  # the thread went on after the error
     assert [r.message for r in caplog.records if "pass failed" in r.message]
+
+
+@pytest.mark.parametrize("step_j", [-50.0, 300.0])
+@pytest.mark.parametrize(("start", "seconds"), [(25.0, 4.0), (5.0, 3.0)])
+def test_a_small_counter_step_mid_window_is_noted_and_not_used(step_j, start, seconds):
+    """A counter that steps back 50 J or on 300 J mid-window (within what the power limit
+    allows, so not `implausible`) once gave errors of 6-300 J against a stated +-0.8-6 J with
+    an empty note: the samples disagree with it by more than either's bound."""
+    clock = VirtualClock()
+    meter, (gpu,), driver = metered(clock, origin_j=812e6)
+    at = start + seconds / 2
+    gpu.reset_counter(at_s=at, to_j=gpu.counter_j(at) + step_j)
+    m = window(meter, driver, start, seconds)
+    assert "jumped" in m.note and m.energy_source == "nvml-power"
+    assert abs(m.joules - truth(gpu, m)) <= m.uncertainty_j
+    later = window(meter, driver, start + seconds + 20.0, 3.0)  # the ratio was not bent by it
+    assert abs(later.joules - truth(gpu, later)) <= later.uncertainty_j

@@ -219,3 +219,27 @@ def test_every_cell_is_checked_by_its_command_before_any_runs(tmp_path):
     planned = experiments.cells(experiments.prepare(EXPERIMENTS / "inference.yaml"))
     with pytest.raises(UsageError, match="--device 'tpu' is not one of auto, cpu, cuda"):
         experiments.check_cells(planned, experiments.RunOptions(device="tpu"))
+
+
+def billion_laughs(levels: int) -> str:
+    """The hpo file above whose `rounds` holds 9^levels strings, written in 9 x levels aliases."""
+    parts = ["a0: &a0 [" + ", ".join(['"lol"'] * 9) + "]"]
+    parts += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels + 1)]
+    return HPO.replace("rounds: 2", "rounds: {" + ", ".join(parts) + "}")
+
+
+@pytest.mark.parametrize(
+    ("content", "phrase"),
+    [
+        (billion_laughs(8), "more than 32 YAML aliases"),  # once a 312 MB message after 13 s
+        (billion_laughs(2), "rounds"),  # few aliases: the message is cut, not 9^2 values long
+        (bytes(range(256)) * 4, "is not a text file"),  # once a UnicodeDecodeError traceback
+    ],
+)
+def test_a_hostile_or_binary_file_is_one_short_sentence_and_exit_2(tmp_path, content, phrase):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert phrase in result.output and "Traceback" not in result.output
+    assert len(result.output) < 600 and not (tmp_path / "out").exists()

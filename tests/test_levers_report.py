@@ -3,6 +3,7 @@ study.json): every study's levers, the energy saved against the same study witho
 the pareto front drawn with the dominated trials in grey."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -86,3 +87,39 @@ def test_the_report_has_a_green_levers_section_and_draws_the_front(folders, tmp_
 def test_a_report_without_levers_has_no_levers_section(folders, tmp_path):
     build_report([folders["plain"]], tmp_path / "report")
     assert "Green levers" not in (tmp_path / "report" / "report.md").read_text()
+
+
+def trials_of(*folders) -> pd.DataFrame:
+    return pd.concat(
+        [pd.read_parquet(f / "trials.parquet").assign(folder=str(f)) for f in folders], ignore_index=True
+    )
+
+
+def test_a_budget_that_never_fired_is_credited_with_no_saving(tmp_path):
+    """Two identical studies at different loads once gave 499.5 J and 401.5 J: the report
+    credited the spread as a 19.6% saving to an energy budget that never fired."""
+    plain = StudyConfig.from_flat({"rounds": 4, "repetitions": 1, "energy": "simulated"})
+    rounds = [(0.5, 100), (0.9, 100), (0.92, 100), (0.91, 100)]
+    a = study_folder(tmp_path / "plain", plain, [(acc, 1.245 * e) for acc, e in rounds])
+    b = study_folder(tmp_path / "budget", plain.replace(energy_budget=2000), rounds)
+    row = savings(trials_of(a, b)).iloc[0]
+    assert row["difference_pct"] == pytest.approx(100 * (1 - 400 / 498))
+    assert math.isnan(row["saved_pct"]) and math.isnan(row["saved_to_target_pct"])
+    assert row["verdict"].startswith("not claimed: the lever never acted")
+
+
+def test_a_saving_within_the_run_to_run_spread_is_not_claimed_and_the_interval_is_shown(tmp_path):
+    plain = StudyConfig.from_flat({"rounds": 4, "repetitions": 1, "energy": "simulated"})
+    rounds = [(0.5, 100), (0.9, 100), (0.92, 100), (0.91, 100)]
+    runs = [
+        study_folder(tmp_path / f"plain-{i}", plain, [(a, e * s) for a, e in rounds])
+        for i, s in enumerate((0.8, 1.2))
+    ]
+    stop = {"lever": "patience", "round": 3, "detail": "2 rounds without a better round"}
+    levered = study_folder(tmp_path / "levered", plain.replace(patience=2), rounds[:3], stop)
+    table = savings(trials_of(*runs, levered))
+    # 300 J against 320 and 480 J: 6% and 38% less, but two runs of the same study lie 40% apart
+    assert table["difference_pct"].round(1).tolist() == [6.2, 37.5]
+    assert table["saved_pct"].isna().all()
+    assert all(v == "not claimed: within the run-to-run spread (40.0%)" for v in table["verdict"])
+    assert table["interval_pct"].tolist() == ["-33.8 to 46.2", "-2.5 to 77.5"]

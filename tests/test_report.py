@@ -159,3 +159,13 @@ def test_energy_from_power_samples_names_its_power_field_in_captions(tmp_path):
     build_report([hpo_folder(tmp_path / "hpo", rows)], tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "energy_source: nvml-power, power_field: instant" in text
+
+
+@pytest.mark.parametrize(("out", "phrase"), [("a-file", "is a file"), ("a-file/below", "cannot be written")])
+def test_report_out_on_a_file_is_one_sentence_and_exit_2(tmp_path, out, phrase):
+    """Once a NotADirectoryError traceback."""
+    folder = hpo_folder(tmp_path / "hpo", trial_rows())
+    (tmp_path / "a-file").write_text("mine")
+    result = CliRunner().invoke(app, ["report", str(folder), "--out", str(tmp_path / out)])
+    assert result.exit_code == 2 and phrase in result.output, result.output
+    assert "Traceback" not in result.output and (tmp_path / "a-file").read_text() == "mine"

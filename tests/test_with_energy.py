@@ -1,5 +1,6 @@
 """`greenray.tune.with_energy` on trainables greenray did not write, in a real Tuner on the
-session's local Ray, with the simulated backend (busy 250 W while the trial runs): the energy
+session's local Ray, with the simulated backend (60 W idle, and 190 W more per CPU second of the
+trial's process while it runs): the energy
 keys on every result, growing within a trial, equal to the trial's own span, measured apart for
 concurrent trials; checkpoints, returned results and greenray's searchers on the energy keys."""
 
@@ -12,14 +13,21 @@ from ray import cloudpickle, tune
 
 from greenray.tune import ENERGY_KEYS, PIBayesSearch, RandomSearch, trial_meter, with_energy
 
-BUSY_W = 250.0
+IDLE_W, WORK_W = 60.0, 190.0  # the simulated model: idle, and the power of one CPU second per second
 GRID = 450.0  # gCO2e/kWh
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import tests/
 
 
+def spin(cpu_s: float) -> None:
+    start = time.thread_time()
+    while time.thread_time() - start < cpu_s:
+        pass
+
+
 def timed_trainable(config):
-    """Works (sleeps) config["seconds"] in three reports, saying when it started and ended; the
-    two trials first wait for each other (a file each in `meet`), so they surely overlap."""
+    """Works (on the CPU) config["seconds"] in three reports, saying when it started and ended
+    and its process's CPU seconds; the two trials first wait for each other (a file each in
+    `meet`), so they surely overlap."""
     started = time.time()
     t0 = time.monotonic()
     meet = Path(config["meet"])
@@ -27,11 +35,11 @@ def timed_trainable(config):
     while len(list(meet.iterdir())) < 2 and time.monotonic() - t0 < 120:
         time.sleep(0.01)
     for step in range(3):
-        time.sleep(config["seconds"] / 3)
+        spin(config["seconds"] / 3)
         where = trial_meter().sampling
         tune.report(
             {"step": step, "elapsed_s": time.monotonic() - t0, "started": started, "ended": time.time()}
-            | {"sampling": where}
+            | {"sampling": where, "cpu_s": time.process_time()}
         )
 
 
@@ -59,19 +67,22 @@ def test_every_result_carries_the_energy_keys_and_energy_grows(two_trials):
         assert history["seconds"].is_monotonic_increasing
         # grams of CO2e: every report's kWh times the grid intensity given
         assert history["co2e_g"].to_numpy() == pytest.approx(history["energy_j"].to_numpy() / 3.6e6 * GRID)
-        # avg_power_w is the power since the previous report: busy all along
-        assert history["avg_power_w"].to_numpy() == pytest.approx(BUSY_W, rel=1e-3)
+        # avg_power_w is the power since the previous report: idle, and the CPU work between them
+        seconds, cpu_s = history["seconds"].diff().to_numpy()[1:], history["cpu_s"].diff().to_numpy()[1:]
+        above_idle_j = (history["avg_power_w"].to_numpy()[1:] - IDLE_W) * seconds
+        assert above_idle_j == pytest.approx(WORK_W * cpu_s, rel=0.05, abs=0.5)
         assert (history["node_id"] == history["node_id"].iloc[0]).all() and history["node_id"].iloc[0]
 
 
 def test_the_final_energy_is_the_trial_s_own_span(two_trials):
     for result in two_trials:
-        last = result.metrics
-        # the trainable's own clock, from its first line to its last report
-        assert last["energy_j"] == pytest.approx(BUSY_W * last["elapsed_s"], rel=0.01)
+        first, last = result.metrics_dataframe.iloc[0], result.metrics
+        # the trainable's own CPU seconds from its first report to its last
+        grown = last["idle_free_energy_j"] - first["idle_free_energy_j"]
+        assert grown == pytest.approx(WORK_W * (last["cpu_s"] - first["cpu_s"]), rel=0.05)
         # the simulated idle (60 W) is the baseline: idle-free is the rest
         idle_j = last["energy_j"] - last["idle_free_energy_j"]
-        assert idle_j == pytest.approx(60.0 * last["seconds"], rel=1e-9)
+        assert idle_j == pytest.approx(IDLE_W * last["seconds"], rel=1e-9)
 
 
 def test_a_trial_s_power_is_sampled_in_a_process_of_its_own(two_trials):
@@ -83,10 +94,8 @@ def test_a_trial_s_power_is_sampled_in_a_process_of_its_own(two_trials):
 def test_concurrent_trials_each_measure_their_own_window(two_trials):
     short, long = (r.metrics for r in two_trials)
     assert short["started"] < long["ended"] and long["started"] < short["ended"]  # they overlapped
-    # each trial's Joules follow its own span (a shared meter would give both the same)
-    assert long["energy_j"] / short["energy_j"] == pytest.approx(
-        long["elapsed_s"] / short["elapsed_s"], rel=0.02
-    )
+    # each trial's Joules follow its own work (a shared meter would give both the same)
+    assert long["idle_free_energy_j"] / short["idle_free_energy_j"] == pytest.approx(1.5 / 0.6, rel=0.15)
 
 
 def checkpointing(config):
@@ -122,7 +131,9 @@ def test_checkpoints_and_returned_results_still_reach_tune(ray_local, tmp_path):
         run_config=tune.RunConfig(storage_path=storage, name="ret", verbose=0),
     ).fit()[0]
     assert returned.metrics["score"] == 3.0
-    assert returned.metrics["energy_j"] == pytest.approx(BUSY_W * returned.metrics["seconds"], rel=1e-3)
+    idle_j = returned.metrics["energy_j"] - returned.metrics["idle_free_energy_j"]
+    assert idle_j == pytest.approx(IDLE_W * returned.metrics["seconds"], rel=1e-6)
+    assert 0 <= returned.metrics["idle_free_energy_j"] < WORK_W * returned.metrics["seconds"]  # it slept
 
 
 def sleeper(config):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from greenray.analysis.architecture import FACTORS
@@ -71,8 +72,7 @@ def convergence(curves: pd.DataFrame, keys: list[str], path: Path, title: str) -
     cols = min(3, len(panels))
     fig, axes = _figure(math.ceil(len(panels) / cols), cols, title)
     for ax, (panel, part) in zip(axes.flat, panels, strict=False):
-        for label, curve in part.groupby(lines[part.index], sort=True):
-            ax.step(curve["round"], curve["best_so_far"], where="post", label=label, **styles[label])
+        _curves(ax, list(part.groupby(lines[part.index], sort=True)), styles)
         ax.set_title(_label(panel_keys, panel if isinstance(panel, tuple) else (panel,)), fontsize=10)
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -98,38 +98,75 @@ def convergence(curves: pd.DataFrame, keys: list[str], path: Path, title: str) -
     return _save(fig, path)
 
 
+MARKERS = "osD^v<>ph*"
+MIN_ACCURACY_SPAN = 0.02  # a y axis narrower than this makes a flat curve look like a jump
+
+
+def _curves(ax, curves: list[tuple[str, pd.DataFrame]], styles: dict[str, dict]) -> None:
+    """Best-so-far curves on one panel. Identical curves would hide each other: each has a
+    marker of its own, the first of a set is drawn widest under the others, and the legend says
+    which curve each repeats."""
+    same: dict[tuple, list[str]] = {}
+    for label, curve in curves:
+        same.setdefault(tuple(zip(curve["round"], curve["best_so_far"].round(9), strict=True)), []).append(
+            label
+        )
+    twin = {label: group for group in same.values() for label in group}
+    for i, (label, curve) in enumerate(curves):
+        group = twin[label]
+        under = min(len(group) - 1 - group.index(label), 5)  # identical curves on top of it (capped)
+        name = label if group[0] == label else f"{label} (= {group[0]})"
+        ax.step(
+            curve["round"],
+            curve["best_so_far"],
+            where="post",
+            label=name,
+            marker=MARKERS[i % len(MARKERS)],
+            markersize=4 + 2.5 * under,
+            linewidth=1.5 + 2.0 * under,
+            **styles[label],
+        )
+    low, high = ax.get_ylim()
+    if high - low < MIN_ACCURACY_SPAN:
+        middle = (low + high) / 2
+        ax.set_ylim(middle - MIN_ACCURACY_SPAN / 2, middle + MIN_ACCURACY_SPAN / 2)
+
+
 def energy_until(best: pd.DataFrame, keys: list[str], path: Path, title: str) -> Path:
-    """Energy spent until the best and until the target: a row of bars per search problem,
-    a colour per strategy."""
+    """Energy spent until the best and until the target: a bar per search (its problem and its
+    strategy on the bar's own row, a colour per strategy); a search whose energy was not
+    measured, or that never reached the target, says so where its bar would be."""
     problem = [k for k in keys if k != "strategy"]
-    labels = _labels(best, problem)
     strategy = best["strategy"].astype(str) if "strategy" in best else pd.Series("all", best.index)
-    strategies = sorted(strategy.unique())
-    order = sorted(labels.unique())
-    height = 0.8 / len(strategies)
-    fig, axes = _figure(1, 2, title, width=12, height=max(3.4, 1.6 + 0.22 * len(order) * len(strategies)))
-    styles = _styles(strategies)
+    rows = best.assign(_problem=_labels(best, problem), _strategy=strategy).sort_values(
+        ["_problem", "_strategy"], kind="stable"
+    )
+    ticks = [
+        f"{p}: {s}" if p != "all" else s for p, s in zip(rows["_problem"], rows["_strategy"], strict=True)
+    ]
+    styles = _styles(sorted(rows["_strategy"].unique()))
+    fig, axes = _figure(1, 2, title, width=12, height=max(3.4, 1.6 + 0.3 * len(rows)))
+    y = np.arange(len(rows))
+    measured = pd.to_numeric(rows["energy_until_best_j"], errors="coerce").notna().to_numpy()
     for ax, column, name in (
         (axes[0, 0], "energy_until_best_j", "until the best accuracy"),
-        (axes[0, 1], "energy_until_target_j", "until the target accuracy (none: never reached)"),
+        (axes[0, 1], "energy_until_target_j", "until the target accuracy"),
     ):
-        for i, name_ in enumerate(strategies):
-            mine = strategy == name_
-            values = pd.Series(best.loc[mine, column].to_numpy(float), index=labels[mine]).reindex(order)
-            ax.barh(
-                np.arange(len(order)) + i * height,
-                values.to_numpy(),
-                height,
-                label=name_,
-                color=styles[name_]["color"],
-            )
-        ax.set_yticks(np.arange(len(order)) + height * (len(strategies) - 1) / 2, order, fontsize=8)
+        values = pd.to_numeric(rows[column], errors="coerce").to_numpy(float)
+        colours = [styles[s]["color"] for s in rows["_strategy"]]
+        ax.barh(y, np.nan_to_num(values), 0.7, color=colours)
+        for yi, value, known in zip(y, values, measured, strict=True):
+            if value != value:  # no bar: say why rather than draw what reads as zero
+                words = "energy not measured" if not known else "target never reached"
+                ax.text(0, yi, f" {words}", va="center", fontsize=8, style="italic", color="0.3")
+        ax.set_yticks(y, ticks, fontsize=8)
         ax.invert_yaxis()
         ax.set_title(f"energy {name}", fontsize=10)
         ax.set_xlabel("energy (J)")
         ax.grid(axis="x", alpha=0.3)
     axes[0, 1].tick_params(labelleft=False)
-    axes[0, 0].legend(fontsize=8, title="strategy")
+    handles = [Patch(color=style["color"], label=label) for label, style in styles.items()]
+    axes[0, 0].legend(handles=handles, fontsize=8, title="strategy")
     return _save(fig, path)
 
 
@@ -184,13 +221,18 @@ def energy_vs_latency(runs: pd.DataFrame, energy: str, path: Path, title: str) -
     """Energy per image against maximum response time, a panel per model (and precision), a
     colour per request frequency, each point labelled with its batching policy."""
     keys = ["model"] + (["precision"] if "precision" in runs and runs["precision"].nunique() > 1 else [])
+    runs = runs.assign(**{energy: pd.to_numeric(runs[energy], errors="coerce")})
     panels = sorted(runs.groupby(keys, sort=False), key=lambda kv: _model_order(kv[0]))
     frequencies = sorted(runs["frequency_hz"].dropna().unique())
     colours = {f: f"C{i}" for i, f in enumerate(frequencies)}
     cols = min(3, len(panels))
     note = "labels: batching policy (F16 = fixed batch of 16, G = greedy)"
     fig, axes = _figure(math.ceil(len(panels) / cols), cols, f"{title}\n{note}")
-    for ax, (panel, part) in zip(axes.flat, panels, strict=False):
+    for ax, (panel, everything) in zip(axes.flat, panels, strict=False):
+        part = everything[everything[energy].notna()]
+        if len(part) < len(everything):  # a run whose energy was not measured has no point
+            unmeasured = f"{len(everything) - len(part)} of {len(everything)} runs: energy not measured"
+            ax.text(0.02, 0.98, unmeasured, transform=ax.transAxes, va="top", fontsize=7, style="italic")
         for frequency, points in part.groupby("frequency_hz", sort=True):
             ax.scatter(
                 points["max_latency_s"],
@@ -212,7 +254,8 @@ def energy_vs_latency(runs: pd.DataFrame, energy: str, path: Path, title: str) -
         ax.set_xlabel("maximum response time (s, log scale)")
         ax.set_ylabel(f"energy per image (J, {energy})")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, title="frequency", title_fontsize=7)
+        if len(part):
+            ax.legend(fontsize=7, title="frequency", title_fontsize=7, loc="lower right")
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     return _save(fig, path)

@@ -95,10 +95,11 @@ def timeline(runs: pd.DataFrame, energy: str) -> pd.DataFrame:
     """Energy per image per model (and precision, where runs used several) in publication order:
     mean over its runs, the best run, and the change of the mean against the first model."""
     keys = ["model"] + (["precision"] if "precision" in runs and runs["precision"].nunique() > 1 else [])
+    runs = runs.assign(**{energy: pd.to_numeric(runs[energy], errors="coerce")})
     table = (
         runs.groupby(keys, dropna=False)
         .agg(
-            runs=(energy, "size"),
+            runs=(energy, "count"),  # the measured ones: the mean is over them
             mean_energy_per_image_j=(energy, "mean"),
             min_energy_per_image_j=(energy, "min"),
         )

@@ -135,6 +135,9 @@ def savings(trials: pd.DataFrame) -> pd.DataFrame:
             target = EQUAL_SHARE * twin.best_accuracy
             mine = energy_until(trials[trials["folder"] == lever.folder], energy, target)
             theirs = energy_until(trials[trials["folder"] == twin.folder], energy, target)
+            saved = 100 * (1 - lever.energy_j / twin.energy_j) if twin.energy_j else math.nan
+            spread = run_spread_pct(twins["energy_j"], trials[trials["folder"] == twin.folder], energy)
+            verdict = _verdict(lever, twin, saved, spread)
             rows.append(
                 {
                     "levers": lever.levers,
@@ -143,17 +146,67 @@ def savings(trials: pd.DataFrame) -> pd.DataFrame:
                     "without_levers": Path(twin.folder).name,
                     "energy_j": lever.energy_j,
                     "energy_without_j": twin.energy_j,
-                    "saved_pct": 100 * (1 - lever.energy_j / twin.energy_j) if twin.energy_j else math.nan,
+                    "difference_pct": saved,
+                    "interval_pct": _interval(saved, spread),
+                    "saved_pct": saved if verdict == SAVED else math.nan,
+                    "verdict": verdict,
                     "target_accuracy": target,
                     "energy_to_target_j": mine,
                     "energy_to_target_without_j": theirs,
-                    "saved_to_target_pct": 100 * (1 - mine / theirs) if theirs else math.nan,
+                    "saved_to_target_pct": 100 * (1 - mine / theirs)
+                    if theirs and verdict == SAVED
+                    else math.nan,
                     "best_accuracy": lever.best_accuracy,
                     "best_accuracy_without": twin.best_accuracy,
                     "stopped_trials": lever.stopped_trials,
                 }
             )
     return pd.DataFrame(rows)
+
+
+SAVED = "saved"
+
+
+def run_spread_pct(twin_energies: pd.Series, twin_trials: pd.DataFrame, energy: str | None) -> float:
+    """How far apart two runs of the same study may lie (% of its energy): the range of the
+    lever-free runs where several were given; else the median range of one round's repetitions
+    (the same configuration trained again) relative to their mean; NaN where neither is known."""
+    known = pd.to_numeric(twin_energies, errors="coerce").dropna()
+    if len(known) >= 2 and known.mean() > 0:
+        return float(100 * (known.max() - known.min()) / known.mean())
+    if energy is None or "round" not in twin_trials:
+        return math.nan
+    ok = (
+        ok_rows(twin_trials)
+        .assign(_e=lambda f: pd.to_numeric(f[energy], errors="coerce"))
+        .dropna(subset=["_e"])
+    )
+    rounds = ok.groupby("round")["_e"].agg(["min", "max", "mean", "size"])
+    rounds = rounds[(rounds["size"] >= 2) & (rounds["mean"] > 0)]
+    if rounds.empty:
+        return math.nan
+    return float(100 * ((rounds["max"] - rounds["min"]) / rounds["mean"]).median())
+
+
+def _interval(saved: float, spread: float) -> str:
+    if not math.isfinite(saved):
+        return ""
+    if not math.isfinite(spread):
+        return "spread unknown"
+    return f"{saved - spread:.1f} to {saved + spread:.1f}"
+
+
+def _verdict(lever, twin, saved: float, spread: float) -> str:
+    """Whether the difference is a saving: the lever must have acted (stopped the study, or
+    trials), and the difference must exceed the run-to-run spread where that is known."""
+    acted = bool(lever.stopped_by) or lever.stopped_trials > 0 or lever.trials < twin.trials
+    if not acted:
+        return "not claimed: the lever never acted (same trials, none stopped)"
+    if not math.isfinite(saved) or saved <= 0:
+        return "no saving"
+    if math.isfinite(spread) and saved <= spread:
+        return f"not claimed: within the run-to-run spread ({spread:.1f}%)"
+    return SAVED
 
 
 def pareto_folders(trials: pd.DataFrame) -> list[str]:
@@ -226,7 +279,10 @@ def lever_section(report, trials: pd.DataFrame) -> None:
             "levers_savings",
             f"**Energy saved by the levers** against the same study without them: in all, and until a "
             f"round's mean accuracy first reached {EQUAL_SHARE:g} x the lever-free study's best (equal "
-            f"accuracy); failed and stopped trials count; {energy.caption()}.",
+            f"accuracy); failed and stopped trials count. A saving is claimed (`saved_pct`) only where "
+            f"the lever acted (stopped the study or trials) and the difference exceeds the run-to-run "
+            f"spread (the range of several lever-free runs, else of one round's repetitions): "
+            f"`interval_pct` is the difference plus and minus that spread; {energy.caption()}.",
         )
     if energy.column is None or not pareto_folders(trials):
         return

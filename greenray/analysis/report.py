@@ -5,7 +5,6 @@ be computed is said in one sentence each; the rest is still written."""
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import pandas as pd
 
 from greenray.analysis import architecture, carbon, figures, hpo, inference, levers, mutate
 from greenray.analysis.load import EXPERIMENT_INDEX, Loaded, load, ok_rows
+from greenray.analysis.markdown import markdown_table
 from greenray.analysis.provenance import (
     SIMULATED,
     UNMEASURED,
@@ -81,6 +81,7 @@ def build_report(paths: list[Path], out: Path, target: float | None = None) -> R
         reasons = " ".join(loaded.notes) or "no results were found."
         raise UsageError(f"nothing can be reported: {reasons}")
     sources = sorted({s for f in loaded.folders for s in f.sources})
+    _check_out(out)
     report = Report(out, simulated=SIMULATED in sources, cannot=list(loaded.notes))
     trials = loaded.table("trials")
     if trials is not None:
@@ -112,22 +113,15 @@ def build_report(paths: list[Path], out: Path, target: float | None = None) -> R
     return report
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub Markdown table, numbers to four significant digits."""
-    if frame.empty:
-        return "(no rows)"
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
-
-
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+def _check_out(out: Path) -> None:
+    """The report's folder can be written, or one sentence says why not."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: give a folder for the report (it is created if missing)")
+    try:
+        for sub in ("tables", "figures"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"the report's folder {out} cannot be written ({exc.strerror or exc})") from None
 
 
 def _header(simulated: bool, loaded: Loaded, sources: list[str], paths: list[Path]) -> str:

@@ -7,6 +7,7 @@ the README's tables are generated from these fields (greenray.options)."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -145,6 +146,10 @@ class SearchConfig(Config):
     repetitions: Count = Field(2, description="Trainings per configuration (the study: 8).")
 
 
+# CxHxW of each named data set's images (synthetic: --synthetic-shape).
+IMAGE_SHAPES = {"digits": (1, 8, 8), "fashionmnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
 class TrialConfig(Config):
     """What one trial trains: a net on a data set for some epochs."""
 
@@ -178,6 +183,19 @@ class TrialConfig(Config):
     @property
     def uses_relu(self) -> bool:
         return default_relu(self.net) if self.relu is None else self.relu
+
+    @model_validator(mode="after")
+    def _conv_fits(self) -> TrialConfig:
+        """SimpleCNN's blocks halve the image and triple the channels: past a 1-pixel map a block
+        only multiplies the weights (50 blocks once asked every trial for 41 GB)."""
+        _, height, width = self.synthetic_shape if self.dataset == "synthetic" else IMAGE_SHAPES[self.dataset]
+        most = 1 + int(math.log2(min(height, width)))  # one block per halving, and one on 1 pixel
+        if self.net == "cnn" and self.n_conv > most:
+            raise sentence(
+                f"--conv-layers {self.n_conv} is more than a {height}x{width} image holds with cnn: "
+                f"at most {most} (each block halves the image)"
+            )
+        return self
 
 
 class ResourceConfig(Config):

@@ -145,6 +145,17 @@ class BenchConfig(Config):
     seed: WholeNumber = Field(0, description="Seeds the arrivals and the images (and a policy search).")
     deploy: DeployConfig = DeployConfig(ingress_replicas=0, warmup_batches=256)
 
+    @model_validator(mode="after")
+    def _batches_reachable(self) -> BenchConfig:
+        """A fixed batch larger than a run's requests never fills: the run would wait forever."""
+        for policy in self.policies:
+            if policy.kind == "fixed" and policy.size > self.requests:
+                raise sentence(
+                    f"--policy {policy} waits for more requests than a run sends (--requests "
+                    f"{self.requests}): use a batch of at most {self.requests}, or more --requests"
+                )
+        return self
+
 
 class TargetConfig(Config):
     """What a policy search aims at: the least energy per image whose p99 response time at

@@ -22,6 +22,19 @@ _PUBLIC = {
     ),
     **dict.fromkeys(("EnergyMeter", "WindowResult", "integrate"), "greenray.energy.meter"),
     **dict.fromkeys(("EnergyRequestError", "open_meter"), "greenray.energy.open"),
+    **dict.fromkeys(
+        (
+            "PowerSince",
+            "Tally",
+            "counted_joules",
+            "counted_key",
+            "idle_known",
+            "nothing_readable",
+            "nothing_to_count",
+            "rows_key",
+        ),
+        "greenray.energy.rules",
+    ),
 }
 
 

@@ -22,10 +22,24 @@ REFIT_S = 3600.0
 UNKNOWN_LIMIT_W = 2000.0
 
 
+def sampling_error_j(b2_j2: float) -> float:
+    """Two standard deviations of a trapezoid sum whose segments each err uniformly within
+    their worst case b (a step anywhere inside): the variance of one is b^2 / 3."""
+    return 2.0 * math.sqrt(max(b2_j2, 0.0) / 3.0)
+
+
 def tick_error_j(period_s: float, p0_w: float, p1_w: float) -> float:
     """About 95% bound (two standard deviations) on the error of a counter difference whose
     two reads each lag the truth by a uniform part of `period_s` at powers up to p0 and p1."""
     return 2.0 * period_s * math.sqrt((p0_w**2 + p1_w**2) / 12.0)
+
+
+def disagrees(counter_j: float, samples_j: float, allowed_j: float) -> bool:
+    """A counter step that its device's power samples cannot explain: further from them than
+    the two could be apart (`allowed_j`, the sum of their bounds) plus 1 J for rounding. A GPU
+    reset or a driver hiccup that moves the counter by less than the power limit allows (-50 J,
+    +300 J mid-window) is caught this way, not by `implausible`."""
+    return abs(counter_j - samples_j) > allowed_j + 1.0
 
 
 def implausible(delta_j: float, seconds: float, limit_w: float | None, period_s: float) -> bool:
@@ -99,9 +113,10 @@ class Calibration:
     """One device's anchors: the latest two, and the fit of the current epoch's counter against
     its sample integral (the ratio that scales sample integrals)."""
 
-    def __init__(self, period_s: float, limit_w: float | None) -> None:
+    def __init__(self, period_s: float, limit_w: float | None, average_s: float = 0.0) -> None:
         self.period_s = period_s
         self.limit_w = limit_w
+        self.average_s = average_s  # > 0: the samples are a moving average over this span
         self.epoch = 0
         self.latest: Anchor | None = None
         self.previous: Anchor | None = None  # the read before `latest`
@@ -120,14 +135,37 @@ class Calibration:
         if previous is not None:
             delta = counter_j - previous.counter_j
             if implausible(delta, t - previous.t, self.limit_w, self.period_s):
+                jump = f"{delta / 1e6:+.3f} MJ in {t - previous.t:.2f} s"
+            else:
+                jump = self._unexplained(previous, t, delta, samples_j, samples_b2, power_w)
+            if jump is not None:
                 self.epoch += 1
                 self._fit = self._next = None
-                jump = f"{delta / 1e6:+.3f} MJ in {t - previous.t:.2f} s"
         anchor = Anchor(t, counter_j, samples_j, samples_b2, power_w, self.epoch)
         self.previous, self.latest = self.latest, anchor
         self._add_to_fits(anchor)
         self._update_ratio()
         return jump
+
+    def _unexplained(
+        self, previous: Anchor, t: float, delta_j: float, samples_j: float, samples_b2: float, power_w: float
+    ) -> str | None:
+        """Why the counter's step since `previous` is not the device's energy (None when the
+        samples explain it). Each read lags the truth by at most one counter period at the
+        highest power before it, so two reads differ from the truth by at most one such lag;
+        the samples, by their ratio's error, their trapezoids' and (a moving average) its lag."""
+        samples = self._ratio * (samples_j - previous.samples_j)
+        dt = t - previous.t
+        # A moving average weighs earlier moments in place of the step's own (estimate.lag_mass_s).
+        lag_s = dt - dt**2 / (2 * self.average_s) if 0 < dt < self.average_s else self.average_s / 2
+        allowed = (
+            self.period_s * max(power_w, previous.power_w)
+            + 2.0 * math.hypot(self._ratio_rel * samples, sampling_error_j(samples_b2 - previous.samples_b2))
+            + max(power_w, previous.power_w) * lag_s
+        )
+        if not disagrees(delta_j, samples, allowed):
+            return None
+        return f"{delta_j - samples:+.0f} J beside its power samples ({samples:.0f} J) in {dt:.2f} s"
 
     def ratio(self) -> tuple[float, float]:
         """The factor that scales sample integrals to the counter, and its relative error (about

@@ -4,6 +4,7 @@ open did not (the sentence a user reads when nothing is measured)."""
 from __future__ import annotations
 
 import logging
+import os
 
 from greenray.energy.backend import Backend, EnergyUnavailable
 
@@ -26,7 +27,7 @@ def open_backends_explained(energy: str = "auto") -> tuple[list[Backend], list[s
     if energy == "none":
         return [], []
     if energy == "simulated":
-        return [SimulatedBackend()], []
+        return [SimulatedBackend(work_pid=os.getpid())], []
     if energy == "nvml":
         return [_nonempty(NvmlBackend())], []
     if energy == "rapl":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from greenray.energy.calibration import tick_error_j
+from greenray.energy.calibration import sampling_error_j, tick_error_j
 
 COUNTER, SAMPLES = "counter", "samples"
 
@@ -18,12 +18,6 @@ class Estimate:
     joules: float
     uncertainty_j: float
     kind: str  # COUNTER or SAMPLES
-
-
-def sampling_error_j(b2_j2: float) -> float:
-    """Two standard deviations of the trapezoid error: each segment's error is uniform within
-    its worst case b (a step anywhere inside it), so its variance is b^2 / 3."""
-    return 2.0 * math.sqrt(max(b2_j2, 0.0) / 3.0)
 
 
 def lag_mass_s(seconds: float, average_s: float) -> float:

@@ -117,7 +117,7 @@ class EnergyMeter:
             n, capacity, gap_s=max(3 * interval_s, 0.05), limits_w=limits, on_rows=self._observe
         )
         self._calibration = [
-            Calibration(c.period_s, c.limit_w) if c.anchored else None for c in self._columns
+            Calibration(c.period_s, c.limit_w, c.average_s) if c.anchored else None for c in self._columns
         ]
         self._health = Health([c.device.key for c in self._columns], self._warn_once)
         self._compute = [i for i, c in enumerate(self._columns) if c.device.kind == "gpu"] or list(range(n))

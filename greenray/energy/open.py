@@ -7,6 +7,7 @@ import socket
 
 from greenray.energy.backend import EnergyUnavailable
 from greenray.energy.meter import EnergyMeter
+from greenray.energy.rules import nothing_readable
 
 
 class EnergyRequestError(ValueError):
@@ -37,8 +38,5 @@ def open_meter(
         ) from None
     if require and not meter.devices:
         meter.close()
-        why = meter.empty_reason or "no NVML GPU, no readable RAPL counter"
-        raise EnergyRequestError(
-            f"no energy source is readable on {where} ({why}); drop --require-energy or run where one is"
-        )
+        raise EnergyRequestError(nothing_readable(where, meter.empty_reason))
     return meter

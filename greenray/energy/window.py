@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from greenray.energy import estimate
 from greenray.energy.backend import Backend, Device
-from greenray.energy.calibration import UNCALIBRATED_REL, Anchor, Calibration, implausible
+from greenray.energy.calibration import UNCALIBRATED_REL, Anchor, Calibration, disagrees, implausible
 from greenray.energy.health import DeviceHealth
 from greenray.energy.measurement import DeviceEnergy
 from greenray.energy.trace import PowerTrace
@@ -146,6 +146,7 @@ def device_energy(
     candidates = [_from_samples(c, span, ratio, swing_w)]
     if i in window.counters and i in counters and not partial:
         edges = _from_counter_edges(c, span, window.counters[i], counters[i], high_w, notes)
+        edges = [e for e in edges if _explained(c, e, candidates[0], notes)]
         if not edges:  # the counter jumped between them
             warn(f"edge-jump:{i}", notes[-1])
         candidates += edges
@@ -237,6 +238,20 @@ def _from_counter_edges(
             c1 - c0, period_s=c.period_s, p0_w=edge_w, p1_w=edge_w, read_s=max(read0, read1)
         )
     ]
+
+
+def _explained(c: Column, counter: estimate.Estimate, samples: estimate.Estimate, notes: list[str]) -> bool:
+    """Whether the samples explain a counter estimate: both are about-95% bounds, so further
+    apart than twice their combined bound is a counter step no power drew (a reset by less than
+    the power limit allows); said in `notes`. A model's counter is its definition: not checked."""
+    allowed = 2.0 * math.hypot(counter.uncertainty_j, samples.uncertainty_j)
+    if c.field == "model" or not disagrees(counter.joules, samples.joules, allowed):
+        return True
+    notes.append(
+        f"the energy counter of {c.device.key} jumped ({counter.joules - samples.joules:+.0f} J beside "
+        f"its power samples, more than their +-{allowed:.0f} J): power samples used"
+    )
+    return False
 
 
 def _from_anchors(

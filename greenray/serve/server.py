@@ -303,7 +303,7 @@ def _chosen(result: TuneResult) -> BatchPolicy:
 
 def check_tunable(deploy_config: DeployConfig) -> None:
     """A search minimises energy per image: say now if nothing here can measure it."""
-    from greenray.energy import EnergyRequestError
+    from greenray.energy import EnergyRequestError, nothing_to_count
 
     try:
         with deploy_config.energy.open_meter(quiet=True) as meter:
@@ -311,10 +311,7 @@ def check_tunable(deploy_config: DeployConfig) -> None:
     except EnergyRequestError as exc:
         raise UsageError(str(exc)) from None
     if not measurable:
-        raise UsageError(
-            "the policy search minimises energy per image, and nothing here measures energy (no NVML GPU, "
-            "no readable RAPL counter): run where one is, or use --energy simulated (labelled, not measured)"
-        )
+        raise UsageError(nothing_to_count("the policy search (energy per image)", "here"))
 
 
 def check_measured(model: ServedModel) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from greenray.config import EnergyConfig, ResourceConfig, StudyConfig
-from greenray.energy import EnergyRequestError
+from greenray.energy import EnergyRequestError, nothing_readable
 from greenray.errors import UsageError
 
 PLACEMENT_TIMEOUT_S = 120.0
@@ -102,11 +102,7 @@ def idle_baseline(config: StudyConfig, say) -> list[IdleReading]:
 
 
 def _nothing_measurable(readings: list[IdleReading]) -> str:
-    where = ", ".join(sorted({r.node for r in readings}))
-    return (
-        f"no energy source is readable where the trials run ({where}); drop --require-energy or run "
-        "where one is"
-    )
+    return nothing_readable(", ".join(sorted({r.node for r in readings})))
 
 
 def _skipped(reading: IdleReading) -> str:

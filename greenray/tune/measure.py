@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from numbers import Number
 from typing import Any
 
-from greenray.energy import ENERGY_CHOICES, EnergyMeter, open_meter
+from greenray.energy import ENERGY_CHOICES, EnergyMeter, PowerSince, counted_joules, open_meter
 from greenray.ray_metrics import TrialMetrics
 from greenray.results import ENERGY_COLUMNS
 
@@ -149,7 +149,7 @@ class _TrialEnergy:
         meter.use_baseline(baseline)
         self._busy = busy
         self._per_kj = per_kj
-        self._last: tuple[float, float | None] | None = None  # (seconds, joules) at the last report
+        self._power = PowerSince()  # avg_power_w: since the last report
         self._clashes: set[str] = set()
 
     @contextmanager
@@ -208,20 +208,16 @@ class _TrialEnergy:
         avg_power_w is counted from."""
         now = self.meter.read_window(TRIAL_WINDOW)
         row = now.to_row(self._g_per_kwh) | {"node_id": _node_id()}
-        seconds, joules = now.seconds, now.joules
-        if self._last is not None:  # since the previous report, not since the start
-            last_s, last_j = self._last
-            known = joules is not None and last_j is not None and seconds > last_s
-            row["avg_power_w"] = (joules - last_j) / (seconds - last_s) if known else None
-        if advance:
-            self._last = (seconds, joules)
+        since_start = not self._power.started  # then the window's own average stands
+        watts = self._power.step(now.seconds, now.joules, advance)
+        if not since_start:  # since the previous report, not since the start
+            row["avg_power_w"] = watts
         return row
 
 
 def _per_kj(metrics: dict, energy: dict, keys: tuple[str, ...]) -> dict[str, float | None]:
     """KEY_per_kj for each of `keys` the trainable reported: KEY over the trial's kJ so far."""
-    joules = energy.get("idle_free_energy_j")
-    joules = energy.get("energy_j") if joules is None else joules
+    joules = counted_joules(energy)
     out = {}
     for key in keys:
         if key in metrics:

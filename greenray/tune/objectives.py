@@ -16,12 +16,6 @@ PER_KJ_KEY = "accuracy_per_kj"  # what with_energy(per_kj="accuracy") reports
 RHO = 0.05  # ParEGO's weight of the sum beside the maximum (Knowles 2006)
 
 
-def energy_key(idle_free: bool) -> str:
-    """The energy a study's objective counts: idle-free where its trials know the idle
-    baseline (the study's training energy), else the total."""
-    return "idle_free_energy_j" if idle_free else "energy_j"
-
-
 def searcher_metric(objective: str, energy: str) -> tuple[str | list[str], str | list[str]]:
     """(metric, mode) for a study's searcher: one key and "max", or for `pareto` two keys
     (accuracy to maximise, `energy` to minimise), which Ray's searchers take as lists."""

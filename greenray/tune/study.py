@@ -18,6 +18,7 @@ import pandas as pd
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from greenray.config import DOWNLOADABLE, StudyConfig
+from greenray.energy import counted_key, idle_known, nothing_to_count, rows_key
 from greenray.errors import UsageError
 from greenray.results import STOPPED, ResultStore, atomic_write, run_record
 from greenray.tune import cluster
@@ -26,16 +27,7 @@ from greenray.tune.ledger import Stop, stop_reached
 from greenray.tune.measure import with_energy
 from greenray.tune.mutation import KIND as MUTATE_KIND
 from greenray.tune.mutation import mutation_parts
-from greenray.tune.objectives import (
-    ACCURACY,
-    METRIC,
-    MODE,
-    PARETO,
-    PER_KJ,
-    energy_key,
-    front,
-    searcher_metric,
-)
+from greenray.tune.objectives import ACCURACY, METRIC, MODE, PARETO, PER_KJ, front, searcher_metric
 from greenray.tune.rounds import RoundRepeater
 
 TUNE_DIR = "tune"  # Tune's experiment folder inside the results folder
@@ -123,9 +115,12 @@ def start_study(
     return _finish(store, record, config)
 
 
-def resume_study(out: Path, *, address: str | None = None, say: Callable[[str], None] = print) -> StudyRun:
+def resume_study(
+    out: Path, *, address: str | None = None, say: Callable[[str], None] = print, kind: str | None = None
+) -> StudyRun:
     """Go on with the study in `out` where it stopped: finished trials keep their rows, the
-    rest of the budget runs (Tune's own state, DIR/tune, restored with Tuner.restore)."""
+    rest of the budget runs (Tune's own state, DIR/tune, restored with Tuner.restore). `kind`
+    (hpo, mutate): the command that asked, which must match the folder's (None: any)."""
     from ray import tune
 
     from greenray.ray_setup import connect
@@ -135,6 +130,11 @@ def resume_study(out: Path, *, address: str | None = None, say: Callable[[str], 
     if record is None:
         raise UsageError(
             f"--resume {out}: that folder holds no study.json; give the --out folder of an earlier hpo run"
+        )
+    stored_kind = record.get("kind", "hpo")
+    if kind is not None and stored_kind != kind:
+        raise UsageError(
+            f"--resume {out} holds a greenray {stored_kind} study: resume it with greenray {stored_kind}"
         )
     config = stored_config(record, out)
     baseline = record.get("baseline", {})
@@ -175,7 +175,7 @@ def study_energy(config: StudyConfig, baseline: dict) -> str:
     """The energy the study's levers count (--energy-budget, the objectives): idle-free where
     the trials know the idle baseline (as the study reported training energy, and as the
     summary counts it), else the total."""
-    return energy_key(bool(baseline) or config.energy.backend == "simulated")
+    return counted_key(idle_known(bool(baseline), config.energy.backend))
 
 
 def lever_stop(config: StudyConfig, rows: pd.DataFrame, baseline: dict) -> Stop | None:
@@ -218,7 +218,7 @@ def study_front(rows: pd.DataFrame) -> pd.DataFrame:
     """The accuracy / energy front of a study's ok trials (every epoch trained), with the
     energy its summary uses (idle-free where every ok trial has it)."""
     ok = rows[rows["status"] == "ok"] if len(rows) else rows
-    column = energy_key(len(ok) > 0 and bool(ok.get("idle_free_energy_j", pd.Series([None])).notna().all()))
+    column = rows_key(ok.to_dict("records"))
     kept = ["trial_id", "round", "repetition", "accuracy", column, "config"]
     if ok.empty:
         return pd.DataFrame(columns=kept)
@@ -370,10 +370,7 @@ def _check_lever_energy(config: StudyConfig, readings: list) -> None:
     whose budget never fills or whose objective is empty."""
     needs = config.levers.needs_energy
     if needs and not any(reading.sources for reading in readings):
-        raise UsageError(
-            f"{needs[0]} counts energy, but nothing is measurable where the trials run: run where "
-            "a GPU (NVML) or RAPL is readable, or use --energy simulated (labelled model numbers)"
-        )
+        raise UsageError(nothing_to_count(needs[0], "on the trials' nodes"))
 
 
 def _results_folder(out: Path) -> Path:

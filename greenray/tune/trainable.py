@@ -8,13 +8,12 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from greenray.config import TrialConfig
-from greenray.energy import EnergyMeter, Measurement, sum_or_none
+from greenray.energy import EnergyMeter, Measurement, Tally
 from greenray.tune.data import SyntheticSpec, TensorData, load_on, shuffled_batches
 from greenray.tune.keys import TrialFailed, slot, trial_seed
 from greenray.tune.measure import trial_meter
@@ -33,24 +32,14 @@ def train_trial(config: dict, trial: TrialConfig, seed: int, counter: str | None
     run_trial(config, trial, seed, tune.report, trial_meter(), counter)
 
 
-@dataclass
-class EpochTotals:
+class EpochTotals(Tally):
     """The epochs' training windows summed: the energy the study reports for training."""
-
-    seconds: float = 0.0
-    energy_j: float | None = 0.0
-    idle_free_energy_j: float | None = 0.0
-
-    def add(self, m: Measurement) -> None:
-        self.seconds += m.seconds
-        self.energy_j = sum_or_none([self.energy_j, m.joules])
-        self.idle_free_energy_j = sum_or_none([self.idle_free_energy_j, m.idle_free_joules])
 
     def columns(self) -> dict:
         return {
             "train_seconds": self.seconds,
-            "train_energy_j": self.energy_j,
-            "train_idle_free_energy_j": self.idle_free_energy_j,
+            "train_energy_j": self.joules,
+            "train_idle_free_energy_j": self.idle_free_joules,
         }
 
 
