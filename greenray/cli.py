@@ -24,6 +24,7 @@ from typer.exceptions import TyperException
 from greenray.config import BenchConfig, MutateConfig, PolicyTuneConfig, ServeConfig, StudyConfig
 from greenray.energy import EnergyRequestError
 from greenray.errors import UsageError
+from greenray.trust import RESUME_HELP, TRUST_HELP
 from greenray.ui import err, out, say
 
 app = typer.Typer(
@@ -74,6 +75,7 @@ RequireEnergy = Annotated[
 ]
 IntervalMs = Annotated[float, typer.Option(help="Power sampling interval in milliseconds.")]
 Address = Annotated[str | None, typer.Option(help="A Ray cluster to join (auto or host:port).")]
+TrustFolder = Annotated[bool, typer.Option("--trust-folder", help=TRUST_HELP)]
 
 
 # ---------------------------------------------------------------------------- doctor
@@ -245,16 +247,15 @@ def hpo(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder (default greenray-results/hpo-TIME).")
     ] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="Continue the interrupted study in this results folder.")
-    ] = None,
+    resume: Annotated[Path | None, typer.Option(help=RESUME_HELP)] = None,
+    trust_folder: TrustFolder = False,
     address: Address = None,
 ) -> None:
     """Search Adam's hyperparameters on Ray Tune, measuring every trial's energy."""
     from greenray.tune.study import resume_study, start_study
 
     if resume is not None:
-        run = resume_study(resume, address=address, say=say)
+        run = resume_study(resume, address=address, say=say, trust=trust_folder)
     else:
         flat = settings(ctx, StudyConfig)
         flat["params"] = int(params) if params.strip().isdigit() else params  # 3, 5 stay numbers
@@ -338,9 +339,8 @@ def mutate(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Results folder (default greenray-results/mutate-TIME).")
     ] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="Continue the interrupted mutation study in this results folder.")
-    ] = None,
+    resume: Annotated[Path | None, typer.Option(help=RESUME_HELP)] = None,
+    trust_folder: TrustFolder = False,
     address: Address = None,
 ) -> None:
     """Train a base configuration and one mutant per hyperparameter and step (one value changed
@@ -349,7 +349,7 @@ def mutate(
     from greenray.tune.study import resume_study
 
     if resume is not None:
-        run = resume_study(resume, address=address, say=say)
+        run = resume_study(resume, address=address, say=say, trust=trust_folder)
     else:
         config = MutateConfig.from_flat(settings(ctx, MutateConfig))
         run = start_mutation(config, out_dir or _results("mutate"), address=address, say=say)
