@@ -5,6 +5,7 @@ a resume that unpickles Tune's state only where it is whole, written in this ver
 by no one but the user."""
 
 import errno
+import json
 import os
 import pickle
 import signal
@@ -136,14 +137,15 @@ def tune_state(folder):
     tune_dir = folder / "tune"
     tune_dir.mkdir(parents=True)
     (tune_dir / "tuner.pkl").write_bytes(pickle.dumps({"tuner": list(range(100))}))
-    (tune_dir / "experiment_state-1.json").write_text('{"trial_data": []}')
+    ended = [[json.dumps({"status": "TERMINATED"}), "{}"]] * 2  # as Tune 2.60 writes it, in short
+    (tune_dir / "experiment_state-1.json").write_text(json.dumps({"trial_data": ended}))
     (tune_dir / "searcher-state-1.pkl").write_bytes(pickle.dumps({"points": [1.5] * 50}))
     return tune_dir
 
 
 def test_whole_tune_state_written_in_this_folder_is_restored(tmp_path):
     tune_dir = tune_state(tmp_path)
-    assert tunestate.state_problem(tune_dir, str(tmp_path), tmp_path) is None
+    assert tunestate.state_problem(tune_dir, str(tmp_path), tmp_path, rows=2) is None
 
 
 @pytest.mark.parametrize("name", ["tuner.pkl", "experiment_state-1.json", "searcher-state-1.pkl"])
@@ -151,12 +153,20 @@ def test_a_truncated_tune_state_file_is_not_restored(tmp_path, name):
     tune_dir = tune_state(tmp_path)
     path = tune_dir / name
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    assert tunestate.state_problem(tune_dir, str(tmp_path), tmp_path) == f"{name} is damaged"
+    assert tunestate.state_problem(tune_dir, str(tmp_path), tmp_path, rows=2) == f"{name} is damaged"
+
+
+def test_tune_state_that_ended_trials_without_rows_is_not_restored(tmp_path):
+    """A deleted trials table (its CSV gone too) or rows lost some other way: Tune would not
+    run those trials again, so their slots would stay empty."""
+    tune_dir = tune_state(tmp_path)
+    problem = tunestate.state_problem(tune_dir, str(tmp_path), tmp_path, rows=1)
+    assert problem == "it counts 2 trials ended, and 1 rows are stored"
 
 
 def test_tune_state_of_a_moved_or_copied_folder_is_not_restored(tmp_path):
     tune_dir = tune_state(tmp_path / "B")
-    problem = tunestate.state_problem(tune_dir, str(tmp_path / "A"), tmp_path / "B")
+    problem = tunestate.state_problem(tune_dir, str(tmp_path / "A"), tmp_path / "B", rows=2)
     assert problem == f"the folder was moved or copied from {tmp_path / 'A'}"
     assert tunestate.set_aside(tune_dir) == tmp_path / "B" / tunestate.SET_ASIDE
     assert not tune_dir.exists()

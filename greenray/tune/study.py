@@ -132,10 +132,10 @@ def _resume(out: Path, address: str | None, say: Callable[[str], None], trust: b
     config = stored_config(record, out)
     baseline = record.get("baseline", {})
     tune_dir = out / TUNE_DIR
-    problem = tunestate.state_problem(tune_dir, record.get("out"), out)
+    rows = store.read("trials")
+    problem = tunestate.state_problem(tune_dir, record.get("out"), out, len(rows))
     if problem is None:
         check_trusted(out, tunestate.trusted_paths(tune_dir), trust=trust)
-    rows = store.read("trials")
     connect(address)
     cluster.check_resources(config.resources)
     done = len(rows)

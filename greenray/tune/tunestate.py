@@ -17,11 +17,15 @@ import shutil
 from pathlib import Path
 
 SET_ASIDE = "tune.old"  # where Tune's state goes when the study starts a fresh Tune experiment
+EXPERIMENT_STATE = "experiment_state-*.json"  # Tune's list of trials (newest: the last by name)
+ENDED = ("TERMINATED", "ERROR")
 
 
-def state_problem(tune_dir: Path, recorded_out: str | None, out: Path) -> str | None:
+def state_problem(tune_dir: Path, recorded_out: str | None, out: Path, rows: int) -> str | None:
     """Why the Tune state in `tune_dir` cannot be restored for the study in `out` (None: it
-    can); `recorded_out` is the folder the study ran in (study.json's `out`)."""
+    can); `recorded_out` is the folder the study ran in (study.json's `out`), `rows` the
+    trial rows stored there: Tune does not run again a trial it counts as ended, so a state
+    that counts more ended trials than there are rows would leave their slots empty."""
     if not (tune_dir / "tuner.pkl").exists():
         return "Tune saved no state there"
     if recorded_out and Path(recorded_out).resolve() != out.resolve():
@@ -29,7 +33,26 @@ def state_problem(tune_dir: Path, recorded_out: str | None, out: Path) -> str | 
     for path in sorted(state_files(tune_dir)):
         if not _whole(path):
             return f"{path.name} is damaged"
+    ended = ended_trials(tune_dir)
+    if ended is None:
+        return "its experiment state cannot be read"
+    if ended > rows:
+        return f"it counts {ended} trials ended, and {rows} rows are stored"
     return None
+
+
+def ended_trials(tune_dir: Path) -> int | None:
+    """The trials Tune's newest experiment state counts as ended (terminated or failed), as
+    Tuner.restore reads it (None: no state, or not in the form Ray 2.60 writes)."""
+    states = sorted(tune_dir.glob(EXPERIMENT_STATE))
+    if not states:
+        return None
+    try:
+        trials = json.loads(states[-1].read_text())["trial_data"]
+        statuses = [json.loads(trial[0])["status"] for trial in trials]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return sum(status in ENDED for status in statuses)
 
 
 def state_files(tune_dir: Path) -> list[Path]:
