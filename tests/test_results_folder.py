@@ -133,10 +133,14 @@ def test_one_process_may_lock_a_folder_again_once_done(tmp_path):
         pass
 
 
-def tune_state(folder):
+def tune_state(folder, ran_in=None):
+    """A Tune state in short, as Tune 2.60 writes it: the folder it ran in (`ran_in`, default
+    `folder`) pickled in tuner.pkl and the search state, a list of trials that ended."""
     tune_dir = folder / "tune"
     tune_dir.mkdir(parents=True)
-    (tune_dir / "tuner.pkl").write_bytes(pickle.dumps({"tuner": list(range(100))}))
+    storage = {"storage_path": str(ran_in or folder), "tuner": list(range(100))}
+    (tune_dir / "tuner.pkl").write_bytes(pickle.dumps(storage))
+    (tune_dir / "search_gen_state-1.json").write_bytes(pickle.dumps({"experiment": storage}))
     ended = [[json.dumps({"status": "TERMINATED"}), "{}"]] * 2  # as Tune 2.60 writes it, in short
     (tune_dir / "experiment_state-1.json").write_text(json.dumps({"trial_data": ended}))
     (tune_dir / "searcher-state-1.pkl").write_bytes(pickle.dumps({"points": [1.5] * 50}))
@@ -148,12 +152,22 @@ def test_whole_tune_state_written_in_this_folder_is_restored(tmp_path):
     assert tunestate.state_problem(tune_dir, str(tmp_path), tmp_path, rows=2) is None
 
 
-@pytest.mark.parametrize("name", ["tuner.pkl", "experiment_state-1.json", "searcher-state-1.pkl"])
+@pytest.mark.parametrize(
+    "name", ["tuner.pkl", "experiment_state-1.json", "searcher-state-1.pkl", "search_gen_state-1.json"]
+)
 def test_a_truncated_tune_state_file_is_not_restored(tmp_path, name):
     tune_dir = tune_state(tmp_path)
     path = tune_dir / name
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     assert tunestate.state_problem(tune_dir, str(tmp_path), tmp_path, rows=2) == f"{name} is damaged"
+
+
+def test_tune_state_that_names_another_folder_is_not_restored_whatever_study_json_says(tmp_path):
+    """A copy whose study.json was edited, or written before study.json kept its folder: Tune's
+    own state still names the folder it ran in (a prefix of this one's name is not enough)."""
+    tune_dir = tune_state(tmp_path / "A", ran_in=tmp_path / "A2")  # A2 moved to A
+    problem = tunestate.state_problem(tune_dir, None, tmp_path / "A", rows=2)
+    assert problem == "tuner.pkl names another folder (the folder was moved or copied)"
 
 
 def test_tune_state_that_ended_trials_without_rows_is_not_restored(tmp_path):

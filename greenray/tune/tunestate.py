@@ -19,6 +19,7 @@ from pathlib import Path
 SET_ASIDE = "tune.old"  # where Tune's state goes when the study starts a fresh Tune experiment
 EXPERIMENT_STATE = "experiment_state-*.json"  # Tune's list of trials (newest: the last by name)
 ENDED = ("TERMINATED", "ERROR")
+SEARCH_STATE = "search_gen_state-*.json"  # Tune's search state (a pickle, despite its name)
 
 
 def state_problem(tune_dir: Path, recorded_out: str | None, out: Path, rows: int) -> str | None:
@@ -33,6 +34,9 @@ def state_problem(tune_dir: Path, recorded_out: str | None, out: Path, rows: int
     for path in sorted(state_files(tune_dir)):
         if not _whole(path):
             return f"{path.name} is damaged"
+    for path in _path_holders(tune_dir):
+        if not _names(path.read_bytes(), str(out)):
+            return f"{path.name} names another folder (the folder was moved or copied)"
     ended = ended_trials(tune_dir)
     if ended is None:
         return "its experiment state cannot be read"
@@ -78,6 +82,22 @@ def set_aside(tune_dir: Path) -> Path | None:
         shutil.rmtree(target)
     tune_dir.rename(target)
     return target
+
+
+def _path_holders(tune_dir: Path) -> list[Path]:
+    """The state files that hold the folder Tune ran in, as the string it was given: the
+    Tuner's run config, and the newest search state (the trials it creates go there)."""
+    searches = sorted(tune_dir.glob(SEARCH_STATE))
+    return [tune_dir / "tuner.pkl", *searches[-1:]]
+
+
+def _names(pickled: bytes, text: str) -> bool:
+    """Whether a pickle holds the string `text` whole (as pickle writes a str: a length, then
+    its UTF-8 bytes), not merely as the start of a longer one."""
+    raw = text.encode()
+    short = b"\x8c" + bytes([len(raw)]) + raw if len(raw) < 256 else None
+    long = b"X" + len(raw).to_bytes(4, "little") + raw
+    return (short is not None and short in pickled) or long in pickled
 
 
 def _whole(path: Path) -> bool:
