@@ -167,7 +167,7 @@ def test_tune_state_that_names_another_folder_is_not_restored_whatever_study_jso
     own state still names the folder it ran in (a prefix of this one's name is not enough)."""
     tune_dir = tune_state(tmp_path / "A", ran_in=tmp_path / "A2")  # A2 moved to A
     problem = tunestate.state_problem(tune_dir, None, tmp_path / "A", rows=2)
-    assert problem == "tuner.pkl names another folder (the folder was moved or copied)"
+    assert problem == "tuner.pkl names another folder: it was moved or copied"
 
 
 def test_tune_state_that_ended_trials_without_rows_is_not_restored(tmp_path):

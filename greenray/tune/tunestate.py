@@ -36,7 +36,7 @@ def state_problem(tune_dir: Path, recorded_out: str | None, out: Path, rows: int
             return f"{path.name} is damaged"
     for path in _path_holders(tune_dir):
         if not _names(path.read_bytes(), str(out)):
-            return f"{path.name} names another folder (the folder was moved or copied)"
+            return f"{path.name} names another folder: it was moved or copied"
     ended = ended_trials(tune_dir)
     if ended is None:
         return "its experiment state cannot be read"
