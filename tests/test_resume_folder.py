@@ -73,23 +73,35 @@ def test_a_moved_or_copied_folder_resumes_in_that_folder_and_leaves_the_original
     assert not [p for p in (tmp_path / "B").rglob(".*tmp-*")]
 
 
-@pytest.mark.parametrize("damage", ["truncated searcher state", "rows lost"])
-def test_tune_state_that_cannot_be_trusted_gives_way_to_the_rows(finished, tmp_path, damage):
-    """A truncated searcher pickle (a resume used to hang) and a Tune state that counts trials
-    whose rows are gone (Tune would never run them again): both resume from the rows."""
+def test_a_truncated_searcher_state_gives_way_to_the_rows(finished, tmp_path):
+    """A truncated searcher pickle (a resume used to hang on it): the study resumes from its rows."""
     original, reference = finished
     folder = tmp_path / "C"
     interrupted_copy(original, folder, moved=False)
-    if damage == "truncated searcher state":
-        state = sorted((folder / "tune").glob("search_gen_state-*.json"))[-1]
-        state.write_bytes(state.read_bytes()[:100])
+    state = sorted((folder / "tune").glob("search_gen_state-*.json"))[-1]
+    state.write_bytes(state.read_bytes()[:100])
     lines = []
-    run = resume_study(folder, say=lines.append)
-    assert run.complete
+    assert resume_study(folder, say=lines.append).complete
     trials = pd.read_parquet(folder / "trials.parquet")
     assert len(trials) == 4 and slots(trials) == slots(reference)
-    expected = "is damaged" if damage == "truncated searcher state" else "trials ended, and 2 rows"
-    assert any(expected in line for line in lines), lines
+    assert any(f"{state.name} is damaged" in line for line in lines), lines
+
+
+def test_tune_state_that_counts_trials_without_rows_gives_way_to_the_rows(ray_local, tmp_path):
+    """Rows lost in place (a table deleted with its CSV copy, say): Tune counts those trials as
+    ended and would never run them again; the study resumes from the rows it has."""
+    folder = tmp_path / "D"
+    start_study(StudyConfig.from_flat(SETTINGS), folder, say=lambda line: None)
+    reference = pd.read_parquet(folder / "trials.parquet")
+    kept = reference.sort_values("finished_at").head(KEPT)
+    for suffix in ("parquet", "csv"):
+        (folder / f"trials.{suffix}").unlink()
+    ResultStore(folder).append("trials", kept.to_dict("records"))
+    lines = []
+    assert resume_study(folder, say=lines.append).complete
+    trials = pd.read_parquet(folder / "trials.parquet")
+    assert len(trials) == 4 and slots(trials) == slots(reference)
+    assert any(f"trials ended, and {KEPT} rows are stored" in line for line in lines), lines
 
 
 def test_a_disk_that_fills_mid_study_is_one_sentence_and_keeps_the_rows(ray_local, tmp_path, monkeypatch):
