@@ -44,6 +44,16 @@ def test_a_deleted_trials_parquet_is_rebuilt_from_its_csv_and_appends_keep_every
     assert len(pd.read_parquet(tmp_path / "trials.parquet")) == 5
 
 
+def test_a_csv_row_cut_short_is_not_taken_for_a_row(tmp_path):
+    """Parquet damaged and the CSV cut mid-row: the whole rows are kept, the cut one is not (its
+    slot runs again on a resume, rather than keeping a row with its last columns empty)."""
+    ResultStore(tmp_path).append("trials", trial_rows(3))
+    (tmp_path / "trials.parquet").write_bytes(b"PAR1 not really")
+    csv = tmp_path / "trials.csv"
+    csv.write_bytes(csv.read_bytes()[:-10])
+    assert list(ResultStore(tmp_path).read("trials")["trial_id"]) == ["t0", "t1"]
+
+
 def test_a_damaged_parquet_beside_a_csv_cut_to_100_bytes_is_one_sentence(tmp_path):
     ResultStore(tmp_path).append("trials", trial_rows(3))
     (tmp_path / "trials.parquet").write_bytes(b"PAR1 not really")

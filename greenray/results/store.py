@@ -148,7 +148,19 @@ def load(root: Path, table: str, repair: bool = False) -> pd.DataFrame:
         raise ResultsError(
             f"{parquet} is {state} and has no readable CSV copy: restore it, or start again in another folder"
         )
+    if not _ends_whole(csv):  # its last row was cut short (a crash mid-write): not a row
+        frame = frame.iloc[:-1]
     log.warning("%s is %s: its %d rows were read from %s", parquet, state, len(frame), csv.name)
     if repair:
         atomic_write(parquet, lambda p: frame.to_parquet(p, index=False))
     return frame
+
+
+def _ends_whole(path: Path) -> bool:
+    """Whether a text file ends with a line break, as a CSV written whole does."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            return True
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
