@@ -39,6 +39,7 @@ from greenray.energy.nvml import NvmlBackend
 from greenray.energy.rapl import RaplBackend
 from greenray.errors import UsageError
 from greenray.options import takes
+from greenray.trust import RESUME_HELP, TRUST_HELP
 from greenray.ui import err, out, say
 
 app = typer.Typer(
@@ -76,7 +77,8 @@ def _results(kind: str) -> Path:
 
 
 Address = Annotated[str | None, typer.Option(help="A Ray cluster to join (auto or host:port).")]
-Resume = Annotated[Path | None, typer.Option(help="Continue the interrupted study in this results folder.")]
+Resume = Annotated[Path | None, typer.Option(help=RESUME_HELP)]
+TrustFolder = Annotated[bool, typer.Option("--trust-folder", help=TRUST_HELP)]
 
 
 # ------------------------------------------------------------------------ doctor, meter
@@ -155,12 +157,18 @@ def meter(
 @app.command()
 @user_errors
 @takes(StudyConfig)
-def hpo(settings: dict, out_dir: Out("hpo") = None, resume: Resume = None, address: Address = None) -> None:
+def hpo(
+    settings: dict,
+    out_dir: Out("hpo") = None,
+    resume: Resume = None,
+    trust_folder: TrustFolder = False,
+    address: Address = None,
+) -> None:
     """Search Adam's hyperparameters on Ray Tune, measuring every trial's energy."""
     from greenray.tune.study import resume_study, start_study  # Ray
 
     if resume is not None:
-        run = resume_study(resume, address=address, say=say)
+        run = resume_study(resume, address=address, say=say, trust=trust_folder)
     else:
         config = StudyConfig.from_flat(settings)
         run = start_study(config, out_dir or _results("hpo"), address=address, say=say)
@@ -171,7 +179,11 @@ def hpo(settings: dict, out_dir: Out("hpo") = None, resume: Resume = None, addre
 @user_errors
 @takes(MutateConfig)
 def mutate(
-    settings: dict, out_dir: Out("mutate") = None, resume: Resume = None, address: Address = None
+    settings: dict,
+    out_dir: Out("mutate") = None,
+    resume: Resume = None,
+    trust_folder: TrustFolder = False,
+    address: Address = None,
 ) -> None:
     """Train a base configuration and one mutant per hyperparameter and step (one value changed
     at a time), serially or several at once on one GPU: hyperparameters against energy."""
@@ -179,7 +191,7 @@ def mutate(
     from greenray.tune.study import resume_study
 
     if resume is not None:
-        run = resume_study(resume, address=address, say=say, kind="mutate")
+        run = resume_study(resume, address=address, say=say, trust=trust_folder, kind="mutate")
     else:
         config = MutateConfig.from_flat(settings)
         run = start_mutation(config, out_dir or _results("mutate"), address=address, say=say)

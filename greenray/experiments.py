@@ -25,7 +25,7 @@ from greenray.config import BenchConfig, Config, Source, StudyConfig
 from greenray.config.experiment import ABOUT, Kind, is_list
 from greenray.config.vocab import problem
 from greenray.errors import UsageError
-from greenray.results import INDEX, OK, ResultStore, atomic_write
+from greenray.results import INDEX, OK, ResultStore, atomic_write, folder_lock
 from greenray.serve.zoo import resolve
 
 log = logging.getLogger("greenray.experiments")
@@ -299,7 +299,11 @@ def run_experiment(
     if runners is None:
         check_cells(planned, options)
         runners = {"hpo": run_hpo_cell, "serve-bench": run_serve_cell}
-    index = _open_index(out, experiment, planned)
+    with folder_lock(out):  # one run at a time in a folder: a second is refused at once
+        return _run_cells(planned, out, options, runners, on_cell, _open_index(out, experiment, planned))
+
+
+def _run_cells(planned, out, options, runners, on_cell, index: Index) -> Index:
     for cell, entry in zip(planned, index.cells, strict=True):
         if entry["status"] == COMPLETE:
             on_cell(cell, "skipped (complete)")

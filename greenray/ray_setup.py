@@ -16,8 +16,8 @@ _QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNING
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Join the cluster at `address` ("auto" or host:port), or start a local Ray without a
-    dashboard; a Ray this process already joined is reused (tests share one)."""
+    """Join the cluster at `address` ("auto" or host:port), or start a private local Ray
+    (loopback only, no dashboard); a Ray this process already joined is reused (tests share one)."""
     for key, value in _QUIET.items():
         os.environ.setdefault(key, value)
     import ray
@@ -29,9 +29,10 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     # exit would otherwise print its SystemExit traceback under the command's last line.
     quiet = {"logging_level": "WARNING", "log_to_driver": False}
     if address is None:
-        # A private local Ray needs no token; a cluster keeps its own authentication.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **quiet)
+        _loopback_only()
+        # "local": a new Ray of this process's own, whatever RAY_ADDRESS or the address file of
+        # an earlier `ray start` (/tmp/ray/ray_current_cluster) names, live or dead.
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **quiet)
         return
     _probe(address)
     try:
@@ -41,6 +42,23 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
             f"cannot reach a Ray cluster at --address {address} ({exc.__class__.__name__}); "
             "start one with `ray start --head` or `ray up cluster.yaml`, or drop --address"
         ) from None
+
+
+def _loopback_only() -> None:
+    """Make the private Ray's node address 127.0.0.1, so that its GCS, raylet, agents and
+    workers listen on loopback only and nothing off this machine can join it (its
+    authentication is off: a private Ray needs no token, and no one else can reach it).
+
+    Ray 2.60 turns a loopback node address given to ray.init into the machine's outward one
+    unless clusters are off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, as on macOS and Windows): set
+    both in the environment (for Ray's processes) and in Ray's constant, which Ray read at
+    import. A cluster (--address) keeps its own settings and its own authentication."""
+    from ray._private import ray_constants
+
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def _probe(address: str) -> None:

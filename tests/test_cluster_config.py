@@ -38,3 +38,12 @@ def test_validation_catches_a_broken_config(config):
     broken["head_node_type"] = "no-such-type"
     with pytest.raises(ValueError):
         validate_config(prepare_config(broken))
+
+
+def test_every_node_starts_ray_with_token_authentication(config):
+    """A cluster is reachable from other machines: it keeps Ray's token authentication on, and
+    every node gets the token (README: Who can join)."""
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    ray_starts = [command for command in starts if "ray start" in command]
+    assert len(ray_starts) == 2 and all("RAY_AUTH_MODE=token" in command for command in ray_starts)
+    assert any(path.endswith(".ray/auth_token") for path in config["file_mounts"])

@@ -2,6 +2,7 @@
 a table a long-running server appends to at a bounded cost (`log`), and the provenance of every
 folder (`provenance`)."""
 
+from greenray.results.lock import FolderBusy, folder_lock
 from greenray.results.log import TableLog
 from greenray.results.provenance import run_record, versions
 from greenray.results.schema import (
@@ -14,11 +15,12 @@ from greenray.results.schema import (
     STOPPED,
     TABLES,
 )
-from greenray.results.store import ResultsError, ResultStore, atomic_write, read_table
+from greenray.results.store import ResultsError, ResultStore, UnwritableError, atomic_write, read_table
 
 __all__ = [
     "ENERGY_COLUMNS",
     "FAILED",
+    "FolderBusy",
     "INDEX",
     "OK",
     "PARQUET_ONLY",
@@ -28,7 +30,9 @@ __all__ = [
     "TableLog",
     "ResultStore",
     "ResultsError",
+    "UnwritableError",
     "atomic_write",
+    "folder_lock",
     "read_table",
     "run_record",
     "versions",

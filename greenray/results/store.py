@@ -4,6 +4,7 @@ in one sentence."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from greenray.errors import UsageError
-from greenray.results.schema import PARQUET_ONLY, TABLES
+from greenray.results.schema import NEEDED, PARQUET_ONLY, TABLES
 
 log = logging.getLogger("greenray.results")
 
@@ -21,13 +22,44 @@ class ResultsError(UsageError):
     """A results folder that cannot give what was asked of it."""
 
 
+class UnwritableError(ResultsError):
+    """A results folder that cannot take a write: a full disk, a read-only folder or file system."""
+
+
+def unwritable(path: Path, exc: OSError) -> UnwritableError:
+    """The one sentence for a write that the file system refused."""
+    reason = exc.strerror or exc.__class__.__name__
+    return UnwritableError(
+        f"cannot write {path} ({reason}): what was written before is intact; free some space or make "
+        f"{path.parent} writable and run the command again, or choose another --out"
+    )
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), flush it to disk, then move it over `path` in one step."""
+    """Call write(tmp_path), flush it to disk, then move it over `path` in one step. A write the
+    file system refuses (full, read-only) leaves `path` as it was, no temporary file behind,
+    and is an UnwritableError."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise unwritable(path, exc) from exc
+        raise
+
+
+def make_folder(folder: Path) -> Path:
+    """`folder` and its parents created, or an UnwritableError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable(folder, exc) from exc
+    return folder
 
 
 class ResultStore:
@@ -35,8 +67,7 @@ class ResultStore:
     (the run's settings, the idle baseline). Rows are appended, never rewritten."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = make_folder(Path(root))
         self._rows: dict[str, list[dict]] = {}
 
     def path(self, table: str, suffix: str = "parquet") -> Path:
@@ -58,8 +89,8 @@ class ResultStore:
             atomic_write(self.path(table, "csv"), lambda p: frame.to_csv(p, index=False))
 
     def read(self, table: str) -> pd.DataFrame:
-        """The table so far; a damaged Parquet file is rebuilt from its CSV copy."""
-        if not self.path(table).exists():
+        """The table so far; a damaged or missing Parquet file is rebuilt from its CSV copy."""
+        if not self.path(table).exists() and not self.path(table, "csv").exists():
             return pd.DataFrame(columns=list(TABLES.get(table, ())))
         return load(self.root, table, repair=True)
 
@@ -88,7 +119,7 @@ class ResultStore:
 def read_table(root: str | Path, table: str, required: tuple[str, ...] | None = None) -> pd.DataFrame:
     """A stored table, or one sentence saying why it cannot be had."""
     path = Path(root) / f"{table}.parquet"
-    if not path.exists():
+    if not path.exists() and not path.with_suffix(".csv").exists():
         raise ResultsError(f"{root} has no {table}.parquet: it is not a greenray results folder of that kind")
     frame = load(Path(root), table)
     missing = [c for c in (required if required is not None else TABLES[table]) if c not in frame.columns]
@@ -104,16 +135,32 @@ def load(root: Path, table: str, repair: bool = False) -> pd.DataFrame:
     parquet, csv = root / f"{table}.parquet", root / f"{table}.csv"
     try:
         return pd.read_parquet(parquet)
+    except FileNotFoundError:
+        state = "missing"
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        damage = exc.__class__.__name__
+        state = f"damaged ({exc.__class__.__name__})"
+    needed = NEEDED.get(table, ())
     try:
         frame = pd.read_csv(csv)
     except Exception:  # missing or damaged too
+        frame = None
+    if frame is None or any(column not in frame.columns for column in needed):
         raise ResultsError(
-            f"{parquet} is damaged ({damage}) and has no readable CSV copy: restore it, or start again "
-            "in another folder"
-        ) from None
-    log.warning("%s is damaged (%s): its %d rows were read from %s", parquet, damage, len(frame), csv.name)
+            f"{parquet} is {state} and has no readable CSV copy: restore it, or start again in another folder"
+        )
+    if not _ends_whole(csv):  # its last row was cut short (a crash mid-write): not a row
+        frame = frame.iloc[:-1]
+    log.warning("%s is %s: its %d rows were read from %s", parquet, state, len(frame), csv.name)
     if repair:
         atomic_write(parquet, lambda p: frame.to_parquet(p, index=False))
     return frame
+
+
+def _ends_whole(path: Path) -> bool:
+    """Whether a text file ends with a line break, as a CSV written whole does."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            return True
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"

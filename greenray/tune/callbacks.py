@@ -3,8 +3,10 @@ each trial ends (ok, failed, or stopped early by a scheduler or a lever), and a 
 bar in place of Tune's console reporter.
 
 Tune pickles callbacks into its own state (and unpickles them on `Tuner.restore`), so these
-hold only plain values; the results folder is found from the trial's own path, which a
-restore updates, and rows are keyed by (round, repetition) so a re-run never adds a row twice.
+hold only plain values; the results folder is found from the trial's own path (Tune's state
+names the folder it ran in, so a resume restores it only in that very folder, and a moved or
+copied one starts a fresh Tune experiment there: greenray.tune.tunestate), and rows are keyed
+by (round, repetition) so a re-run never adds a row twice.
 """
 
 from __future__ import annotations

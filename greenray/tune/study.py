@@ -7,10 +7,7 @@ in DIR/tune)."""
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,30 +17,23 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from greenray.config import DOWNLOADABLE, StudyConfig
 from greenray.energy import counted_key, idle_known, nothing_to_count, rows_key
 from greenray.errors import UsageError
-from greenray.results import STOPPED, ResultStore, atomic_write, run_record
-from greenray.tune import cluster
+from greenray.results import STOPPED, ResultStore, atomic_write, folder_lock, run_record
+from greenray.trust import check_trusted
+from greenray.tune import cluster, tunestate
 from greenray.tune.callbacks import TrialProgress, TrialRecorder
+from greenray.tune.fitting import fit as _fit
+from greenray.tune.fitting import quiet_tune as _quiet_tune
 from greenray.tune.ledger import Stop, stop_reached
 from greenray.tune.measure import with_energy
 from greenray.tune.mutation import KIND as MUTATE_KIND
 from greenray.tune.mutation import mutation_parts
 from greenray.tune.objectives import ACCURACY, METRIC, MODE, PARETO, PER_KJ, front, searcher_metric
+from greenray.tune.replay import replaying, stored_slots
 from greenray.tune.rounds import RoundRepeater
 
 TUNE_DIR = "tune"  # Tune's experiment folder inside the results folder
 STUDY_FILE = "study"  # DIR/study.json
 PARETO_FILE = "pareto.csv"  # the accuracy / energy front of a --objective pareto study
-# Tune's newer console output prints its own tables whatever the verbosity; the legacy one is
-# silent at verbose=0, and the study draws its own progress bar (TrialProgress).
-QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0"}
-# Loggers that print a failed trial's traceback and a list of failed trials: the rows (status,
-# error) and the progress bar say it in one line each.
-# On a resume, Tune also warns of each trial that had not reported yet: the row count says it.
-TRIAL_ERROR_LOGGERS = (
-    "ray.tune.execution.tune_controller",
-    "ray.tune.tune",
-    "ray.tune.analysis.experiment_analysis",
-)
 
 
 @dataclass(frozen=True)
@@ -80,14 +70,20 @@ def start_study(
     """Run a new study into the empty results folder `out`; `searcher` (metric and mode set)
     replaces the one config.search.strategy names. A study built on this one (greenray
     mutate) names its `kind` in study.json, adds `record_extra` there and `row_fields`
-    (columns, replacing config.row_fields()'s) to every row."""
+    (columns, replacing config.row_fields()'s) to every row. The folder is locked while the
+    study runs: a second process on it is refused at once."""
+    out = _results_folder(out)
+    with folder_lock(out):
+        if (out / f"{STUDY_FILE}.json").exists() or (out / TUNE_DIR).exists():
+            raise UsageError(
+                f"{out} already holds a study: continue it with --resume {out}, or choose another --out"
+            )
+        return _start(config, out, address, say, searcher, row_fields, kind=kind, extra=record_extra or {})
+
+
+def _start(config, out, address, say, searcher, row_fields, *, kind: str, extra: dict) -> StudyRun:
     from greenray.ray_setup import connect
 
-    out = _results_folder(out)
-    if (out / f"{STUDY_FILE}.json").exists() or (out / TUNE_DIR).exists():
-        raise UsageError(
-            f"{out} already holds a study: continue it with --resume {out}, or choose another --out"
-        )
     if address is None:
         _check_data(config)
     connect(address)
@@ -102,46 +98,61 @@ def start_study(
         trials=config.trials,
         baseline=baseline,  # {node: {device UUID: idle W}}
         idle_readings=[dataclasses.asdict(r) for r in readings],
-        out=str(out),
-        **(record_extra or {}),
+        out=str(out),  # a resume of a moved or copied folder does not restore Tune's state
+        **extra,
     )
     store.write_json(STUDY_FILE, record)
     search = config.search
     say(f"results: {out} ({config.trials} trials: {search.rounds} rounds x {search.repetitions} repetitions)")
     counter = cluster.share_counter(config, out)  # held until the trials end: Ray collects it after
-    tuner = _new_tuner(config, baseline, out, searcher, counter, row_fields)
-    with _quiet_trial_errors():
-        tuner.fit()
+    _fit(_new_tuner(config, baseline, out, searcher, counter, row_fields))
     return _finish(store, record, config)
 
 
 def resume_study(
-    out: Path, *, address: str | None = None, say: Callable[[str], None] = print, kind: str | None = None
+    out: Path,
+    *,
+    address: str | None = None,
+    say: Callable[[str], None] = print,
+    trust: bool = False,
+    kind: str | None = None,
 ) -> StudyRun:
     """Go on with the study in `out` where it stopped: finished trials keep their rows, the
-    rest of the budget runs (Tune's own state, DIR/tune, restored with Tuner.restore). `kind`
-    (hpo, mutate): the command that asked, which must match the folder's (None: any)."""
-    from ray import tune
-
-    from greenray.ray_setup import connect
-
+    rest of the budget runs. Tune's own state (DIR/tune) is restored with Tuner.restore where
+    it is whole and was written in this folder, and only from a folder no other user could
+    write unless `trust` (it is pickled: greenray.trust); else the study goes on from its
+    stored rows in a fresh Tune experiment (greenray.tune.replay). The folder is locked.
+    `kind` (hpo, mutate): the command that asked, which must match the folder's (None: any)."""
     out = out.expanduser().absolute()
-    record = ResultStore(out).read_json(STUDY_FILE) if out.is_dir() else None
-    if record is None:
+    if not (out / f"{STUDY_FILE}.json").is_file():
         raise UsageError(
             f"--resume {out}: that folder holds no study.json; give the --out folder of an earlier hpo run"
         )
-    stored_kind = record.get("kind", "hpo")
+    with folder_lock(out):
+        return _resume(out, address, say, trust, kind)
+
+
+def _resume(
+    out: Path, address: str | None, say: Callable[[str], None], trust: bool, kind: str | None
+) -> StudyRun:
+    from greenray.ray_setup import connect
+
+    store = ResultStore(out)
+    record = store.read_json(STUDY_FILE)
+    stored_kind = (record or {}).get("kind", "hpo")
     if kind is not None and stored_kind != kind:
         raise UsageError(
             f"--resume {out} holds a greenray {stored_kind} study: resume it with greenray {stored_kind}"
         )
     config = stored_config(record, out)
     baseline = record.get("baseline", {})
+    tune_dir = out / TUNE_DIR
+    rows = store.read("trials")
+    problem = tunestate.state_problem(tune_dir, record.get("out"), out, len(rows))
+    if problem is None:
+        check_trusted(out, tunestate.trusted_paths(tune_dir), trust=trust)
     connect(address)
     cluster.check_resources(config.resources)
-    store = ResultStore(out)
-    rows = store.read("trials")
     done = len(rows)
     say(f"resuming {out}: {done} of {config.trials} trials recorded")
     # A lever that stopped the study stops it again at once: the stored rows meet its condition.
@@ -153,14 +164,21 @@ def resume_study(
         return StudyRun(out, config, done)
     _quiet_tune()
     counter = cluster.share_counter(config, out)
-    with _quiet_trial_errors():
-        if tune.Tuner.can_restore(str(out / TUNE_DIR)):
-            trainable = study_trainable(config, baseline, counter)
-            tuner = tune.Tuner.restore(str(out / TUNE_DIR), trainable=trainable, resume_unfinished=True)
-        else:  # stopped before Tune saved any state: start over; recorded slots keep their rows
-            searcher, row_fields = _variant(record, config)
-            tuner = _new_tuner(config, baseline, out, searcher, counter, row_fields)
-        tuner.fit()
+    if problem is None:
+        from ray import tune
+
+        trainable = study_trainable(config, baseline, counter)
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True)
+    else:
+        if tune_dir.exists():
+            say(f"Ray Tune's saved state is not used ({problem}): the study goes on from its {done} rows")
+        tunestate.set_aside(tune_dir)
+        record = record | {"out": str(out)}
+        store.write_json(STUDY_FILE, record)
+        searcher, row_fields = _variant(record, config)
+        slots = stored_slots(rows)
+        tuner = _new_tuner(config, baseline, out, searcher, counter, row_fields, slots)
+    _fit(tuner)
     return _finish(store, record, config)
 
 
@@ -243,9 +261,15 @@ def stored_config(record: dict, out: Path) -> StudyConfig:
     raise UsageError(f"--resume {out}: its study.json holds no settings; give the --out folder of an hpo run")
 
 
-def study_trainable(config: StudyConfig, baseline: dict, counter: cluster.ShareCounter | None = None):
+def study_trainable(
+    config: StudyConfig,
+    baseline: dict,
+    counter: cluster.ShareCounter | None = None,
+    slots: dict | None = None,
+):
     """The study's trial function with its settings, energy and resources (the same on a
-    resume, as Tune asks); `counter` is the study's ShareCounter, when trials hold GPUs."""
+    resume, as Tune asks); `counter` is the study's ShareCounter, when trials hold GPUs;
+    `slots` are stored rows a study resumed from its rows replays (greenray.tune.replay)."""
     from ray import tune
 
     from greenray.tune.trainable import train_trial
@@ -264,6 +288,8 @@ def study_trainable(config: StudyConfig, baseline: dict, counter: cluster.ShareC
         per_kj=METRIC if config.levers.objective == PER_KJ else (),
         carbon_intensity=energy.g_per_kwh,
     )
+    if slots:
+        measured = replaying(measured, slots)
     resources = config.resources
     return tune.with_resources(
         measured, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial or 0}
@@ -277,9 +303,11 @@ def _new_tuner(
     searcher: Searcher | None = None,
     counter: cluster.ShareCounter | None = None,
     row_fields: dict | None = None,
+    slots: dict | None = None,
 ):
     """A Tuner for a new study; `searcher` replaces the one the strategy names (tests script
-    one, greenray mutate lists its configurations); `row_fields` replaces config.row_fields()."""
+    one, greenray mutate lists its configurations); `row_fields` replaces config.row_fields();
+    `slots`: stored rows to replay (a study resumed from its rows)."""
     from ray import tune
     from ray.tune.stopper import CombinedStopper
 
@@ -304,7 +332,7 @@ def _new_tuner(
     limit = config.resources.max_concurrent or cluster.trial_slots(config.resources)
     levers = study_levers(config, baseline)
     return tune.Tuner(
-        study_trainable(config, baseline, counter),
+        study_trainable(config, baseline, counter, slots),
         # No param_space: the searcher holds the space, metric and mode.
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(repeater, max_concurrent=limit),
@@ -378,24 +406,6 @@ def _results_folder(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder: give a folder for the results")
     return out
-
-
-@contextmanager
-def _quiet_trial_errors() -> Iterator[None]:
-    loggers = [logging.getLogger(name) for name in TRIAL_ERROR_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-def _quiet_tune() -> None:
-    for key, value in QUIET_TUNE.items():
-        os.environ.setdefault(key, value)
 
 
 def _check_data(config: StudyConfig) -> None:
