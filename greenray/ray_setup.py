@@ -10,6 +10,9 @@ from greenray.errors import UsageError
 # How long a cluster's GCS port may take to answer before --address is called unreachable
 # (ray.init itself would retry for minutes).
 PROBE_TIMEOUT_S = 5.0
+# Ray gives its raylet a fixed 30 s to register (ray/_private/node.py); a machine busy enough to
+# miss that once usually makes it on a second try.
+LOCAL_START_TRIES = 2
 
 # Set before Ray is imported anywhere: no usage reporting, no Train V2 migration noise.
 _QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
@@ -32,7 +35,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         _loopback_only()
         # "local": a new Ray of this process's own, whatever RAY_ADDRESS or the address file of
         # an earlier `ray start` (/tmp/ray/ray_current_cluster) names, live or dead.
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **quiet)
+        _start_local(ray, num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **quiet)
         return
     _probe(address)
     try:
@@ -42,6 +45,17 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
             f"cannot reach a Ray cluster at --address {address} ({exc.__class__.__name__}); "
             "start one with `ray start --head` or `ray up cluster.yaml`, or drop --address"
         ) from None
+
+
+def _start_local(ray, **options) -> None:
+    for attempt in range(LOCAL_START_TRIES):
+        try:
+            ray.init(address="local", **options)
+            return
+        except Exception as exc:  # Ray raises a bare Exception for a raylet that did not register
+            if "timed out during startup" not in str(exc) or attempt + 1 == LOCAL_START_TRIES:
+                raise
+            ray.shutdown()
 
 
 def _loopback_only() -> None:
