@@ -118,14 +118,32 @@ class LeversConfig(Config):
     # Joules of all trials together, idle-free where the idle baseline is known (as the summary)
     energy_budget: MaybeJoules = None
     patience: MaybeCount = None  # stop after this many rounds without a better round
-    target_accuracy: MaybeAccuracy = None  # stop once a round's mean accuracy reaches this
+    # stop once a round's mean accuracy reaches this; with --objective min-energy, the accuracy
+    # the least energy must reach (a constraint, which stops nothing)
+    target_accuracy: MaybeAccuracy = None
     scheduler: Scheduler = "fifo"  # fifo (no early stopping), asha, median (Ray Tune's own)
-    objective: Objective = "accuracy"  # accuracy, accuracy-per-kj, pareto (accuracy and energy)
+    # accuracy, accuracy-per-kj, pareto (accuracy and energy), min-energy (at --target-accuracy)
+    objective: Objective = "accuracy"
+
+    @model_validator(mode="after")
+    def _min_energy_has_a_target(self) -> LeversConfig:
+        if self.objective == "min-energy" and self.target_accuracy is None:
+            raise sentence(
+                "--objective min-energy searches the least energy at an accuracy of at least "
+                "--target-accuracy: give --target-accuracy"
+            )
+        return self
+
+    @property
+    def stop_accuracy(self) -> float | None:
+        """The accuracy that stops the study once reached: --target-accuracy, except under
+        min-energy, where it is the constraint (the search goes on for less energy)."""
+        return None if self.objective == "min-energy" else self.target_accuracy
 
     @property
     def stopping(self) -> bool:
         """Whether any lever may stop the whole study before its budget of trials."""
-        return any(v is not None for v in (self.energy_budget, self.patience, self.target_accuracy))
+        return any(v is not None for v in (self.energy_budget, self.patience, self.stop_accuracy))
 
     @property
     def needs_energy(self) -> tuple[str, ...]:
