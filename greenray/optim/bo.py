@@ -5,6 +5,8 @@ from its last fit), and the search of an acquisition function over candidate poi
 Why these choices (docs/BENCHMARKS.md, "Searchers" and "Pareto", measures them):
 - one length scale per input, fitted: a hyperparameter that does not matter gets a long one; the
   package defaults of bayesian-optimization (one length scale) fall well short of Optuna's TPE;
+  fitted under Optuna's prior (log_prior): by maximum likelihood alone, on a few dozen points,
+  length scales collapse to the bound (the model memorises) or run to it (an input is ignored);
 - targets normalised, a fitted white-noise term: accuracies and Joules are noisy;
 - the hyperparameters of each fit start from the last fit's (restarts only on the first fit and
   every RESTART_EVERY-th), and past a few dozen points they are fitted only every TUNE_EVERY-th
@@ -27,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import minimize
 from scipy.stats import qmc
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Kernel, Matern, WhiteKernel
@@ -81,9 +84,36 @@ def space_filling(n: int, dim: int, seed: int | None) -> np.ndarray:
 
 
 def ard_kernel(dim: int, length_scale_bounds: tuple[float, float] = (1e-2, 1e2)) -> Kernel:
-    """Amplitude x ARD Matern 5/2 + white noise, for inputs in the unit cube and normalised targets."""
+    """Amplitude x ARD Matern 5/2 + white noise, for inputs in the unit cube and normalised
+    targets (GaussianProcess fits it with log_prior when asked)."""
     matern = Matern(length_scale=np.full(dim, 0.5), length_scale_bounds=length_scale_bounds, nu=2.5)
-    return ConstantKernel(1.0, (1e-2, 1e2)) * matern + WhiteKernel(1e-4, (1e-8, 1e-1))
+    return ConstantKernel(1.0, (1e-2, 1e2)) * matern + WhiteKernel(1e-4, (1e-6, 1e-1))
+
+
+def log_prior(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Optuna's GPSampler prior (optuna/_gp/prior.py) on ard_kernel's log hyperparameters
+    [amplitude, length scales..., noise], and its gradient: a length scale l is penalised by
+    0.1 (l^2 + 1 / l^2) (neither collapsing onto the data nor ignoring an input on a few dozen
+    points, which maximum likelihood alone does), the amplitude has a Gamma(2, 1) prior, the
+    noise a Gamma(1.1, 30) one."""
+    scale, lengths, noise = theta[0], theta[1:-1], theta[-1]
+    value = (scale - math.exp(scale)) + (0.1 * noise - 30 * math.exp(noise))
+    value -= 0.1 * float(np.sum(np.exp(2 * lengths) + np.exp(-2 * lengths)))
+    lengths_grad = -0.2 * (np.exp(2 * lengths) - np.exp(-2 * lengths))
+    grad = np.concatenate([[1 - math.exp(scale)], lengths_grad, [0.1 - 30 * math.exp(noise)]])
+    return np.asarray(value), grad
+
+
+def _maximise_posterior(obj_func: Callable, initial_theta: np.ndarray, bounds: np.ndarray):
+    """scikit-learn's optimizer hook: L-BFGS-B on -(log marginal likelihood + log_prior)."""
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad = obj_func(theta, eval_gradient=True)
+        prior, prior_grad = log_prior(theta)
+        return float(value - prior), grad - prior_grad
+
+    result = minimize(loss, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds)
+    return result.x, result.fun
 
 
 @contextmanager
@@ -97,12 +127,16 @@ def quiet_numerics() -> Iterator[None]:
 class GaussianProcess:
     """A Gaussian process of one quantity over the unit cube, warm-started from its last fit.
 
-    kernel: a scikit-learn kernel (default: ard_kernel); alpha: added to the diagonal (noise the
-    kernel does not model); restarts: extra random starts of a cold fit. Picklable: its state is
-    the kernel's fitted hyperparameters and the last fitted model."""
+    kernel: a scikit-learn kernel; alpha: added to the diagonal (noise the kernel does not
+    model); restarts: extra random starts of a cold fit; prior: fit ard_kernel's hyperparameters
+    under log_prior (maximum a posteriori) rather than by maximum likelihood. Picklable: its
+    state is the kernel's fitted hyperparameters and the last fitted model."""
 
-    def __init__(self, kernel: Kernel, *, alpha: float = 1e-6, restarts: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self, kernel: Kernel, *, alpha: float = 1e-6, restarts: int = 1, seed: int = 0, prior: bool = False
+    ) -> None:
         self.kernel = kernel
+        self.prior = prior
         self.alpha = alpha
         self.restarts = restarts
         self.seed = seed
@@ -116,7 +150,7 @@ class GaussianProcess:
             kernel=self.kernel,
             alpha=self.alpha,
             normalize_y=True,
-            optimizer="fmin_l_bfgs_b" if tune else None,
+            optimizer=(_maximise_posterior if self.prior else "fmin_l_bfgs_b") if tune else None,
             n_restarts_optimizer=self.restarts if cold else 0,
             random_state=self.seed + self.fits,
         )
@@ -149,7 +183,9 @@ def candidates(rng: np.random.RandomState, dim: int, anchors: np.ndarray, scale:
     """Random points of the unit cube plus Gaussian perturbations of `anchors` (rows)."""
     anchors = np.asarray(anchors, float).reshape(-1, dim)[:N_ANCHORS]
     around = anchors.repeat(N_AROUND, axis=0) + rng.normal(0.0, scale, (len(anchors) * N_AROUND, dim))
-    return np.clip(np.concatenate([rng.uniform(size=(N_RANDOM, dim)), around]), 0.0, 1.0)
+    # Reflected at the cube's faces, not clipped: clipping would pile candidates onto the faces.
+    around = 1.0 - np.abs(1.0 - np.abs(around) % 2.0)
+    return np.concatenate([rng.uniform(size=(N_RANDOM, dim)), around])
 
 
 def maximise(

@@ -284,8 +284,11 @@ class PIBayesSearch(_CubeSearcher):
         super()._set_space(space)
         self._initial = space_filling(self._n_initial, self.cube.dim, self._seed)
         seed = 0 if self._seed is None else self._seed
+        prior = isinstance(self._kernel, str)  # ard_kernel: fitted under its prior
         self._models = tuple(
-            GaussianProcess(_kernel(self._kernel, self.cube.dim), restarts=self._restarts, seed=seed + i)
+            GaussianProcess(
+                _kernel(self._kernel, self.cube.dim), restarts=self._restarts, seed=seed + i, prior=prior
+            )
             for i in range(2)
         )
 
