@@ -80,8 +80,8 @@ class Cell:
         mine = [r for r in rows if r["net"] == net]
         x = np.array([[float(r[name]) for name in CUBE.names] for r in mine])
         self.net, self.params, self.dim = net, params, len(DIMS[params])
-        self.accuracy = RandomForestRegressor(100, min_samples_leaf=2, random_state=0, n_jobs=1)
-        self.energy = RandomForestRegressor(100, min_samples_leaf=2, random_state=0, n_jobs=1)
+        self.accuracy = RandomForestRegressor(50, min_samples_leaf=2, random_state=0, n_jobs=1)
+        self.energy = RandomForestRegressor(50, min_samples_leaf=2, random_state=0, n_jobs=1)
         self.accuracy.fit(x, [float(r["accuracy"]) for r in mine])
         self.energy.fit(x, np.log([float(r["idle_free_energy_j"]) for r in mine]))
         self.best_accuracy = max(float(r["accuracy"]) for r in mine)  # of the net's real trainings

@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
             for name in names
             if not (constrained and name == "Optuna GPSampler" and not args.constrained_gp)
         ]
-        jobs.sort(key=lambda j: j[1] != "Optuna GPSampler")  # the slowest first
+        # seed by seed over every problem: a run cut short still has every problem, on fewer seeds
+        jobs.sort(key=lambda j: (j[2], j[4]))
         runs = []
         with Pool(args.jobs) as pool:
             for run in pool.imap_unordered(job, jobs):
