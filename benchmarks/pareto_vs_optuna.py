@@ -86,9 +86,9 @@ def greenray_run(problem, seed: int, trials: int, target: float | None = None) -
     searcher = PIBayesSearch(_space(problem.dim), metric=metric, mode=mode, seed=seed, threshold=threshold)
     points, seconds = [], []
     for i in range(trials):
-        started = time.perf_counter()
+        started = time.process_time()
         config = searcher.suggest(str(i))
-        seconds.append(time.perf_counter() - started)
+        seconds.append(time.process_time() - started)
         accuracy, energy = problem(np.array(list(config.values())))
         searcher.on_trial_complete(str(i), {"accuracy": accuracy, "energy": energy})
         points.append((accuracy, energy))
@@ -110,10 +110,10 @@ def optuna_run(kind: str, problem, seed: int, trials: int, target: float | None 
     study = optuna.create_study(directions=directions, sampler=sampler)
     points, seconds = [], []
     for _ in range(trials):
-        started = time.perf_counter()
+        started = time.process_time()
         ask = study.ask()
         x = np.array([ask.suggest_float(f"x{i}", 0.0, 1.0) for i in range(problem.dim)])
-        seconds.append(time.perf_counter() - started)
+        seconds.append(time.process_time() - started)
         accuracy, energy = problem(x)
         ask.set_user_attr("accuracy", accuracy)
         study.tell(ask, [accuracy, energy] if target is None else energy)
@@ -183,11 +183,12 @@ def hypervolume_table(runs: list) -> list[str]:
                 cells_text.append("-")
         ours = volumes[next(iter(SEARCHERS))]
         wins = [
-            sum(ours[s] > other[s] for s in ours if s in other)
+            f"{sum(ours[s] > other[s] for s in ours if s in other)}/{len(set(ours) & set(other))}"
             for other in (volumes["Optuna TPE (default)"], volumes["Optuna GPSampler"])
         ]
-        row = f"| {problem} | " + " | ".join(cells_text)
-        lines.append(f"{row} | {wins[0]}/{len(ours)}, {wins[1]}/{len(ours)} |")
+        seeds = max(len(v) for v in volumes.values())
+        row = f"| {problem} ({seeds} seeds) | " + " | ".join(cells_text)
+        lines.append(f"{row} | {wins[0]}, {wins[1]} |")
     return lines
 
 
@@ -228,9 +229,38 @@ def timing_lines(runs: list) -> list[str]:
             if late:
                 kind = "constrained" if constrained else "front"
                 lines.append(
-                    f"{name}, {kind}: suggestion time over the last 4 of each run, median "
+                    f"{name}, {kind}: suggestion CPU time over the last 4 of each run, median "
                     f"{np.median(late):.3f} s, 90th percentile {np.quantile(late, 0.9):.3f} s"
                 )
+    return lines
+
+
+def suggestion_cost(observations: int = 64) -> list[str]:
+    """greenray's CPU seconds per suggestion with `observations` finished trials, on the study's
+    widest space (`--params 5+batch`, 6 inputs): one metric (PI), the front, the constrained."""
+    from greenray.tune.space import search_space
+
+    space = search_space("5+batch", max_epochs=4)
+    lines = []
+    for metric, mode, threshold in (
+        ("accuracy", "max", None),
+        (["accuracy", "energy_j"], ["max", "min"], None),
+        (["energy_j", "accuracy"], ["min", "max"], 0.7),
+    ):
+        searcher = PIBayesSearch(space, metric=metric, mode=mode, seed=0, threshold=threshold)
+        seconds = []
+        for i in range(observations + 8):
+            started = time.process_time()
+            config = searcher.suggest(str(i))
+            seconds.append(time.process_time() - started)
+            accuracy = 1 - abs(math.log10(config["lr"]) + 3) / 4 - 0.1 * (config["beta1"] - 0.5) ** 2
+            energy = 1e4 / config["batch_size"] * (1 + config["beta2"])
+            searcher.on_trial_complete(str(i), {"accuracy": accuracy, "energy_j": energy})
+        late = seconds[observations:]
+        lines.append(
+            f"{metric} (threshold {threshold}): CPU s per suggestion at {observations}-{observations + 7} "
+            f"observations: median {np.median(late):.3f}, max {max(late):.3f}"
+        )
     return lines
 
 
@@ -239,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=1, help="processes (the machine is shared: 1 or 2)")
-    parser.add_argument("--only", default=None, help="run only searchers whose name contains one of these (,)")
+    parser.add_argument("--only", default=None, help="only searchers whose name contains one of these (,)")
     parser.add_argument("--problems", default=None, help="only problems whose name contains one of these (,)")
     parser.add_argument("--no-constrained", action="store_true", help="leave the constrained question out")
     parser.add_argument(
@@ -247,7 +277,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--save", default=None, help="write every run's points to this JSON file")
     parser.add_argument("--load", default=None, help="score the runs --save wrote (files, comma-separated)")
+    parser.add_argument("--cost", action="store_true", help="greenray's suggestion CPU time only")
     args = parser.parse_args(argv)
+    if args.cost:
+        print("\n".join(suggestion_cost()))
+        return
     started = time.monotonic()
     if args.load:
         runs, headers = [], []
