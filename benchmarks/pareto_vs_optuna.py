@@ -267,6 +267,7 @@ def suggestion_cost(observations: int = 64) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="the seeds: first-seed and on")
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=1, help="processes (the machine is shared: 1 or 2)")
     parser.add_argument("--only", default=None, help="only searchers whose name contains one of these (,)")
@@ -290,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
                 saved = json.load(handle)
             runs += [tuple(r) for r in saved["runs"]]
             headers.append(saved["header"])
+        # one run per problem, searcher, seed and question (files of overlapping seeds: the first)
+        runs = list({(r[0], r[1], r[2], r[3]): r for r in reversed(runs)}.values())
         header = "\n".join(headers)
     else:
         wanted = args.only.split(",") if args.only else list(SEARCHERS)
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.problems is None or any(part in problem.name for part in args.problems.split(","))
             for constrained in ((False, True) if hasattr(problem, "best_accuracy") else (False,))
             if not (constrained and args.no_constrained)
-            for seed in range(args.seeds)
+            for seed in range(args.first_seed, args.first_seed + args.seeds)
             for name in names
             if not (constrained and name == "Optuna GPSampler" and not args.constrained_gp)
         ]
