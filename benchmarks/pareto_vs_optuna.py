@@ -1,199 +1,337 @@
-"""greenray's pareto objective (PI-Bayes with ParEGO's random scalarisation) against Optuna's
-NSGA-II and multi-objective TPE, on the same budget of real trainings: the hypervolume of the
-accuracy / energy front each finds, median over seeds.
+"""greenray's multi-objective and constrained searcher (PIBayesSearch: expected hypervolume
+improvement over a GP per objective; constrained expected improvement) against Optuna 5's default
+multi-objective sampler (TPESampler()), its GPSampler (LogEHVI; constraints_func) and random
+search, on the same budget.
 
-Every searcher proposes configurations of the study's space with the batch size and the epoch
-count searchable (`--params 3+batch+epochs`: lr, beta1, beta2, batch size 16-1024, 1 to
---epochs epochs); each configuration is trained once by the study's own trial (`run_trial`:
-DensePolyNN on scikit-learn's digits by default), in this process, one at a time, and measured
-on the meter the study uses. Objectives: test accuracy (max) and the trial's idle-free energy
-(min). Energy on a machine without a GPU comes from the simulated backend, whose busy-time model
-makes Joules proportional to compute time: it is labelled SIMULATED, never a measurement.
+Problems (every searcher works in the same unit cube; lr and batch size are log-scaled there):
+- the study's cells, as a SURROGATE (benchmarks/pareto_cells.py): random forests fitted to real
+  short trainings of each of the three nets on digits, 3 and 5 Adam parameters plus batch size
+  and epochs; energy from the SIMULATED backend, never a measurement;
+- two standard problems, real: ZDT1 with 4 inputs and DTLZ2 (two objectives) with 5.
 
-Hypervolume: the area a searcher's front dominates, both objectives scaled to [0, 1] between
-the ideal and the nadir point of the front of every trial of every searcher and seed together,
-up to a reference 10% beyond that nadir (a front at the nadir scores 0.01, one at the ideal
-1.21): the same reference for every searcher and seed, and one where the fronts differ.
-Optuna is not a greenray dependency (`pip install -e ".[examples]"` installs it).
+Front: accuracy (max) and Joules (min) (-f1 and f2 for the standard problems). Hypervolume on both
+objectives scaled to [0, 1] between the ideal and nadir points of the front of every run of every
+searcher on that problem, up to a reference 10% beyond the nadir; median over seeds with a 95%
+bootstrap interval of the median. Constrained (cells only): least Joules with accuracy at least a
+target (95% of the best accuracy in the cell's table): the Joules spent until the search first met
+the target, that configuration's Joules, and the least feasible Joules found in the budget.
 
-    python benchmarks/pareto_vs_optuna.py --seeds 6 --trials 20 --energy simulated
+    nice python benchmarks/pareto_vs_optuna.py --seeds 10 --trials 64 --save /tmp/points.json
+    python benchmarks/pareto_vs_optuna.py --load /tmp/points.json        # re-score only
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import platform
-import statistics
 import sys
 import time
+from multiprocessing import Pool
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # one BLAS thread for the searchers: the VM is shared
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one BLAS thread per process: the VM is shared
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from pareto_cells import cells  # noqa: E402
+from ray import tune  # noqa: E402
 
-from greenray.config import TrialConfig  # noqa: E402
-from greenray.energy import open_meter  # noqa: E402
 from greenray.tune.objectives import hypervolume, non_dominated  # noqa: E402
-from greenray.tune.searchers import PIBayesSearch, RandomSearch  # noqa: E402
-from greenray.tune.space import BATCH_BOUNDS, BOUNDS, search_space, trained_with  # noqa: E402
-from greenray.tune.trainable import run_trial  # noqa: E402
+from greenray.tune.searchers import PIBayesSearch  # noqa: E402
 
 try:
     import optuna
 except ImportError:  # pragma: no cover - depends on the machine
     optuna = None
 
-METRICS, MODES = ["accuracy", "idle_free_energy_j"], ["max", "min"]
+TABLE = os.path.join(os.path.dirname(__file__), "data", "digits_cells.csv")
+TARGET_SHARE = 0.95  # the constrained question's target: this share of the cell's best accuracy
 
 
-class Trainer:
-    """Trains one configuration with the study's trial and measures it as with_energy would:
-    a window around the whole trial (not busy), the epochs and test passes busy inside it."""
+class Zdt1:
+    def __init__(self, dim: int) -> None:
+        self.dim, self.name = dim, f"ZDT1 {dim} inputs"
 
-    def __init__(self, energy: str, trial: TrialConfig) -> None:
-        self.meter = open_meter(energy, quiet=True).start()
-        self.trial = trial
-        self.calls = 0
-
-    def __call__(self, config: dict) -> tuple[float, float]:
-        self.calls += 1
-        self.meter.begin_window("trial", busy=False)
-        last = run_trial(config | {"__round__": self.calls}, self.trial, 0, lambda row: None, self.meter)
-        joules = self.meter.end_window("trial").idle_free_joules
-        return float(last["accuracy"]), float(joules)
+    def __call__(self, x: np.ndarray) -> tuple[float, float]:
+        g = 1 + 9 * float(np.mean(x[1:]))
+        return -float(x[0]), g * (1 - math.sqrt(x[0] / g))
 
 
-def greenray_search(searcher, train: Trainer, trials: int) -> list[tuple[float, float]]:
-    points = []
+class Dtlz2:
+    def __init__(self, dim: int) -> None:
+        self.dim, self.name = dim, f"DTLZ2 {dim} inputs"
+
+    def __call__(self, x: np.ndarray) -> tuple[float, float]:
+        g = float(np.sum((x[1:] - 0.5) ** 2))
+        return -(1 + g) * math.cos(x[0] * math.pi / 2), (1 + g) * math.sin(x[0] * math.pi / 2)
+
+
+@functools.cache
+def problems() -> list:
+    standard = [Zdt1(4), Dtlz2(5)]
+    return (cells(TABLE) if os.path.exists(TABLE) else []) + standard
+
+
+def _space(dim: int) -> dict:
+    return {f"x{i}": tune.uniform(0.0, 1.0) for i in range(dim)}
+
+
+def greenray_run(problem, seed: int, trials: int, target: float | None = None) -> dict:
+    if target is None:
+        metric, mode, threshold = ["accuracy", "energy"], ["max", "min"], None
+    else:
+        metric, mode, threshold = ["energy", "accuracy"], ["min", "max"], target
+    searcher = PIBayesSearch(_space(problem.dim), metric=metric, mode=mode, seed=seed, threshold=threshold)
+    points, seconds = [], []
     for i in range(trials):
+        started = time.process_time()
         config = searcher.suggest(str(i))
-        accuracy, joules = train(trained_with(config))
-        searcher.on_trial_complete(str(i), {"accuracy": accuracy, "idle_free_energy_j": joules})
-        points.append((accuracy, joules))
-    return points
+        seconds.append(time.process_time() - started)
+        accuracy, energy = problem(np.array(list(config.values())))
+        searcher.on_trial_complete(str(i), {"accuracy": accuracy, "energy": energy})
+        points.append((accuracy, energy))
+    return {"points": points, "seconds": seconds}
 
 
-def optuna_search(sampler, train: Trainer, trials: int, max_epochs: int) -> list[tuple[float, float]]:
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-    points = []
+def random_run(problem, seed: int, trials: int, target: float | None = None) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"points": [problem(rng.uniform(size=problem.dim)) for _ in range(trials)], "seconds": []}
+
+
+def optuna_run(kind: str, problem, seed: int, trials: int, target: float | None = None) -> dict:
+    constraints = None if target is None else (lambda frozen: [target - frozen.user_attrs["accuracy"]])
+    if kind == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
+    else:
+        sampler = optuna.samplers.GPSampler(seed=seed, constraints_func=constraints)
+    directions = ["maximize", "minimize"] if target is None else ["minimize"]
+    study = optuna.create_study(directions=directions, sampler=sampler)
+    points, seconds = [], []
     for _ in range(trials):
+        started = time.process_time()
         ask = study.ask()
-        config = {
-            "lr": ask.suggest_float("lr", *BOUNDS["lr"], log=True),
-            "beta1": ask.suggest_float("beta1", *BOUNDS["beta1"]),
-            "beta2": ask.suggest_float("beta2", *BOUNDS["beta2"]),
-            "batch_size": ask.suggest_float("batch_size", *BATCH_BOUNDS, log=True),
-            "epochs": ask.suggest_float("epochs", 1.0, float(max_epochs)),
-        }
-        accuracy, joules = train(trained_with(config))
-        study.tell(ask, [accuracy, joules])
-        points.append((accuracy, joules))
-    return points
+        x = np.array([ask.suggest_float(f"x{i}", 0.0, 1.0) for i in range(problem.dim)])
+        seconds.append(time.process_time() - started)
+        accuracy, energy = problem(x)
+        ask.set_user_attr("accuracy", accuracy)
+        study.tell(ask, [accuracy, energy] if target is None else energy)
+        points.append((accuracy, energy))
+    return {"points": points, "seconds": seconds}
 
 
-def searchers(seed: int, max_epochs: int) -> dict:
-    space = search_space("3+batch+epochs", max_epochs=max_epochs)
-    found = {
-        "greenray pareto (PI-Bayes, ParEGO)": lambda: PIBayesSearch(
-            space, metric=METRICS, mode=MODES, seed=seed
-        ),
-        "greenray random": lambda: RandomSearch(space, metric=METRICS, mode=MODES, seed=seed),
-    }
+SEARCHERS = {
+    "greenray (EHVI / constrained EI)": greenray_run,
+    "Optuna TPE (default)": lambda *a: optuna_run("tpe", *a),
+    "Optuna GPSampler": lambda *a: optuna_run("gp", *a),
+    "random": random_run,
+}
+
+
+def target_of(problem) -> float | None:
+    """The constrained question's accuracy target (cells only)."""
+    best = getattr(problem, "best_accuracy", None)
+    return None if best is None else TARGET_SHARE * best
+
+
+def job(args: tuple) -> tuple:
+    index, name, seed, trials, constrained = args
     if optuna is not None:
-        found["Optuna NSGA-II"] = lambda: optuna.samplers.NSGAIISampler(seed=seed)
-        found["Optuna TPE (multi-objective)"] = lambda: optuna.samplers.TPESampler(seed=seed)
-    return found
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    problem = problems()[index]
+    target = target_of(problem) if constrained else None
+    return (problem.name, name, seed, constrained, target, SEARCHERS[name](problem, seed, trials, target))
 
 
-def front_points(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def front_of(points) -> list:
     gains = np.array([(a, -e) for a, e in points])
-    return [p for p, keep in zip(points, non_dominated(gains), strict=True) if keep]
+    return [tuple(p) for p, keep in zip(points, non_dominated(gains), strict=True) if keep]
 
 
-def scaled_volume(points: list[tuple[float, float]], ideal, nadir) -> float:
-    """The hypervolume of `points` on objectives scaled to [0, 1] between ideal and nadir, up to
-    a reference 10% beyond the nadir."""
+def scaled_volume(points, ideal, nadir) -> float:
     span_a, span_e = (ideal[0] - nadir[0]) or 1.0, (nadir[1] - ideal[1]) or 1.0
     scaled = [((a - nadir[0]) / span_a, (e - ideal[1]) / span_e) for a, e in points]
     return hypervolume(scaled, (-0.1, 1.1))
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=6)
-    parser.add_argument("--trials", type=int, default=20, help="trainings per searcher and seed (the budget)")
-    parser.add_argument("--epochs", type=int, default=6, help="the most epochs a configuration may train")
-    parser.add_argument("--net", default="dense-poly")
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--energy", default="simulated", help="auto, nvml, rapl or simulated")
-    parser.add_argument("--save", default=None, help="write every searcher's points to this JSON file")
-    parser.add_argument("--load", default=None, help="score the points a --save wrote instead of training")
-    args = parser.parse_args(argv)
-    if optuna is None:
-        print(
-            "Optuna is not installed: pip install -e '.[examples]'; only greenray's searchers run",
-            file=sys.stderr,
+def median_interval(values, rng=np.random.default_rng(0)) -> tuple[float, float, float]:
+    """The median and a 95% percentile-bootstrap interval of it."""
+    values = np.asarray(values, float)
+    boot = np.median(rng.choice(values, (2000, len(values))), axis=1)
+    return float(np.median(values)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+
+
+def hypervolume_table(runs: list) -> list[str]:
+    lines = ["| problem | " + " | ".join(SEARCHERS) + " | greenray beats TPE / GP (seeds) |"]
+    lines.append("|---" * (len(SEARCHERS) + 2) + "|")
+    for problem in dict.fromkeys(r[0] for r in runs if not r[3]):
+        mine = [r for r in runs if r[0] == problem and not r[3]]
+        union = front_of([p for r in mine for p in r[5]["points"]])
+        ideal = (max(a for a, _ in union), min(e for _, e in union))
+        nadir = (min(a for a, _ in union), max(e for _, e in union))
+        volumes = {
+            name: {r[2]: scaled_volume(front_of(r[5]["points"]), ideal, nadir) for r in mine if r[1] == name}
+            for name in SEARCHERS
+        }
+        cells_text = []
+        for name in SEARCHERS:
+            if volumes[name]:
+                m, low, high = median_interval(list(volumes[name].values()))
+                cells_text.append(f"{m:.3f} ({low:.3f}-{high:.3f})")
+            else:
+                cells_text.append("-")
+        ours = volumes[next(iter(SEARCHERS))]
+        wins = [
+            f"{sum(ours[s] > other[s] for s in ours if s in other)}/{len(set(ours) & set(other))}"
+            for other in (volumes["Optuna TPE (default)"], volumes["Optuna GPSampler"])
+        ]
+        seeds = max(len(v) for v in volumes.values())
+        row = f"| {problem} ({seeds} seeds) | " + " | ".join(cells_text)
+        lines.append(f"{row} | {wins[0]}, {wins[1]} |")
+    return lines
+
+
+def constrained_table(runs: list) -> list[str]:
+    lines = [
+        "| cell (target) | searcher | J spent to first feasible | its J | least feasible J | runs feasible |",
+        "|---|---|---|---|---|---|",
+    ]
+    for problem in dict.fromkeys(r[0] for r in runs if r[3]):
+        for name in SEARCHERS:
+            mine = [r for r in runs if r[0] == problem and r[3] and r[1] == name]
+            if not mine:
+                continue
+            target = mine[0][4]
+            spent, first, least = [], [], []
+            for r in mine:
+                energies = np.array([e for _, e in r[5]["points"]])
+                ok = np.array([a >= target for a, _ in r[5]["points"]])
+                if ok.any():
+                    at = int(np.argmax(ok))
+                    spent.append(energies[: at + 1].sum())
+                    first.append(energies[at])
+                    least.append(energies[ok].min())
+            texts = [
+                "{:.0f} ({:.0f}-{:.0f})".format(*median_interval(v)) if v else "-"
+                for v in (spent, first, least)
+            ]
+            row = f"| {problem} ({target:.3f}) | {name} | " + " | ".join(texts)
+            lines.append(f"{row} | {len(spent)}/{len(mine)} |")
+    return lines
+
+
+def timing_lines(runs: list) -> list[str]:
+    lines = []
+    for name in SEARCHERS:
+        for constrained in (False, True):
+            late = [s for r in runs if r[1] == name and r[3] == constrained for s in r[5]["seconds"][-4:]]
+            if late:
+                kind = "constrained" if constrained else "front"
+                lines.append(
+                    f"{name}, {kind}: suggestion CPU time over the last 4 of each run, median "
+                    f"{np.median(late):.3f} s, 90th percentile {np.quantile(late, 0.9):.3f} s"
+                )
+    return lines
+
+
+def suggestion_cost(observations: int = 64) -> list[str]:
+    """greenray's CPU seconds per suggestion with `observations` finished trials, on the study's
+    widest space (`--params 5+batch`, 6 inputs): one metric (PI), the front, the constrained."""
+    from greenray.tune.space import search_space
+
+    space = search_space("5+batch", max_epochs=4)
+    lines = []
+    for metric, mode, threshold in (
+        ("accuracy", "max", None),
+        (["accuracy", "energy_j"], ["max", "min"], None),
+        (["energy_j", "accuracy"], ["min", "max"], 0.7),
+    ):
+        searcher = PIBayesSearch(space, metric=metric, mode=mode, seed=0, threshold=threshold)
+        seconds = []
+        for i in range(observations + 8):
+            started = time.process_time()
+            config = searcher.suggest(str(i))
+            seconds.append(time.process_time() - started)
+            accuracy = 1 - abs(math.log10(config["lr"]) + 3) / 4 - 0.1 * (config["beta1"] - 0.5) ** 2
+            energy = 1e4 / config["batch_size"] * (1 + config["beta2"])
+            searcher.on_trial_complete(str(i), {"accuracy": accuracy, "energy_j": energy})
+        late = seconds[observations:]
+        lines.append(
+            f"{metric} (threshold {threshold}): CPU s per suggestion at {observations}-{observations + 7} "
+            f"observations: median {np.median(late):.3f}, max {max(late):.3f}"
         )
-    else:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    torch.set_num_threads(1)
-    trial = TrialConfig(net=args.net, dataset=args.dataset, epochs=args.epochs)
-    runs: dict[str, list[list[tuple[float, float]]]] = {}
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="the seeds: first-seed and on")
+    parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--jobs", type=int, default=1, help="processes (the machine is shared: 1 or 2)")
+    parser.add_argument("--only", default=None, help="only searchers whose name contains one of these (,)")
+    parser.add_argument("--problems", default=None, help="only problems whose name contains one of these (,)")
+    parser.add_argument("--no-constrained", action="store_true", help="leave the constrained question out")
+    parser.add_argument(
+        "--constrained-gp", action="store_true", help="run GPSampler on the constrained question too (slow)"
+    )
+    parser.add_argument("--save", default=None, help="write every run's points to this JSON file")
+    parser.add_argument("--load", default=None, help="score the runs --save wrote (files, comma-separated)")
+    parser.add_argument("--cost", action="store_true", help="greenray's suggestion CPU time only")
+    args = parser.parse_args(argv)
+    if args.cost:
+        print("\n".join(suggestion_cost()))
+        return
     started = time.monotonic()
     if args.load:
-        with open(args.load) as handle:
-            saved = json.load(handle)
-        runs = {k: [[tuple(p) for p in s] for s in v] for k, v in saved["runs"].items()}
-        source = saved["source"]
-        vars(args).update({k: saved["args"][k] for k in ("seeds", "trials", "epochs", "net", "dataset")})
+        runs, headers = [], []
+        for path in args.load.split(","):
+            with open(path) as handle:
+                saved = json.load(handle)
+            runs += [tuple(r) for r in saved["runs"]]
+            headers.append(saved["header"])
+        # one run per problem, searcher, seed and question (files of overlapping seeds: the first)
+        runs = list({(r[0], r[1], r[2], r[3]): r for r in reversed(runs)}.values())
+        header = "\n".join(headers)
     else:
-        train = Trainer(args.energy, trial)
-        source = ", ".join(sorted(train.meter.sources)) or "none"
-    for seed in range(0 if args.load else args.seeds):
-        for name, make in searchers(seed, args.epochs).items():
-            made = make()
-            if name.startswith("Optuna"):
-                points = optuna_search(made, train, args.trials, args.epochs)
-            else:
-                points = greenray_search(made, train, args.trials)
-            runs.setdefault(name, []).append(points)
-            print(f"seed {seed} {name}: best accuracy {max(a for a, _ in points):.4f}", file=sys.stderr)
-    if args.save:
-        with open(args.save, "w") as handle:
-            json.dump({"runs": runs, "source": source, "args": vars(args)}, handle)
-    union = front_points([p for seeds in runs.values() for points in seeds for p in points])
-    ideal = (max(a for a, _ in union), min(e for _, e in union))
-    nadir = (min(a for a, _ in union), max(e for _, e in union))
-    label = " [SIMULATED energy, not a measurement]" if "simulated" in source else ""
-    versions = f"Python {platform.python_version()}, torch {torch.__version__}"
-    versions += f", optuna {getattr(optuna, '__version__', 'not installed')}"
-    print(f"machine: {platform.machine()}, {versions}; energy source: {source}{label}")
-    print(
-        f"{args.trials} trainings per searcher and seed, seeds 0-{args.seeds - 1}, {args.net} on "
-        f"{args.dataset}, 1-{args.epochs} epochs; front of all: accuracy {nadir[0]:.3f}-{ideal[0]:.3f}, "
-        f"{ideal[1]:.1f}-{nadir[1]:.1f} J; "
-        f"{time.monotonic() - started:.0f} s in all"
-    )
-    print("| searcher | median hypervolume (scaled) | IQR | median front size | median best accuracy |")
-    print("|---|---|---|---|---|")
-    table = {}
-    for name, seeds in runs.items():
-        volumes = [scaled_volume(p, ideal, nadir) for p in seeds]
-        sizes = [len(front_points(p)) for p in seeds]
-        best = [max(a for a, _ in p) for p in seeds]
-        q1, _, q3 = statistics.quantiles(volumes, n=4) if len(volumes) > 1 else (volumes[0],) * 3
-        table[name] = volumes
-        print(f"| {name} | {statistics.median(volumes):.4g} | {q1:.4g}-{q3:.4g} | "
-              f"{statistics.median(sizes):g} | {statistics.median(best):.4f} |")  # fmt: skip
-    ours = table["greenray pareto (PI-Bayes, ParEGO)"]
-    for name, volumes in table.items():
-        if name.startswith("Optuna"):
-            wins = sum(a > b for a, b in zip(ours, volumes, strict=True))
-            print(f"greenray pareto beats {name} on {wins} of {len(ours)} seeds")
-    return table
+        wanted = args.only.split(",") if args.only else list(SEARCHERS)
+        names = [n for n in SEARCHERS if any(part in n for part in wanted)]
+        if optuna is None:
+            print("Optuna is not installed: only greenray and random run", file=sys.stderr)
+            names = [n for n in names if "Optuna" not in n]
+        found = problems()
+        jobs = [
+            (i, name, seed, args.trials, constrained)
+            for i, problem in enumerate(found)
+            if args.problems is None or any(part in problem.name for part in args.problems.split(","))
+            for constrained in ((False, True) if hasattr(problem, "best_accuracy") else (False,))
+            if not (constrained and args.no_constrained)
+            for seed in range(args.first_seed, args.first_seed + args.seeds)
+            for name in names
+            if not (constrained and name == "Optuna GPSampler" and not args.constrained_gp)
+        ]
+        # seed by seed over every problem: a run cut short still has every problem, on fewer seeds
+        jobs.sort(key=lambda j: (j[2], j[4]))
+        runs = []
+        with Pool(args.jobs) as pool:
+            for run in pool.imap_unordered(job, jobs):
+                runs.append(run)
+                print(f"{run[0]} {run[1]} seed {run[2]}{' constrained' if run[3] else ''}", file=sys.stderr)
+                if args.save:  # as they come: a run cut short still scores what finished
+                    with open(args.save + ".part", "w") as handle:
+                        json.dump({"runs": runs, "header": "partial"}, handle)
+        header = (
+            f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python "
+            f"{platform.python_version()}, optuna {getattr(optuna, '__version__', 'not installed')}; "
+            f"{args.seeds} seeds x {args.trials} trials; {args.jobs} processes; "
+            f"{time.monotonic() - started:.0f} s; cells: SURROGATE of real digits trainings, SIMULATED energy"
+        )
+        if args.save:
+            with open(args.save, "w") as handle:
+                json.dump({"runs": runs, "header": header}, handle)
+    print(header)
+    print("\n".join(hypervolume_table(runs) + [""] + constrained_table(runs) + [""] + timing_lines(runs)))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from greenray.cli import app
 from greenray.config import MutateConfig, StudyConfig
 from greenray.tune.ledger import BUDGET, PATIENCE, TARGET, RoundBook, ran_to_end, stop_reached
-from greenray.tune.objectives import front, hypervolume, non_dominated, parego_targets
+from greenray.tune.objectives import front, hypervolume, non_dominated
 from greenray.tune.rounds import RoundRepeater
 from greenray.tune.searchers import PIBayesSearch
 from greenray.tune.space import search_space, trained_with
@@ -108,11 +108,9 @@ def test_with_partial_a_round_stopped_early_is_heard_with_its_last_epochs():
     assert inner.told[-1] == ("c", {"accuracy": pytest.approx(0.2)}, False)  # a lower bound
 
 
-def test_parego_weights_make_every_front_point_the_best_for_some_weights():
+def test_the_front_of_accuracy_and_energy_leaves_the_dominated_point_out():
     # (accuracy, -energy): three points on the front and one dominated.
     gains = np.array([[0.9, -100.0], [0.8, -20.0], [0.5, -5.0], [0.6, -50.0]])
-    best = {int(np.argmax(parego_targets(gains, np.array([w, 1 - w])))) for w in np.linspace(0, 1, 21)}
-    assert best == {0, 1, 2}
     assert non_dominated(gains).tolist() == [True, True, True, False]
 
 
@@ -128,7 +126,7 @@ def test_the_front_keeps_the_best_accuracy_and_the_hypervolume_grows_with_it():
     assert hypervolume([*points, (0.95, 150.0)], (0.0, 200.0)) > area
 
 
-def test_pi_bayes_searches_two_metrics_through_parego_and_resumes():
+def test_pi_bayes_searches_two_metrics_by_hypervolume_and_resumes():
     space = search_space("3+batch", max_epochs=4)
     searcher = PIBayesSearch(space, metric=["accuracy", "energy_j"], mode=["max", "min"], seed=0, n_initial=3)
     assert searcher.multi_objective

@@ -225,7 +225,9 @@ class LeversConfig(Config):
         None, description="Stop the study after this many rounds without a better round."
     )
     target_accuracy: MaybeAccuracy = Field(
-        None, description="Stop the study once a round's mean accuracy reaches this."
+        None,
+        description="Stop the study once a round's mean accuracy reaches this; with --objective "
+        "min-energy, the accuracy the least energy must reach (a constraint, which stops nothing).",
     )
     scheduler: Scheduler = Field(
         "fifo",
@@ -234,13 +236,30 @@ class LeversConfig(Config):
         "epoch reports).",
     )
     objective: Objective = Field(
-        "accuracy", description=f"What the searcher optimises: {', '.join(OBJECTIVES)}."
+        "accuracy",
+        description=f"What the searcher optimises: {', '.join(OBJECTIVES)} (pareto: the accuracy / "
+        "energy front; min-energy: the least energy at --target-accuracy).",
     )
+
+    @model_validator(mode="after")
+    def _min_energy_has_a_target(self) -> LeversConfig:
+        if self.objective == "min-energy" and self.target_accuracy is None:
+            raise sentence(
+                "--objective min-energy searches the least energy at an accuracy of at least "
+                "--target-accuracy: give --target-accuracy"
+            )
+        return self
+
+    @property
+    def stop_accuracy(self) -> float | None:
+        """The accuracy that stops the study once reached: --target-accuracy, except under
+        min-energy, where it is the constraint (the search goes on for less energy)."""
+        return None if self.objective == "min-energy" else self.target_accuracy
 
     @property
     def stopping(self) -> bool:
         """Whether any lever may stop the whole study before its budget of trials."""
-        return any(v is not None for v in (self.energy_budget, self.patience, self.target_accuracy))
+        return any(v is not None for v in (self.energy_budget, self.patience, self.stop_accuracy))
 
     @property
     def needs_energy(self) -> tuple[str, ...]:

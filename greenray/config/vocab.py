@@ -45,7 +45,7 @@ PARAMS_HELP = "one of 3, 5 (optionally with +batch and +epochs, e.g. 3+batch)"
 # What `greenray mutate` may change, one at a time (Wang et al.'s mutation operators).
 MUTABLE = ("epochs", "lr", "batch_size")
 SCHEDULERS = ("fifo", "asha", "median")  # fifo: every trial to its last epoch (the study's)
-OBJECTIVES = ("accuracy", "accuracy-per-kj", "pareto")
+OBJECTIVES = ("accuracy", "accuracy-per-kj", "pareto", "min-energy")
 GRID_VALUES = 5  # the study's partial grid: 5 values per hyperparameter (125 or 3,125 points)
 PRECISIONS = ("fp32", "bf16", "fp16")
 ARRIVALS = ("constant", "jitter", "poisson")

@@ -9,7 +9,7 @@ import time
 from importlib import metadata
 from typing import Any
 
-PACKAGES = ("greenray", "ray", "torch", "torchvision", "bayesian-optimization", "nvidia-ml-py")
+PACKAGES = ("greenray", "ray", "torch", "torchvision", "scikit-learn", "nvidia-ml-py")
 
 
 def versions() -> dict[str, str | None]:

@@ -3,7 +3,7 @@ response time at a given request rate stays under a target, found by live runs o
 deployment (the policy is changed at run time through Serve's `set_max_batch_size` /
 `set_batch_wait_timeout_s`, never redeployed).
 
-The search is constrained Bayesian optimisation (bayesian-optimization's): one Gaussian process
+The search is constrained Bayesian optimisation (greenray.optim's): one Gaussian process
 models energy per image, another log(p99 / target), and each next policy maximises expected
 improvement times the probability that the target holds (Gardner et al., ICML 2014). The first
 run is Serve's default policy (greedy: whatever is queued, no wait), which is also what the
@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from sklearn.gaussian_process.kernels import Matern
 
 from greenray.config import BatchPolicy, TargetConfig
+from greenray.optim.bo import GaussianProcess, ard_kernel, space_filling
+from greenray.optim.propose import propose_constrained
 from greenray.results import OK
 
 log = logging.getLogger("greenray.serve")
@@ -130,93 +131,57 @@ class PolicySpace:
 
 
 class PolicySearch:
-    """Constrained Bayesian optimisation over a PolicySpace: minimise energy per image subject
-    to p99 <= the target. `suggest` a point, run its policy, `observe` what the run measured."""
+    """Constrained Bayesian optimisation over a PolicySpace, on greenray's core
+    (greenray.optim.propose.propose_constrained, the core of `--objective min-energy` too):
+    minimise energy per image subject to p99 <= the target. `suggest` a point, run its
+    policy, `observe` what the run measured. The acquisition is maximised over the space's
+    lattice (every distinct policy), not a continuum."""
 
-    def __init__(self, space: PolicySpace, *, seed: int = 0, n_initial: int = 2, xi: float = 0.01) -> None:
-        from bayes_opt import BayesianOptimization, acquisition
-        from scipy.optimize import NonlinearConstraint
-        from scipy.stats import qmc
-
+    def __init__(self, space: PolicySpace, *, seed: int = 0, n_initial: int = 2) -> None:
         self.space = space
         self._rng = np.random.default_rng(seed)
+        self._random_state = np.random.RandomState(seed)
         # The largest cap at half and all of the target's wait: with the baseline (no wait) they
         # span the direction energy and p99 change most; space-filling points follow.
         structured = [np.array([1.0, 0.5]), np.array([1.0, 1.0])]
-        filling = list(qmc.LatinHypercube(d=2, rng=np.random.default_rng(seed)).random(max(0, n_initial - 2)))
+        filling = list(space_filling(max(0, n_initial - 2), 2, seed))
         self._initial = (structured + filling)[:n_initial]
-        self._optimizer = BayesianOptimization(
-            f=None,
-            pbounds={"cap": (0.0, 1.0), "wait": (0.0, 1.0)},
-            acquisition_function=acquisition.ExpectedImprovement(xi=xi),
-            constraint=NonlinearConstraint(None, -np.inf, 0.0),
-            random_state=seed,
-            allow_duplicate_points=True,
-            verbose=0,
-        )
-        # Runs are noisy: no exact interpolation. Two restarts of each fit are plenty for a
-        # handful of points in two dimensions (the package's five cost seconds per suggestion).
-        self._optimizer.set_gp_params(alpha=1e-3, n_restarts_optimizer=2)
-        for model in self._optimizer.constraint.model:
-            model.set_params(alpha=1e-3, n_restarts_optimizer=2)
-        self._feasible = 0
-        self._points: list[np.ndarray] = []  # every observed point and its log(p99 / target)
+        # Runs are noisy: no exact interpolation (alpha). The p99 model's length scale is bounded
+        # below: fitted freely to a few far-apart runs it collapses, its optimistic bound is flat
+        # and the lattice's first policy would win every time.
+        self._energy = GaussianProcess(ard_kernel(2), alpha=1e-3, restarts=2, seed=seed)
+        p99_kernel = Matern(length_scale=0.3, length_scale_bounds=(0.15, 2.0), nu=2.5)
+        self._p99 = GaussianProcess(p99_kernel, alpha=1e-3, restarts=2, seed=seed)
+        self._points: list[np.ndarray] = []  # every observed point, -energy and log(p99 / target)
+        self._gains: list[float] = []
         self._margins: list[float] = []
 
     def suggest(self) -> np.ndarray:
         """The next point to run: the space-filling ones first, then the model's; until some
         run has met the target (expected improvement needs one to improve on), the policy that
-        most plausibly meets it."""
+        most plausibly meets it (the lowest optimistic bound, mean - 2 sd, of log(p99 / target))."""
         if self._initial:
             return self._initial.pop(0)
-        if not self._feasible:
-            return self._most_plausibly_feasible()
-        # One BLAS thread: the GPs' matrices have a few rows, and more threads only spin (as in
-        # greenray.tune.searchers.PIBayesSearch).
-        with warnings.catch_warnings(), threadpool_limits(1):
-            warnings.simplefilter("ignore")  # sklearn's convergence warnings on a handful of points
-            suggestion = self._optimizer.suggest()
-        return np.array([suggestion["cap"], suggestion["wait"]])
+        return propose_constrained(
+            self._energy,
+            self._p99,
+            np.array(self._points),
+            np.array(self._gains),
+            np.array(self._margins),
+            np.zeros((0, 2)),
+            self._random_state,
+            fixed=self.space.lattice(),
+        )
 
     def random(self) -> np.ndarray:
         return self._rng.uniform(size=2)
 
-    def _most_plausibly_feasible(self) -> np.ndarray:
-        """The policy of the space most plausibly under the target: the lowest optimistic bound
-        (mean - 2 sd) of a Gaussian process of log(p99 / target) over what has run. Expected
-        improvement needs a feasible run to improve on; until one exists the search follows
-        the measured p99 towards the target. The length scale is bounded below: fitted freely
-        to a few far-apart runs it collapses, the bound is flat and the lattice's first policy
-        would win every time."""
-        from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import Matern
-
-        model = GaussianProcessRegressor(
-            Matern(length_scale=0.3, length_scale_bounds=(0.15, 2.0), nu=2.5),
-            alpha=1e-3,
-            normalize_y=True,
-            n_restarts_optimizer=2,
-            random_state=0,
-        )
-        with warnings.catch_warnings(), threadpool_limits(1):
-            warnings.simplefilter("ignore")  # convergence warnings on a handful of points
-            model.fit(np.array(self._points), np.array(self._margins))
-            candidates = self.space.lattice()
-            mean, std = model.predict(candidates, return_std=True)
-        return candidates[int(np.argmin(mean - 2.0 * std))]
-
     def observe(self, point, energy_per_image_j: float, p99_ms: float) -> None:
         """What the run at `point` measured (a run that failed: the worst energy seen, and a p99
         ten times the target)."""
-        margin = math.log(max(p99_ms, 1e-3) / self.space.slo_ms)
-        self._feasible += margin <= 0
         self._points.append(np.asarray(point, dtype=float))
-        self._margins.append(margin)
-        self._optimizer.register(
-            params={"cap": float(point[0]), "wait": float(point[1])},
-            target=-energy_per_image_j,
-            constraint_value=margin,
-        )
+        self._gains.append(-energy_per_image_j)
+        self._margins.append(math.log(max(p99_ms, 1e-3) / self.space.slo_ms))
 
 
 def serve_default(target: TargetConfig) -> BatchPolicy:

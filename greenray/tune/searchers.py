@@ -18,26 +18,30 @@ range, or onto log(range) where the domain is log-uniform.
   3 parameters give 125 points and 5 give 3,125; points come in a seeded random order without
   replacement, and when the grid is used up the searcher says so once and returns FINISHED.
 - RandomSearch: independent uniform draws in the unit cube.
-- PIBayesSearch: bayesian-optimization's GP and its ProbabilityOfImprovement acquisition, with
-  these choices (the package's default GP, one length scale for all inputs, falls well short of
-  Optuna's TPE; docs/BENCHMARKS.md, "Searchers", compares them on the same budget):
-  * kernel: amplitude x ARD Matern 5/2 (one length scale per input, fitted; a parameter that does
-    not matter gets a long one) + a fitted white-noise term for noisy metrics; targets normalised
-    (normalize_y); set through the optimizer's own set_gp_params;
-  * xi is given in units of the observed targets' standard deviation (default 0.01), so it means
-    the same whether the metric is an accuracy or a loss; optional exploration_decay as in the package;
-  * the first `n_initial` points (default 5) are a seeded Latin hypercube, and suggestions stay random
-    until at least one trial has succeeded;
-  * pending trials: the package's ConstantLiar registers every point still in flight with the mean
-    observed target (a trial that fails or finishes leaves the liar set), so concurrent suggestions
-    differ; a suggestion that still lands on a pending or observed point is replaced by a random one;
-  * mode "min" is handled by registering -metric (the package maximises);
-  * several metrics (metric=["accuracy", "energy_j"], mode=["max", "min"], as OptunaSearch takes
-    them) search their Pareto front as ParEGO does (Knowles 2006): before each model suggestion a
-    weight vector is drawn at random from the simplex, every observation is scalarised with
-    those weights (augmented Tchebycheff over objectives scaled to [0, 1];
-    greenray.tune.objectives.parego_targets), and the GP is refitted on those targets, so each
-    suggestion aims at another part of the front.
+- PIBayesSearch: Bayesian optimisation on greenray's one core (greenray.optim, also behind the
+  serving policy search), with these choices (docs/BENCHMARKS.md, "Searchers" and "Pareto",
+  compares them with Optuna's samplers on the same budget):
+  * a Gaussian process per metric, amplitude x ARD Matern 5/2 (one length scale per input,
+    fitted; a parameter that does not matter gets a long one) + fitted white noise, targets
+    normalised, each fit warm-started from the last;
+  * one metric: Probability of Improvement (the study's acquisition), xi in units of the observed
+    targets' standard deviation (default 0.01), so it means the same for an accuracy and a loss;
+    optional exploration_decay; maximised over candidates (random points and perturbations of
+    the best ones);
+  * two metrics (metric=["accuracy", "energy_j"], mode=["max", "min"], as OptunaSearch takes
+    them): their Pareto front, by exact expected hypervolume improvement over a GP per metric
+    (the method of Optuna's GPSampler and BoTorch; it replaced ParEGO's random scalarisation,
+    which found smaller fronts than Optuna's TPE);
+  * two metrics and a `threshold`: the first optimised among the configurations whose second
+    meets the threshold (`--objective min-energy --target-accuracy A`): expected improvement
+    times the probability of meeting it, and until one does, the configuration that most
+    plausibly does;
+  * the first `n_initial` points (default 5) are a seeded Latin hypercube, and suggestions stay
+    random until at least one trial has succeeded;
+  * pending trials join the model with a constant liar (each metric's mean), so concurrent
+    suggestions differ; a suggestion that still lands on a pending or observed point is
+    replaced by a random one;
+  * mode "min" is handled by modelling -metric.
 
 PartialGridSearch and RandomSearch take several metrics too: they never read results.
 """
@@ -47,59 +51,28 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from bayes_opt import BayesianOptimization, acquisition
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain, Float, LogUniform, Uniform
-from scipy.stats import qmc
-from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-from threadpoolctl import threadpool_limits
+from sklearn.gaussian_process.kernels import Kernel, Matern
 
-from greenray.tune.objectives import parego_targets, random_weights
+from greenray.optim.bo import GaussianProcess, UnitCube, ard_kernel, space_filling
+from greenray.optim.propose import propose_constrained, propose_front, propose_improvement
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class UnitCube:
-    """Maps points of [0, 1]^d onto a search space's values and back (log where the domain is log)."""
-
-    names: tuple[str, ...]
-    lows: np.ndarray
-    highs: np.ndarray
-    logs: np.ndarray
-
-    @classmethod
-    def from_space(cls, space: dict) -> UnitCube:
-        names, lows, highs, logs = [], [], [], []
-        for name, domain in space.items():
-            sampler = getattr(domain, "sampler", None)
-            if not isinstance(domain, Float) or not isinstance(sampler, Uniform | LogUniform):
-                raise ValueError(f"{name}: greenray's searchers take tune.uniform or tune.loguniform domains")
-            log = isinstance(sampler, LogUniform)
-            low, high = float(domain.lower), float(domain.upper)
-            names.append(name)
-            lows.append(math.log(low) if log else low)
-            highs.append(math.log(high) if log else high)
-            logs.append(log)
-        if not names:
-            raise ValueError("the search space is empty")
-        return cls(tuple(names), np.array(lows), np.array(highs), np.array(logs, dtype=bool))
-
-    @property
-    def dim(self) -> int:
-        return len(self.names)
-
-    def to_config(self, unit: np.ndarray) -> dict[str, float]:
-        scaled = self.lows + np.asarray(unit, dtype=float) * (self.highs - self.lows)
-        values = np.where(self.logs, np.exp(scaled), scaled)
-        return {name: float(value) for name, value in zip(self.names, values, strict=True)}
+def cube_of(space: dict) -> UnitCube:
+    """The unit cube of a space of tune.uniform / tune.loguniform domains."""
+    bounds = {}
+    for name, domain in space.items():
+        sampler = getattr(domain, "sampler", None)
+        if not isinstance(domain, Float) or not isinstance(sampler, Uniform | LogUniform):
+            raise ValueError(f"{name}: greenray's searchers take tune.uniform or tune.loguniform domains")
+        bounds[name] = (float(domain.lower), float(domain.upper), isinstance(sampler, LogUniform))
+    return UnitCube.from_bounds(bounds)
 
 
 class _CubeSearcher(Searcher):
@@ -115,7 +88,7 @@ class _CubeSearcher(Searcher):
 
     def _set_space(self, space: dict) -> None:
         """Build what depends on the space (subclasses extend it)."""
-        self._cube = UnitCube.from_space(space)
+        self._cube = cube_of(space)
 
     @property
     def cube(self) -> UnitCube:
@@ -143,6 +116,12 @@ class _CubeSearcher(Searcher):
         return dict(self.__dict__)
 
     def set_state(self, state: dict) -> None:
+        missing = set(self.__dict__) - set(state) if isinstance(state, dict) else {"a dict"}
+        if missing:
+            raise ValueError(
+                f"not a saved {type(self).__name__} state (no {', '.join(sorted(missing))}): saved by "
+                "another searcher or another greenray version"
+            )
         self.__dict__.update(state)
 
     def save(self, checkpoint_path: str) -> None:
@@ -150,8 +129,17 @@ class _CubeSearcher(Searcher):
             pickle.dump(self.get_state(), handle)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as handle:
-            self.set_state(pickle.load(handle))
+        """Load what save wrote; a file that is not one (truncated, another class's, another
+        greenray's) raises ValueError at once."""
+        try:
+            with open(checkpoint_path, "rb") as handle:
+                state = pickle.load(handle)
+        except (EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError) as error:
+            raise ValueError(
+                f"{checkpoint_path}: not a saved {type(self).__name__} state "
+                f"({type(error).__name__}: {error})"
+            ) from error
+        self.set_state(state)
 
 
 def _objective(result: dict | None, error: bool, metric: str | None) -> float | None:
@@ -240,45 +228,39 @@ class RandomSearch(_CubeSearcher):
         pass  # independent draws: results change nothing
 
 
-def default_kernel(dim: int, length_scale_bounds: tuple[float, float] = (1e-2, 1e2)):
-    """Amplitude x ARD Matern 5/2 + white noise, for inputs in the unit cube and normalised targets."""
-    matern = Matern(length_scale=np.full(dim, 0.5), length_scale_bounds=length_scale_bounds, nu=2.5)
-    return ConstantKernel(1.0, (1e-2, 1e2)) * matern + WhiteKernel(1e-4, (1e-8, 1e-1))
-
-
-@contextmanager
-def _xi_in_target_units(pi: acquisition.ProbabilityOfImprovement, scale: float) -> Iterator[None]:
-    """Lets PI see xi in target units for one suggestion while it is kept (and decayed by the
-    package) in units of the targets' standard deviation."""
-    pi.xi *= scale
-    try:
-        yield
-    finally:
-        pi.xi /= scale
+def _kernel(kernel: Any, dim: int) -> Kernel:
+    """ "ard" (greenray.optim.bo.ard_kernel), None (one length scale for every input, Matern
+    5/2: what bayesian-optimization's defaults gave), or a scikit-learn kernel."""
+    if isinstance(kernel, str) and kernel == "ard":
+        return ard_kernel(dim)
+    return Matern(nu=2.5) if kernel is None else kernel
 
 
 class PIBayesSearch(_CubeSearcher):
-    """Bayesian optimisation: bayesian-optimization's GP with an ARD Matern kernel on the unit cube and
-    its Probability of Improvement acquisition (see the module docstring for the choices).
+    """Bayesian optimisation on greenray's core (greenray.optim): a Gaussian process per metric
+    on the unit cube, Probability of Improvement for one metric, expected hypervolume
+    improvement for two, constrained expected improvement with a threshold (see the module
+    docstring).
 
-    n_initial: random (Latin hypercube) points before the GP; xi: PI's margin, in units of the
-    observed targets' standard deviation; exploration_decay: xi's factor per model suggestion
-    (None: constant); liar: the value pending points are registered with ("min", "mean", "max" of
-    the targets, or a number); kernel: "ard" (the default above), any scikit-learn kernel, or None
-    for the package's own GP; n_restarts_optimizer: extra starts of the GP's hyperparameter fit."""
+    n_initial: Latin-hypercube points before the model; xi: PI's margin, in units of the observed
+    targets' standard deviation; exploration_decay: xi's factor per model suggestion (None:
+    constant); kernel: "ard" (the default), any scikit-learn kernel, or None for one length
+    scale; n_restarts_optimizer: extra starts of a cold GP fit; threshold: with two metrics, the
+    second is a constraint (at least this for mode "max", at most for "min") and the first is
+    optimised among the configurations that meet it."""
 
     def __init__(
         self,
         space: dict | None = None,
-        metric: str | None = None,
-        mode: str | None = None,
+        metric: str | list[str] | None = None,
+        mode: str | list[str] | None = None,
         seed: int | None = None,
         n_initial: int = 5,
         xi: float = 0.01,
         exploration_decay: float | None = None,
-        liar: str = "mean",
         kernel: Any = "ard",
-        n_restarts_optimizer: int = 3,
+        n_restarts_optimizer: int = 1,
+        threshold: float | None = None,
     ):
         if n_initial < 1:
             raise ValueError("n_initial must be at least 1")
@@ -286,75 +268,60 @@ class PIBayesSearch(_CubeSearcher):
             raise ValueError("xi must be at least 0")
         self._n_initial = n_initial
         self._seed = seed
-        self._options = {
-            "xi": xi,
-            "exploration_decay": exploration_decay,
-            "liar": liar,
-            "kernel": kernel,
-            "n_restarts_optimizer": n_restarts_optimizer,
-        }
+        self._xi = xi
+        self._exploration_decay = exploration_decay
+        self._kernel = kernel
+        self._restarts = n_restarts_optimizer
+        self._threshold = threshold
         self._random_state = np.random.RandomState(seed)
-        self._observed: list[tuple[np.ndarray, float]] = []  # (unit point, target to maximise)
-        self._gains: list[np.ndarray] = []  # several metrics: each observation's, larger is better
+        self._points: list[np.ndarray] = []  # unit points of the finished trials
+        self._values: list[np.ndarray] = []  # their metrics, each oriented so that larger is better
         self._pending: dict[str, np.ndarray] = {}  # trial id -> unit point in flight
         self._n_suggested = 0
         super().__init__(space, metric, mode)
 
     def _set_space(self, space: dict) -> None:
         super()._set_space(space)
-        sampler = qmc.LatinHypercube(d=self.cube.dim, rng=np.random.default_rng(self._seed))
-        self._initial = sampler.random(self._n_initial)
-        self._build_optimizer()
-
-    def _build_optimizer(self) -> None:
-        options = self._options
-        self._pi = acquisition.ProbabilityOfImprovement(
-            xi=options["xi"], exploration_decay=options["exploration_decay"]
-        )
-        self._liar = acquisition.ConstantLiar(self._pi, strategy=options["liar"])
-        self._optimizer = BayesianOptimization(
-            f=None,
-            pbounds={name: (0.0, 1.0) for name in self.cube.names},
-            acquisition_function=self._liar,
-            random_state=self._random_state,
-            allow_duplicate_points=True,
-            verbose=0,
-        )
-        kernel = default_kernel(self.cube.dim) if options["kernel"] == "ard" else options["kernel"]
-        if kernel is not None:  # None keeps the package's default GP
-            self._optimizer.set_gp_params(
-                kernel=kernel, normalize_y=True, n_restarts_optimizer=options["n_restarts_optimizer"]
+        self._initial = space_filling(self._n_initial, self.cube.dim, self._seed)
+        seed = 0 if self._seed is None else self._seed
+        prior = isinstance(self._kernel, str)  # ard_kernel: fitted under its prior
+        self._models = tuple(
+            GaussianProcess(
+                _kernel(self._kernel, self.cube.dim), restarts=self._restarts, seed=seed + i, prior=prior
             )
-        for point, target in self._observed:
-            self._optimizer.register(self._as_params(point), target)
-
-    def _as_params(self, point: np.ndarray) -> dict[str, float]:
-        return {name: float(value) for name, value in zip(self.cube.names, point, strict=True)}
+            for i in range(2)
+        )
 
     @property
     def n_observations(self) -> int:
-        """How many finished trials the GP has learnt from."""
-        return len(self._observed)
+        """How many finished trials the model has learnt from."""
+        return len(self._points)
 
     @property
     def multi_objective(self) -> bool:
-        """Whether several metrics are searched (their front, through ParEGO)."""
+        """Whether several metrics are searched (their front, or one under a threshold on the other)."""
         return isinstance(self._metric, list | tuple)
 
-    def _check_metric(self) -> None:
-        modes = self._mode if isinstance(self._mode, list | tuple) else [self._mode]
-        metrics = self._metric if self.multi_objective else [self._metric]
+    def _metrics(self) -> tuple[list, list]:
+        modes = list(self._mode) if isinstance(self._mode, list | tuple) else [self._mode]
+        metrics = list(self._metric) if self.multi_objective else [self._metric]
         if not all(metrics) or any(m not in ("min", "max") for m in modes) or len(modes) != len(metrics):
             raise ValueError(
                 "PIBayesSearch needs metric and mode ('min' or 'max'; or lists of both, one mode per "
                 "metric) in its constructor"
             )
+        if len(metrics) > 2 or (self._threshold is not None and len(metrics) != 2):
+            raise ValueError(
+                "PIBayesSearch searches one metric, the front of two, or the first of two under a "
+                "threshold on the second"
+            )
+        return metrics, modes
 
     def suggest(self, trial_id: str) -> dict:
-        self._check_metric()
+        self._metrics()
         if self._n_suggested < len(self._initial):
             point = self._initial[self._n_suggested]
-        elif not self._observed:
+        elif not self._points:
             point = self._random_state.uniform(size=self.cube.dim)
         else:
             point = self._model_suggestion()
@@ -362,81 +329,39 @@ class PIBayesSearch(_CubeSearcher):
         self._pending[trial_id] = point
         return self.cube.to_config(point)
 
-    def _scalarise(self) -> None:
-        """ParEGO: this suggestion's random weights turn every observation into one target."""
-        weights = random_weights(self._random_state, len(self._metric))
-        targets = parego_targets(np.array(self._gains), weights)
-        points = [point for point, _ in self._observed]
-        self._observed = [(p, float(t)) for p, t in zip(points, targets, strict=True)]
-        xi_now = self._pi.xi
-        self._build_optimizer()
-        self._pi.xi = xi_now
-
     def _model_suggestion(self) -> np.ndarray:
-        if self.multi_objective:
-            self._scalarise()
-        targets = np.array([target for _, target in self._observed])
-        scale = float(targets.std()) or 1.0
-        keys = list(self._optimizer.space.keys)
-        # The liar set is exactly what is in flight now (the package's own list would keep points of
-        # failed trials forever).
-        self._liar.dummies = [
-            self._optimizer.space.params_to_array(self._as_params(p)) for p in self._pending.values()
-        ]
-        # One BLAS thread: the GP's matrices have a few dozen rows, and more threads only spin against
-        # the trials for the CPU (2.5x the CPU time on a busy 2-core machine).
-        with warnings.catch_warnings(), _xi_in_target_units(self._pi, scale), threadpool_limits(1):
-            warnings.simplefilter("ignore")  # sklearn's convergence warnings on tiny data sets
-            suggestion = self._optimizer.suggest()
-        point = np.clip(np.array([suggestion[key] for key in keys]), 0.0, 1.0)
-        taken = [p for p, _ in self._observed] + list(self._pending.values())
-        if any(np.allclose(point, other, atol=1e-6) for other in taken):
-            logger.debug("PI suggested a point already taken; drawing a random one instead")
-            point = self._random_state.uniform(size=self.cube.dim)
+        points, values = np.array(self._points), np.array(self._values)
+        pending = np.array(list(self._pending.values())).reshape(-1, self.cube.dim)
+        rng = self._random_state
+        if self._threshold is not None:
+            _, modes = self._metrics()
+            bound = self._threshold if modes[1] == "max" else -self._threshold
+            constraints = bound - values[:, 1]
+            point = propose_constrained(*self._models, points, values[:, 0], constraints, pending, rng)
+        elif values.shape[1] == 2:
+            point = propose_front(self._models, points, values, pending, rng)
+        else:
+            point = propose_improvement(self._models[0], points, values[:, 0], pending, rng, self._xi)
+            self._xi *= self._exploration_decay or 1.0
+        taken = np.concatenate([points, pending])
+        if np.isclose(point, taken, atol=1e-6).all(axis=1).any():
+            logger.debug("the model suggested a point already taken; drawing a random one instead")
+            point = rng.uniform(size=self.cube.dim)
         return point
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         point = self._pending.pop(trial_id, None)
         if point is None:
             return
-        if self.multi_objective:
-            gains = _gains(result, error, list(self._metric), list(self._mode))
-            if gains is None:
-                logger.warning(
-                    "trial %s failed or reported no finite %s; not learnt from",
-                    trial_id,
-                    self._metric,
-                )
-                return
-            self._gains.append(gains)
-            self._observed.append((point, 0.0))  # its target is set per suggestion (_scalarise)
-            return
-        value = _objective(result, error, self._metric)
-        if value is None:
+        metrics, modes = self._metrics()
+        gains = _gains(result, error, metrics, modes)
+        if gains is None:
             logger.warning(
                 "trial %s failed or reported no finite %s; not learnt from", trial_id, self._metric
             )
             return
-        target = value if self._mode == "max" else -value
-        self._observed.append((point, target))
-        self._optimizer.register(self._as_params(point), target)
-
-    def get_state(self) -> dict:
-        state = dict(self.__dict__)
-        if self._cube is None:  # nothing built yet
-            return state
-        for rebuilt in ("_optimizer", "_pi", "_liar"):
-            del state[rebuilt]
-        state["xi_now"] = self._pi.xi
-        return state
-
-    def set_state(self, state: dict) -> None:
-        state = dict(state)
-        xi_now = state.pop("xi_now", None)
-        self.__dict__.update(state)
-        if self._cube is not None:
-            self._build_optimizer()
-            self._pi.xi = xi_now
+        self._points.append(point)
+        self._values.append(gains)
 
 
 SEARCHERS = {"grid": PartialGridSearch, "random": RandomSearch, "bayes": PIBayesSearch}

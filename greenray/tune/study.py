@@ -27,7 +27,16 @@ from greenray.tune.ledger import Stop, stop_reached
 from greenray.tune.measure import with_energy
 from greenray.tune.mutation import KIND as MUTATE_KIND
 from greenray.tune.mutation import mutation_parts
-from greenray.tune.objectives import ACCURACY, METRIC, MODE, PARETO, PER_KJ, front, searcher_metric
+from greenray.tune.objectives import (
+    ACCURACY,
+    METRIC,
+    MODE,
+    PARETO,
+    PER_KJ,
+    front,
+    searcher_metric,
+    searcher_options,
+)
 from greenray.tune.replay import replaying, stored_slots
 from greenray.tune.rounds import RoundRepeater
 
@@ -207,7 +216,7 @@ def lever_stop(config: StudyConfig, rows: pd.DataFrame, baseline: dict) -> Stop 
         repetitions=config.search.repetitions,
         energy_budget=levers.energy_budget,
         patience=levers.patience,
-        target_accuracy=levers.target_accuracy,
+        target_accuracy=levers.stop_accuracy,
         energy=study_energy(config, baseline),
     )
 
@@ -318,8 +327,10 @@ def _new_tuner(
     search = config.search
     if searcher is None:
         space = search_space(search.params, uniform_lr=search.uniform_lr, max_epochs=config.trial.epochs)
-        metric, mode = searcher_metric(config.levers.objective, study_energy(config, baseline))
-        searcher = make_searcher(search.strategy, space, metric=metric, mode=mode, seed=config.seed)
+        objective, target = config.levers.objective, config.levers.target_accuracy
+        metric, mode = searcher_metric(objective, study_energy(config, baseline))
+        options = searcher_options(objective, search.strategy, target) | {"seed": config.seed}
+        searcher = make_searcher(search.strategy, space, metric=metric, mode=mode, **options)
     # Bayes learns from every round before the next; grid and random need not wait.
     # An early-stopped round's accuracy is a lower bound the searcher may learn from; its energy
     # (for the energy-aware objectives) would only flatter it.
@@ -365,8 +376,8 @@ def study_levers(config: StudyConfig, baseline: dict) -> list:
     stoppers = []
     if levers.energy_budget is not None:
         stoppers.append(EnergyBudgetStopper(levers.energy_budget, metric=study_energy(config, baseline)))
-    if levers.target_accuracy is not None:
-        stoppers.append(TargetAccuracyStopper(levers.target_accuracy, METRIC, MODE, repetitions))
+    if levers.stop_accuracy is not None:
+        stoppers.append(TargetAccuracyStopper(levers.stop_accuracy, METRIC, MODE, repetitions))
     if levers.patience is not None:
         stoppers.append(PatienceStopper(levers.patience, METRIC, MODE, repetitions))
     return stoppers
