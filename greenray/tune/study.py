@@ -305,6 +305,18 @@ def study_trainable(
     )
 
 
+def study_searcher(config: StudyConfig, baseline: dict) -> Searcher:
+    """The searcher the study's strategy names, on its space, for its objective."""
+    from greenray.tune.searchers import make_searcher
+    from greenray.tune.space import search_space
+
+    search, levers = config.search, config.levers
+    space = search_space(search.params, uniform_lr=search.uniform_lr, max_epochs=config.trial.epochs)
+    metric, mode = searcher_metric(levers.objective, study_energy(config, baseline))
+    options = searcher_options(levers.objective, search.strategy, levers.target_accuracy)
+    return make_searcher(search.strategy, space, metric=metric, mode=mode, seed=config.seed, **options)
+
+
 def _new_tuner(
     config: StudyConfig,
     baseline: dict,
@@ -320,17 +332,10 @@ def _new_tuner(
     from ray import tune
     from ray.tune.stopper import CombinedStopper
 
-    from greenray.tune.searchers import make_searcher
-    from greenray.tune.space import search_space
-
     _quiet_tune()
     search = config.search
     if searcher is None:
-        space = search_space(search.params, uniform_lr=search.uniform_lr, max_epochs=config.trial.epochs)
-        objective, target = config.levers.objective, config.levers.target_accuracy
-        metric, mode = searcher_metric(objective, study_energy(config, baseline))
-        options = searcher_options(objective, search.strategy, target) | {"seed": config.seed}
-        searcher = make_searcher(search.strategy, space, metric=metric, mode=mode, **options)
+        searcher = study_searcher(config, baseline)
     # Bayes learns from every round before the next; grid and random need not wait.
     # An early-stopped round's accuracy is a lower bound the searcher may learn from; its energy
     # (for the energy-aware objectives) would only flatter it.
