@@ -263,6 +263,7 @@ def study_trainable(config: StudyConfig, baseline: dict, counter: cluster.ShareC
         busy=False,
         per_kj=METRIC if config.levers.objective == PER_KJ else (),
         carbon_intensity=energy.g_per_kwh,
+        modelled_work=True,  # train_trial reports its work: simulated Joules follow it
     )
     resources = config.resources
     return tune.with_resources(
