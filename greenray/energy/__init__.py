@@ -14,6 +14,7 @@ _PUBLIC = {
     ),
     **dict.fromkeys(("open_backends", "open_backends_explained"), "greenray.energy.discover"),
     "IdleStats": "greenray.energy.idle",
+    **dict.fromkeys(("add_work", "modelled_work", "work_seconds"), "greenray.energy.work"),
     **dict.fromkeys(("DeviceTotal", "RunningTally"), "greenray.energy.tally"),
     **dict.fromkeys(("GridIntensity", "UnknownRegion", "co2e_g"), "greenray.energy.carbon"),
     **dict.fromkeys(

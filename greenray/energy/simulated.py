@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from greenray.energy.backend import Device
+from greenray.energy.work import work_is_modelled, work_seconds
 
 
 def cpu_seconds(pid: int | None = None) -> Callable[[], float]:
@@ -57,7 +58,10 @@ class SimulatedBackend:
     `--energy simulated` uses) the power above idle follows that process's CPU work instead:
     idle_w + (busy_w - idle_w) x (CPU seconds per second) while busy, so a window's idle-free
     energy is (busy_w - idle_w) x the CPU seconds of its work, the same on a quiet or a busy
-    machine (a wall-time model gave 499.5 J and 401.5 J for one study at two loads). Each power
+    machine (a wall-time model gave 499.5 J and 401.5 J for one study at two loads). Created for
+    this process under `greenray.energy.work.modelled_work()`, it follows the modelled busy
+    seconds the trainable reports (`add_work`) instead of CPU seconds: a study's Joules are then
+    a function of its configuration and data alone (`work_model` says which applies). Each power
     reading is that rate since the previous reading, so the samples integrate to the counter.
     `power_fn(t)` replaces the two-level model with any power curve (Watts at monotonic
     time t); give `energy_fn(t)` (its integral) too, or the counter is reported unsupported.
@@ -94,7 +98,14 @@ class SimulatedBackend:
         self._energy_fn = energy_fn
         self._clock = clock
         self._work_pid = work_pid
-        # Seconds of work done: the clock itself (the wall-time model), or CPU seconds.
+        # Seconds of work done: the clock itself (the wall-time model), the modelled work the
+        # trainable reports, or CPU seconds.
+        if work is None and work_pid == os.getpid() and work_is_modelled():
+            work, self.work_model = work_seconds, "modelled"
+        elif work is not None:
+            self.work_model = "custom"
+        else:
+            self.work_model = "cpu" if work_pid is not None else "wall"
         self._work = work or (cpu_seconds(work_pid) if work_pid is not None else None)
         self._min_rate_s = MIN_RATE_S if work_pid in (None, os.getpid()) else MIN_RATE_PROC_S
         self._lock = threading.Lock()
@@ -126,8 +137,10 @@ class SimulatedBackend:
         the meter shares with it); None for a custom curve or clock, which stay in this one."""
         if self._power_fn is not None or self._clock is not time.monotonic:
             return None
-        if self._work is not None and self._work_pid is None:
-            return None  # a work clock of the caller's own
+        if self.work_model in ("custom", "modelled"):
+            # A work clock of the caller's own, or the modelled work this process counts: the
+            # meter samples in a thread here (another process could not read the clock).
+            return None
         options = {"n_devices": len(self._devices), "idle_w": self.idle_w, "busy_w": self.busy_w}
         return {"backend": "simulated", "options": options | {"kind": self._kind, "work_pid": self._work_pid}}
 

@@ -16,6 +16,7 @@ from numbers import Number
 from typing import Any
 
 from greenray.energy import ENERGY_CHOICES, EnergyMeter, PowerSince, counted_joules, open_meter
+from greenray.energy import work as energy_work
 from greenray.ray_metrics import TrialMetrics
 from greenray.results import ENERGY_COLUMNS
 
@@ -37,6 +38,7 @@ def with_energy(
     busy: bool = True,
     per_kj: str | Sequence[str] = (),
     carbon_intensity: float | None = None,
+    modelled_work: bool = False,
 ) -> Callable:
     """Wrap a Ray Tune function trainable so every result it reports carries its energy.
 
@@ -79,6 +81,10 @@ def with_energy(
             nothing was measured.
         carbon_intensity: the grid's gCO2e/kWh, for `co2e_g` (`greenray.energy.carbon.lookup(CODE)
             .g_per_kwh` gives a country's or a cloud region's from the shipped table).
+        modelled_work: the trainable reports the work it does with `greenray.energy.add_work`
+            (modelled busy seconds), and the simulated backend's Joules follow that, the same
+            on a quiet or a loaded machine; without it they follow the trial process's CPU
+            seconds. Other backends measure and ignore it.
 
     Returns:
         A function trainable with the wrapped one's name, parameters and resources.
@@ -103,11 +109,13 @@ def with_energy(
         raise ValueError(f"carbon_intensity must be gCO2e/kWh of at least 0, not {carbon_intensity!r}")
     by_node = {node: dict(watts) for node, watts in (baseline or {}).items()}
     ratios = (per_kj,) if isinstance(per_kj, str) else tuple(per_kj)
+    work_model = energy_work.modelled_work if modelled_work else contextlib.nullcontext
 
     @functools.wraps(trainable)
     def measured(config):
         # A sampler thread would take the GIL from the trainable 100 times a second.
-        meter = open_meter(energy, interval_ms=interval_ms, quiet=True, sampler="process")
+        with work_model():
+            meter = open_meter(energy, interval_ms=interval_ms, quiet=True, sampler="process")
         baseline_here = by_node.get(socket.gethostname(), {})
         with _TrialEnergy(meter, baseline_here, busy, ratios, carbon_intensity).active() as trial:
             return trial.run(trainable, config)

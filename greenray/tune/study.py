@@ -296,6 +296,7 @@ def study_trainable(
         busy=False,
         per_kj=METRIC if config.levers.objective == PER_KJ else (),
         carbon_intensity=energy.g_per_kwh,
+        modelled_work=True,  # train_trial reports its work: simulated Joules follow it
     )
     if slots:
         measured = replaying(measured, slots)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from greenray.config import TrialConfig
-from greenray.energy import EnergyMeter, Measurement, Tally
+from greenray.energy import EnergyMeter, Measurement, Tally, add_work
 from greenray.tune.data import SyntheticSpec, TensorData, load_on, shuffled_batches
 from greenray.tune.keys import TrialFailed, slot, trial_seed
 from greenray.tune.measure import trial_meter
@@ -22,6 +22,22 @@ from greenray.tune.sharing import gpu_sharing
 from greenray.tune.space import adam_kwargs, trained_with
 
 EVAL_BATCH = 4096
+# The work the simulated power model counts (greenray.energy.add_work; with_energy's
+# modelled_work): per sample, 6 FLOPs per parameter to train (forward and backward) and 2 to
+# evaluate, run at a nominal simulated throughput. A model of the work, not the net's true
+# FLOPs (a convolution reuses its weights at every position), and never a measurement: it makes
+# a study's simulated Joules a function of its configuration and data, not of the machine's load.
+TRAIN_FLOPS_PER_PARAM, EVAL_FLOPS_PER_PARAM = 6, 2
+NOMINAL_FLOPS_PER_S = 1e9
+
+
+def modelled_seconds(samples: int, params: int, flops_per_param: int) -> float:
+    """Modelled busy seconds of `samples` through a net of `params` parameters."""
+    return samples * params * flops_per_param / NOMINAL_FLOPS_PER_S
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def train_trial(config: dict, trial: TrialConfig, seed: int, counter: str | None = None) -> None:
@@ -136,15 +152,17 @@ def train_epoch(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """One pass over the shuffled training split; the mean loss stays on the device (no
-    per-batch sync), so the caller reads it once."""
+    per-batch sync), so the caller reads it once. Each step adds its modelled work."""
     model.train()
     total = torch.zeros((), device=data.device)
+    params = n_params(model)
     for x, y in shuffled_batches(data.train_x, data.train_y, batch_size, generator):
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total += loss.detach() * y.shape[0]
+        add_work(modelled_seconds(y.shape[0], params, TRAIN_FLOPS_PER_PARAM))
     return total / data.train_y.shape[0]
 
 
@@ -154,10 +172,12 @@ def evaluate(model: torch.nn.Module, data: TensorData) -> tuple[float, float]:
     model.eval()
     correct = torch.zeros((), device=data.device, dtype=torch.int64)
     total_loss = torch.zeros((), device=data.device)
+    params = n_params(model)
     for start in range(0, data.test_y.shape[0], EVAL_BATCH):
         x, y = data.test_x[start : start + EVAL_BATCH], data.test_y[start : start + EVAL_BATCH]
         logits = model(x)
         correct += (logits.argmax(dim=1) == y).sum()
         total_loss += F.cross_entropy(logits, y, reduction="sum")
+        add_work(modelled_seconds(y.shape[0], params, EVAL_FLOPS_PER_PARAM))
     n = data.test_y.shape[0]
     return correct.item() / n, total_loss.item() / n
