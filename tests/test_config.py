@@ -15,7 +15,7 @@ from greenray.config import BenchConfig, MutateConfig, PolicyTuneConfig, ServeCo
 from greenray.errors import UsageError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "greenray"
-INVOCATION = {"ctx", "out_dir", "resume", "address"}  # where and how to run, not what
+INVOCATION = {"ctx", "out_dir", "resume", "trust_folder", "address"}  # where and how to run, not what
 
 
 COMMANDS = (
