@@ -15,9 +15,16 @@ PROBE_TIMEOUT_S = 5.0
 _QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
     """Join the cluster at `address` ("auto" or host:port), or start a local Ray without a
-    dashboard; a Ray this process already joined is reused (tests share one)."""
+    dashboard; a Ray this process already joined is reused (tests share one). `env` is set
+    (where not set already) before a local Ray starts, whose workers inherit it."""
     for key, value in _QUIET.items():
         os.environ.setdefault(key, value)
     import ray
@@ -31,6 +38,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     if address is None:
         # A private local Ray needs no token; a cluster keeps its own authentication.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        for key, value in (env or {}).items():
+            os.environ.setdefault(key, value)
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **quiet)
         return
     _probe(address)

@@ -70,6 +70,27 @@ def test_through_an_ingress_replica_a_policy_keeps_its_meaning_and_only_measured
     assert "settling" in json.loads((tmp_path / "bench.json").read_text())["notes"]
 
 
+def test_the_http_path_times_what_a_client_sees_and_every_row_says_so(bench_dir, tmp_path):
+    args = [*TINY_BENCH, "--policy", "fixed:4", "--request-path", "http", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    runs = pd.read_parquet(tmp_path / "runs.parquet")
+    assert len(runs) == 1 and runs["status"].iloc[0] == "ok" and runs["failed"].iloc[0] == 0
+    assert runs["request_path"].iloc[0] == "http" and runs["ingress_replicas"].iloc[0] == 1
+    assert runs["served"].iloc[0] >= 40 and runs["mean_batch_size"].iloc[0] == 4.0
+    requests = pd.read_parquet(tmp_path / "requests.parquet")
+    assert (requests["request_path"] == "http").all()
+    served = requests[requests["served"]]
+    # each numbered HTTP request joined its batch in the replica, inside the client's time
+    assert len(served) == runs["served"].iloc[0] and served["batch_id"].notna().all()
+    assert (served["batch_ended_s"] - served["enqueued_s"] <= served["latency_s"] + 0.005).all()
+    assert (pd.read_parquet(tmp_path / "replica_runs.parquet")["request_path"] == "http").all()
+    about = json.loads((tmp_path / "bench.json").read_text())
+    assert about["models"]["shufflenet_v2_x0_5"]["request_url"].startswith("http://127.0.0.1:")
+    handle = pd.read_parquet(bench_dir / "runs.parquet")
+    assert (handle["request_path"] == "handle").all()
+
+
 def test_energy_per_image_is_run_energy_over_served_images(bench_dir):
     runs = pd.read_parquet(bench_dir / "runs.parquet")
     replicas = pd.read_parquet(bench_dir / "replica_runs.parquet")
