@@ -6,9 +6,10 @@ open; meter.IDLE_INTERVAL_S otherwise).
 
 The replica is mimicked in one process: a running tally's counter window always open (as
 ModelServer keeps one for /metrics), and at --rate Hz a batch of --batch-ms of CPU-bound Python
-inside its own energy window, as measure_batches opens one per batch (counter=False). The
-accounting's CPU is the process's CPU time less the batches' own work, over the process's CPU:
-the share of the replica's CPU that energy accounting takes. Old and new alternate (A B B A ...).
+inside its own energy window, as measure_batches opens one per batch (counter=False). "The
+rest" is the process's CPU less the batches' own work, over the process's CPU; the same loop
+with no meter gives the rest that is not energy accounting (sleeping, the loop itself). Energy
+accounting's share = rest(with a meter) - rest(no meter). The modes alternate (A B C C B A).
 """
 
 from __future__ import annotations
@@ -26,22 +27,26 @@ def spin(seconds: float) -> None:
         pass
 
 
-def replica(meter: EnergyMeter, rate: float, batch_s: float, seconds: float) -> tuple[float, float]:
-    """(process CPU seconds, the batches' own CPU seconds) of `seconds` of serving at `rate`."""
-    tally = RunningTally(meter)
+def replica(meter: EnergyMeter | None, rate: float, batch_s: float, seconds: float) -> tuple[float, float]:
+    """(process CPU seconds, the batches' own CPU seconds) of `seconds` of serving at `rate`
+    (no meter: the same loop without energy accounting)."""
+    tally = RunningTally(meter) if meter is not None else None
     cpu0, work = time.process_time(), 0.0
     start = time.monotonic()
     for i in range(int(rate * seconds)):
         delay = start + i / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        meter.begin_window(f"batch-{i}", counter=False)
+        if meter is not None:
+            meter.begin_window(f"batch-{i}", counter=False)
         t0 = time.thread_time()
         spin(batch_s)
         work += time.thread_time() - t0
-        meter.end_window(f"batch-{i}")
-        if tally.due():
-            tally.tick()
+        if meter is not None:
+            meter.end_window(f"batch-{i}")
+            meter.peak_power_w(t0)  # as measure_batches asks of every batch
+            if tally.due():
+                tally.tick()
     return time.process_time() - cpu0, work
 
 
@@ -55,14 +60,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     interval = args.interval_ms / 1000
-    cadences = {"old (every interval)": interval, "new (idle: meter.IDLE_INTERVAL_S)": None}
+    cadences = {"no meter": 0.0, "old (every interval)": interval, "new (idle: meter.IDLE_INTERVAL_S)": None}
     shares: dict[str, list[float]] = {name: [] for name in cadences}
     order = [name for _ in range(args.repeats) for name in (*cadences, *reversed(cadences))]
     for name in order:
         idle = cadences[name]
-        kwargs = {"idle_interval_s": idle} if idle is not None else {}
-        with EnergyMeter.create(args.energy, interval_s=interval, **kwargs) as meter:
-            cpu, work = replica(meter, args.rate, args.batch_ms / 1000, args.seconds)
+        if idle == 0.0:
+            cpu, work = replica(None, args.rate, args.batch_ms / 1000, args.seconds)
+        else:
+            kwargs = {"idle_interval_s": idle} if idle is not None else {}
+            with EnergyMeter.create(args.energy, interval_s=interval, **kwargs) as meter:
+                cpu, work = replica(meter, args.rate, args.batch_ms / 1000, args.seconds)
         shares[name].append((cpu - work) / cpu)
         share = 100 * (cpu - work) / cpu
         print(f"{name}: process CPU {cpu:.3f} s, batches {work:.3f} s, the rest {share:.1f}%")

@@ -71,6 +71,9 @@ def test_through_an_ingress_replica_a_policy_keeps_its_meaning_and_only_measured
 
 
 def test_the_http_path_times_what_a_client_sees_and_every_row_says_so(bench_dir, tmp_path):
+    from ray import serve
+
+    serve.shutdown()  # the runs before started Serve without its HTTP proxy: this one needs it
     args = [*TINY_BENCH, "--policy", "fixed:4", "--request-path", "http", "--out", str(tmp_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
