@@ -8,8 +8,7 @@ With RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in its environment (and --direct-port), Se
 the replica answers on --direct-port itself and Serve's proxy stays on --port.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the route's `Request` annotation itself.
 import argparse
 import io
 import os
@@ -67,6 +66,8 @@ def main() -> None:
         os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "0"
     import ray
 
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local Ray, as greenray's
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     serve.start(
         http_options={"host": "127.0.0.1", "port": args.port},
