@@ -208,9 +208,8 @@ def main() -> None:
     chosen = [s for s in systems(args, args.out) if s.name in args.systems.split(",")]
     print(f"JPEG {len(body)} bytes; results in {args.out}", flush=True)
     try:
-        for system in chosen:
+        for system in chosen:  # one at a time: Rays starting together on 2 cores time out
             system.start()
-        for system in chosen:
             system.wait_ready()
             asyncio.run(open_loop(system.url, body, 16, WARMUP_S))  # not kept: first requests are slow
             print(f"{system.name} up at {system.url}", flush=True)
