@@ -167,6 +167,31 @@ def measure(system: System, body: bytes, rate: float, seconds: float) -> dict:
     return row | {"cpu_ms_per_ok": cpu / row["ok"] * 1000 if row["ok"] else None, "load": os.getloadavg()[0]}
 
 
+def table(path: Path) -> str:
+    """The runs of `path` (runs.jsonl) as a markdown table: per rate and system, each repeat's
+    p50 / p99 (ms), CPU ms per 200, 503s, other failures and goodput (200s/s)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    names = list(dict.fromkeys(r["system"] for r in rows))
+    lines = ["| Hz | system | p50 ms | p99 ms | CPU ms/200 | 503s | failed | goodput Hz | load |"]
+    lines.append("|" + "---|" * 9)
+
+    def each(runs: list[dict], key: str, fmt: str = "{:.0f}") -> str:
+        return " / ".join("-" if r[key] is None else fmt.format(r[key]) for r in runs)
+
+    for rate in sorted({r["rate_hz"] for r in rows}):
+        for name in names:
+            runs = sorted(
+                (r for r in rows if r["rate_hz"] == rate and r["system"] == name), key=lambda r: r["repeat"]
+            )
+            if runs:
+                cpu, load = each(runs, "cpu_ms_per_ok", "{:.1f}"), each(runs, "load", "{:.1f}")
+                lines.append(
+                    f"| {rate:g} | {name} | {each(runs, 'p50_ms')} | {each(runs, 'p99_ms')} | {cpu} | "
+                    f"{each(runs, '503')} | {each(runs, 'failed')} | {each(runs, 'goodput_hz')} | {load} |"
+                )
+    return "\n".join(lines)
+
+
 def systems(args, tmp: Path) -> list[System]:
     py = sys.executable
     greenray = [
@@ -206,7 +231,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18600)
     parser.add_argument("--systems", default="greenray,plain,plain-fast")
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="greenray-vs-plain-")))
+    parser.add_argument("--table", type=Path, help="only print the table of a runs.jsonl")
     args = parser.parse_args()
+    if args.table is not None:
+        print(table(args.table))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     body = jpeg()
     chosen = [s for s in systems(args, args.out) if s.name in args.systems.split(",")]
@@ -228,6 +257,8 @@ def main() -> None:
     finally:
         for system in chosen:
             system.stop()
+    if (args.out / "runs.jsonl").exists():
+        print(table(args.out / "runs.jsonl"))
 
 
 if __name__ == "__main__":
