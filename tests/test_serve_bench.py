@@ -126,7 +126,7 @@ def test_latencies_and_batches_match_the_request_rows(bench_dir):
 def test_bench_json_keeps_settings_versions_and_the_idle_baseline(bench_dir):
     about = json.loads((bench_dir / "bench.json").read_text())
     assert about["config"]["policies"] == ["fixed:4", "greedy"]
-    assert about["config"]["serving"]["image_size"] == 32 and about["device"] == "cpu"
+    assert about["config"]["deploy"]["serving"]["image_size"] == 32 and about["device"] == "cpu"
     assert about["versions"]["torch"]
     model = about["models"]["shufflenet_v2_x0_5"]
     assert model["idle_baseline_w"] == [{"SIM-0": 60.0}]
