@@ -221,7 +221,7 @@ class ServeConfig(LiveConfig):
     fast_path: Flag = Field(
         True,
         description="Serve's throughput-optimised mode on the local Ray: the ingress replicas answer HTTP "
-        "on --port (and the ports after it, one each) themselves, past Serve's proxy (about 3x the "
+        "on --port (and the ports after it, one each) themselves, past Serve's proxy (2-3x the "
         "requests/s on 2 cores); the proxy moves to a free port. Off: every request through the proxy "
         "on --port.",
     )

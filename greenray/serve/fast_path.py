@@ -1,7 +1,7 @@
 """Serve's fast path for a live server: Ray Serve's throughput-optimised mode
 (RAY_SERVE_THROUGHPUT_OPTIMIZED=1), in which each ingress replica answers HTTP on a port of its
 own ("direct ingress"), past Serve's proxy. On a 2-core machine the proxy costs about 6 ms of
-CPU per request and is the first thing to saturate: past it, the same server took about 3x the
+CPU per request and is the first thing to saturate: past it, the same server answered 2-2.6x the
 requests/s (docs/BENCHMARKS.md). The mode also runs a handle's router on the caller's event
 loop, so every handle call the driver makes is on its one loop (greenray.serve.loop).
 
