@@ -25,7 +25,7 @@ from greenray.serve import EnergyReport, energy_report, measure_batches, replica
 # No access log: a line per request would bury the result this example prints.
 @serve.deployment(
     max_ongoing_requests=128,
-    ray_actor_options={"num_cpus": 1},
+    ray_actor_options={"num_cpus": 0.5},  # a 2-core machine: room beside a Tune run winding down
     logging_config={"log_level": "WARNING", "enable_access_log": False},
 )
 class Classifier:

@@ -201,15 +201,14 @@ def mutate(
 
 def _print_summary(run, command: str) -> None:
     """A study's closing lines; exit 130 where it stopped before its end (Ctrl-C, a crash)."""
-    import pandas as pd
-
     from greenray.analysis.summary import describe, summarize
     from greenray.results import ResultStore
+    from greenray.results.store import read_csv
     from greenray.tune.space import as_trained
     from greenray.tune.study import PARETO_FILE
 
     pareto = run.root / PARETO_FILE
-    front = pd.read_csv(pareto) if pareto.exists() else None
+    front = read_csv(pareto) if pareto.exists() else None
     rows, config = ResultStore(run.root).read("trials"), run.config
     summary = summarize(
         rows,

@@ -82,6 +82,9 @@ def _loopback_only() -> None:
     os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray starts its workers at nice 15, below everything else on the machine: on a busy one the
+    # trials and replicas greenray measures (and times) would crawl behind any other work.
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def _probe(address: str) -> None:

@@ -85,9 +85,11 @@ def metered_work(cpu_s: float) -> tuple[float, float, float]:
 
 
 def test_simulated_joules_follow_the_cpu_work_not_the_load_beside_it():
-    """Two CPU hogs beside the work stretch its wall time, not its Joules: 190 W above idle
-    for each CPU second of the work (the meter's own threads left out; the wall-time model took
-    250 W x wall time, so a loaded machine paid more)."""
+    """With two CPU hogs beside the work as without them, its Joules are 190 W above idle for
+    each CPU second the work itself used (the meter's own threads left out), not its wall time
+    (the wall-time model took 250 W x wall time, so a loaded machine paid more). How many CPU
+    seconds the same work takes may itself move with load; the study's trainable counts modelled
+    work instead (test_modelled_work.py)."""
     quiet = metered_work(0.3)
     hogs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(2)]
     try:
@@ -98,7 +100,6 @@ def test_simulated_joules_follow_the_cpu_work_not_the_load_beside_it():
             hog.wait()
     for idle_free, inner, outer in (quiet, loaded):
         assert 190.0 * inner <= idle_free <= 190.0 * outer + 1e-6
-    assert loaded[0] == pytest.approx(quiet[0], rel=0.2)
 
 
 def test_the_work_model_is_exact_on_a_work_clock_of_its_own():

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from greenray.analysis.report import build_report
 from greenray.cli import app
 from greenray.config import MutateConfig, StudyConfig
+from greenray.results.store import read_csv
 from greenray.tune.ledger import BUDGET, PATIENCE
 from greenray.tune.mutate import start_mutation
 from greenray.tune.objectives import non_dominated
@@ -116,7 +117,7 @@ def test_asha_stops_bad_trials_early_and_their_rows_say_stopped_with_their_energ
 
 def test_the_pareto_front_is_non_dominated_and_keeps_the_best_accuracy(tmp):
     run, trials = study(tmp, "pareto", strategy="bayes", rounds=4, objective="pareto", params="3+batch")
-    front = pd.read_csv(run.root / PARETO_FILE)
+    front = read_csv(run.root / PARETO_FILE)
     ok = trials[trials["status"] == "ok"]
     assert len(front) >= 1 and set(front["trial_id"]) <= set(ok["trial_id"])
     assert non_dominated(front[["accuracy"]].assign(e=-front["idle_free_energy_j"]).to_numpy()).all()

@@ -44,6 +44,15 @@ def test_a_deleted_trials_parquet_is_rebuilt_from_its_csv_and_appends_keep_every
     assert len(pd.read_parquet(tmp_path / "trials.parquet")) == 5
 
 
+def test_hex_trial_ids_that_look_like_numbers_come_back_from_the_csv_as_written(tmp_path):
+    """Ray's ids are hex: "569961e0" reads as the float 569961.0 unless kept a string."""
+    rows = trial_rows(2)
+    rows[0]["trial_id"], rows[1]["trial_id"] = "569961e0", "00012345"
+    ResultStore(tmp_path).append("trials", rows)
+    (tmp_path / "trials.parquet").unlink()
+    assert list(ResultStore(tmp_path).read("trials")["trial_id"]) == ["569961e0", "00012345"]
+
+
 def test_a_csv_row_cut_short_is_not_taken_for_a_row(tmp_path):
     """Parquet damaged and the CSV cut mid-row: the whole rows are kept, the cut one is not (its
     slot runs again on a resume, rather than keeping a row with its last columns empty)."""

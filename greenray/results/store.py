@@ -18,6 +18,15 @@ from greenray.results.schema import NEEDED, PARQUET_ONLY, TABLES
 log = logging.getLogger("greenray.results")
 
 
+# Ids Ray and Serve write as hex ("569961e0") that a CSV reader would take for numbers.
+ID_COLUMNS = {"trial_id": str, "run_id": str, "node_id": str, "request_id": str}
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A results CSV with its id columns kept as the strings they were written as."""
+    return pd.read_csv(path, dtype=ID_COLUMNS)
+
+
 class ResultsError(UsageError):
     """A results folder that cannot give what was asked of it."""
 
@@ -141,7 +150,7 @@ def load(root: Path, table: str, repair: bool = False) -> pd.DataFrame:
         state = f"damaged ({exc.__class__.__name__})"
     needed = NEEDED.get(table, ())
     try:
-        frame = pd.read_csv(csv)
+        frame = read_csv(csv)
     except Exception:  # missing or damaged too
         frame = None
     if frame is None or any(column not in frame.columns for column in needed):
