@@ -18,9 +18,16 @@ LOCAL_START_TRIES = 2
 _QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
     """Join the cluster at `address` ("auto" or host:port), or start a private local Ray
-    (loopback only, no dashboard); a Ray this process already joined is reused (tests share one)."""
+    (loopback only, no dashboard); a Ray this process already joined is reused (tests share one).
+    `env` is set (where not set already) before a local Ray starts, whose workers inherit it."""
     for key, value in _QUIET.items():
         os.environ.setdefault(key, value)
     import ray
@@ -33,6 +40,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     quiet = {"logging_level": "WARNING", "log_to_driver": False}
     if address is None:
         _loopback_only()
+        for key, value in (env or {}).items():
+            os.environ.setdefault(key, value)
         # "local": a new Ray of this process's own, whatever RAY_ADDRESS or the address file of
         # an earlier `ray start` (/tmp/ray/ray_current_cluster) names, live or dead.
         _start_local(ray, num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **quiet)

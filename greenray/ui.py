@@ -238,6 +238,13 @@ def print_serving(server) -> None:
         f"or image/png), GET /metrics, GET /healthz; batches go to {server.out / 'batches.parquet'}; "
         "Ctrl-C stops"
     )
+    if server.direct_urls:
+        others = ", ".join(server.direct_urls[1:])
+        say(
+            f"Serve's fast path: {server.url} is the ingress replica's own port"
+            + (f" (the others: {others})" if others else "")
+            + f"; Serve's proxy also answers on {server.proxy_url}, slower"
+        )
 
 
 def print_stopped(summary) -> None:

@@ -47,7 +47,7 @@ def test_a_run_per_policy_with_every_table_written(bench_dir):
         frame = pd.read_parquet(bench_dir / f"{table}.parquet")
         assert set(TABLES[table]) <= set(frame.columns), table
         assert (bench_dir / f"{table}.csv").exists() == (table not in PARQUET_ONLY)
-    assert (runs["status"] == "ok").all()
+    assert (runs["status"] == "ok").all() and (runs["request_path"] == "handle").all()
     assert (runs["served"] >= 40).all()
     assert (runs["energy_source"] == "simulated").all()
     assert (runs["model"] == "shufflenet_v2_x0_5").all() and (runs["weights"] == "random").all()
@@ -68,6 +68,30 @@ def test_through_an_ingress_replica_a_policy_keeps_its_meaning_and_only_measured
     assert batches["run_id"].nunique() == 1
     assert (batches[batches["in_run"]]["size"] == 4).all()  # the drain after the run may leave less
     assert "settling" in json.loads((tmp_path / "bench.json").read_text())["notes"]
+
+
+def test_the_http_path_times_what_a_client_sees_and_every_row_says_so(ray_local, tmp_path):
+    from ray import serve
+
+    serve.shutdown()  # runs before may have started Serve without its HTTP proxy: this one needs it
+    args = [*TINY_BENCH, "--policy", "fixed:4", "--request-path", "http", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    runs = pd.read_parquet(tmp_path / "runs.parquet")
+    assert len(runs) == 1 and runs["status"].iloc[0] == "ok", runs["failure"].iloc[0]
+    assert runs["failed"].iloc[0] == 0
+    assert runs["request_path"].iloc[0] == "http" and runs["ingress_replicas"].iloc[0] == 1
+    assert runs["served"].iloc[0] >= 40 and runs["mean_batch_size"].iloc[0] == 4.0
+    requests = pd.read_parquet(tmp_path / "requests.parquet")
+    assert (requests["request_path"] == "http").all()
+    served = requests[requests["served"]]
+    # each numbered HTTP request joined its batch in the replica, inside the client's time
+    assert len(served) == runs["served"].iloc[0] and served["batch_id"].notna().all()
+    assert (served["batch_ended_s"] - served["enqueued_s"] <= served["latency_s"] + 0.005).all()
+    assert (pd.read_parquet(tmp_path / "replica_runs.parquet")["request_path"] == "http").all()
+    about = json.loads((tmp_path / "bench.json").read_text())
+    assert about["models"]["shufflenet_v2_x0_5"]["request_url"].startswith("http://127.0.0.1:")
+    serve.shutdown()
 
 
 def test_energy_per_image_is_run_energy_over_served_images(bench_dir):

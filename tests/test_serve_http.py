@@ -174,3 +174,22 @@ def test_every_batch_is_in_the_batches_file_with_its_energy(server):
     assert batches["batch_id"].is_unique and (batches["energy_source"] == "simulated").all()
     about = json.loads((server.out / "serve.json").read_text())
     assert about["policy"] == "fixed:4@20" and about["config"]["max_queue"] == 4
+    # the session's Ray was started without Serve's fast path: everything went through the proxy
+    assert about["fast_path"] is False and about["url"] == about["proxy_url"] == server.url
+
+
+def test_on_the_fast_path_every_ingress_replica_port_must_be_free(tmp_path):
+    import socket
+
+    from greenray.errors import UsageError
+    from greenray.serve.server import Server
+
+    port = free_port()
+    settings = TINY_SERVER | {"port": port, "ingress_replicas": 2}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))  # the second ingress replica's port
+        with pytest.raises(UsageError, match=f"cannot serve on 127.0.0.1:{port + 1} "):
+            Server(ServeConfig.from_flat(settings), tmp_path).start()
+        # without the fast path only --port itself is taken
+        plain = Server(ServeConfig.from_flat(settings | {"fast_path": False}), tmp_path)
+        assert plain.proxy_url == f"http://127.0.0.1:{port}" and plain.url == plain.proxy_url

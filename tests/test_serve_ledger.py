@@ -84,6 +84,9 @@ def test_the_device_tally_adds_closed_windows_and_the_open_one():
         (device,) = tally.totals()
         elapsed = time.monotonic() - started
     assert device.device == "sim:0" and device.energy_source == "simulated"
-    assert device.power_w == pytest.approx(60.0)  # idle: nothing ran
+    # idle (nothing ran), not the busy 190 W. Within 5%: with no busy window open the sampler
+    # is sparse, so the counter's edges decide, each timed to the middle of its read, which a
+    # preempted read on a loaded machine moves by milliseconds
+    assert device.power_w == pytest.approx(60.0, rel=0.05)
     # both windows' Joules: at least their sleeps, at most the whole span, at the idle 60 W
     assert 60.0 * 0.17 * 0.99 <= device.energy_j <= 60.0 * elapsed * 1.01

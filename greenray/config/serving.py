@@ -32,6 +32,7 @@ from greenray.config.vocab import (
     Unique,
     Weights,
     WholeNumber,
+    choice,
     number,
     problem,
     sentence,
@@ -41,6 +42,7 @@ from greenray.config.vocab import (
 AUTO = "auto"  # --policy auto: search a policy first (serve-tune), then serve with it
 STUDY_POLICIES = "fixed:16,fixed:32,fixed:64,fixed:128,greedy"
 STUDY_FREQUENCIES = (16.0, 32.0, 64.0, 128.0)
+REQUEST_PATHS = ("handle", "http")  # how serve-bench's load generator reaches the model
 
 
 def _policy(value: Any) -> BatchPolicy:
@@ -143,6 +145,13 @@ class BenchConfig(Config):
         description=f"{', '.join(ARRIVALS)} (jitter: the study's (1/f)*U(0.8,1.2); poisson: same mean).",
     )
     seed: WholeNumber = Field(0, description="Seeds the arrivals and the images (and a policy search).")
+    request_path: choice(REQUEST_PATHS) = Field(
+        "handle",
+        description="handle: Serve handles carry decoded images to the replicas (the study's path; its "
+        "times are the replica's). http: JPEG bodies over HTTP to an ingress replica, on Serve's fast "
+        "path where the Ray has it, as `greenray serve` takes them (its times are a client's; at least "
+        "one ingress replica).",
+    )
     deploy: DeployConfig = DeployConfig(ingress_replicas=0, warmup_batches=256)
 
     @model_validator(mode="after")
@@ -155,6 +164,13 @@ class BenchConfig(Config):
                     f"{self.requests}): use a batch of at most {self.requests}, or more --requests"
                 )
         return self
+
+    @property
+    def deployment(self) -> DeployConfig:
+        """The deployment: the HTTP path goes through one ingress replica at least."""
+        if self.request_path == "http" and self.deploy.ingress_replicas == 0:
+            return self.deploy.model_copy(update={"ingress_replicas": 1})
+        return self.deploy
 
 
 class TargetConfig(Config):
@@ -213,6 +229,13 @@ class ServeConfig(LiveConfig):
         "127.0.0.1", description="Address to listen on; 0.0.0.0 opens the server to the network."
     )
     port: Port = Field(8000, description="HTTP port.")
+    fast_path: Flag = Field(
+        True,
+        description="Serve's throughput-optimised mode on the local Ray: the ingress replicas answer HTTP "
+        "on --port (and the ports after it, one each) themselves, past Serve's proxy (2-3x the "
+        "requests/s on 2 cores); the proxy moves to a free port. Off: every request through the proxy "
+        "on --port.",
+    )
     max_queue: Count = Field(
         256, description="Requests admitted and not yet answered, at most; beyond, 503 at once."
     )

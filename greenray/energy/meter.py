@@ -33,6 +33,14 @@ DEFAULT_INTERVAL_S = 0.01
 # The trace keeps about this much of the recent past (for peak_power_w and trace); open
 # windows need none of it: they keep running sums.
 TRACE_TAIL_S = 30.0
+# While no busy window is open (a serving replica between batches, a meter kept for its counter
+# windows), the sampler thread reads power this often instead of every interval: a wake-up costs
+# the measured process's Python a thread switch and the GIL, 100 times a second at 10 ms, for
+# samples that only idle stretches get. A busy window samples its own start and end, so a batch
+# shorter than this is measured as before; a longer one gets its in-window samples once the
+# sampler's sleep ends (at most this late). Counter windows (RAPL, the model, the running
+# tally) read their Joules from the counters, whatever the sampling.
+IDLE_INTERVAL_S = 0.1
 # Costly counters (NVML: about 4 ms a read) are read this often in the background, never at
 # window edges; cheaper ones (RAPL, the model: window.CHEAP_READ_S) at the edges of every window.
 ANCHOR_INTERVAL_S = 1.0
@@ -92,6 +100,7 @@ class EnergyMeter:
         sleep: Callable[[float], None] = time.sleep,
         empty_reason: str | None = None,
         sampler: str = "thread",
+        idle_interval_s: float = IDLE_INTERVAL_S,
     ) -> None:
         if interval_s <= 0 or anchor_interval_s <= 0:
             raise ValueError("the sampling and counter intervals must be positive")
@@ -100,6 +109,8 @@ class EnergyMeter:
         self.sampler = sampler
         self._process: SamplerProcess | None = None
         self.interval_s = interval_s
+        self.idle_interval_s = max(idle_interval_s, interval_s)  # the sampler's step with no busy window
+        self._dense = 0  # idle measurements in progress: sampled every interval too
         self.anchor_interval_s = anchor_interval_s
         self._clock = clock
         self._sleep = sleep
@@ -338,11 +349,15 @@ class EnergyMeter:
         measured = [i for i, c in enumerate(self._columns) if c.model_idle_w is None and self._live(i)]
         if not measured:
             return dict(self.idle_w)
-        settle_s, settled = self._settle(measured, settle_max_s)
-        name = f"idle-{uuid.uuid4().hex}"
-        self.begin_window(name, busy=False)
-        self._wait(seconds)
-        m = self.end_window(name)
+        self._dense += 1  # the baseline's spread and settling need every interval's sample
+        try:
+            settle_s, settled = self._settle(measured, settle_max_s)
+            name = f"idle-{uuid.uuid4().hex}"
+            self.begin_window(name, busy=False)
+            self._wait(seconds)
+            m = self.end_window(name)
+        finally:
+            self._dense -= 1
         t1 = self._clock()
         times, watts = self.trace(t1 - m.seconds - self.interval_s, t1)
         for i in measured:
@@ -473,7 +488,7 @@ class EnergyMeter:
                 next_t = time.monotonic()
                 continue
             self._survive(self.sample)
-            next_t += self.interval_s
+            next_t += self.interval_s if self._busy or self._dense else self.idle_interval_s
             delay = next_t - time.monotonic()
             if delay < 0:  # fell behind (a long GIL hold): skip, don't burst to catch up
                 next_t = time.monotonic()

@@ -33,7 +33,13 @@ from greenray.config import EnergyConfig, ServingConfig
 from greenray.serve import images, metrics
 from greenray.serve.ingress import Feeder, ModelUnavailable
 from greenray.serve.loadgen import error_line
-from greenray.serve.options import GRACEFUL_SHUTDOWN_S, MAX_ONGOING_REQUESTS, REPLICA_ENV, SERVE_LOGGING
+from greenray.serve.options import (
+    GRACEFUL_SHUTDOWN_S,
+    MAX_ONGOING_REQUESTS,
+    REPLICA_ENV,
+    REQUEST_ID_HEADER,
+    SERVE_LOGGING,
+)
 from greenray.serve.starting import RETRY_AFTER_S, STARTING
 
 log = logging.getLogger("greenray.serve")
@@ -69,6 +75,12 @@ async def _read_body(request: Request) -> bytes:
     if size > images.MAX_BODY_BYTES:
         raise images.too_large(size)
     return b"".join(chunks)
+
+
+def _request_id(request: Request) -> int | None:
+    """serve-bench's number of an HTTP request (its header), so the replica records it for the run."""
+    value = request.headers.get(REQUEST_ID_HEADER)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 # Serve pickles the FastAPI app (and the routes' functions with what they use) when the class
@@ -180,7 +192,7 @@ class Ingress:
             body = await _read_body(request)
             await self._setup()
             pixels = await self._decode(body)
-            answer = await self._feeder().put(pixels)
+            answer = await self._feeder().put(pixels, _request_id(request))
         except images.ImageError as exc:
             return exc.status, {"error": str(exc)}
         except ModelUnavailable as exc:

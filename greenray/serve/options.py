@@ -17,3 +17,6 @@ HEALTH_CHECK_TIMEOUT_S = 600.0
 # A replica being deleted waits this long for calls in flight (an ingress's collect waits for
 # answers by design, so Serve's default 20 s would be spent at every shutdown).
 GRACEFUL_SHUTDOWN_S = 2.0
+# serve-bench's HTTP path numbers each POST /predict in this header, so the replicas' records of a
+# request join the caller's timing (a client's own requests need not carry it).
+REQUEST_ID_HEADER = "X-Greenray-Request"

@@ -46,6 +46,7 @@ def common(key: RunKey, model: ServedModel) -> dict:
         "arrival": key.plan.arrival,
         "preprocess_in_window": model.serving.preprocess_in_window,
         "ingress_replicas": model.ingress_replicas,
+        "request_path": model.request_path,  # handle: the replica's times; http: a client's
     }
 
 
@@ -100,6 +101,7 @@ def request_rows(key: RunKey, result: RunResult) -> list[dict]:
                 "queue_wait_s": batch["started_s"] - enqueued if batch else None,
                 "served": bool(batch.get("in_run")) and timing.error is None,
                 "error": timing.error,
+                "request_path": result.request_path,
             }
         )
     return rows

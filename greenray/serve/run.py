@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from greenray.config import BatchPolicy, ServingConfig
+from greenray.serve.http_client import HttpPath
 from greenray.serve.loadgen import LoadGenerator, RequestTiming, SendStats, arrival_offsets
 from greenray.serve.records import RunEnd
 from greenray.serve.replicas import Replicas
@@ -44,6 +46,7 @@ class RunResult:
     still_pending: int
     errors: int = 0
     failure: str | None = None
+    request_path: str = "handle"  # what the timings are of: handle (the replica's) or http (a client's)
 
 
 @dataclass
@@ -60,6 +63,12 @@ class ServedModel:
     serving: ServingConfig
     ingress_replicas: int
     g_per_kwh: float | None = None  # the grid's carbon intensity its rows' co2e_g is counted at
+    http: HttpPath | None = None  # serve-bench --request-path http: requests go over HTTP
+
+    @property
+    def request_path(self) -> str:
+        """Which path a run's requests take (and so what its response times describe)."""
+        return "http" if self.http is not None else "handle"
 
     async def use(self, policy: BatchPolicy) -> None:
         """Batch under `policy` on every model replica from now on."""
@@ -82,15 +91,16 @@ class ServedModel:
             if answered["ok"] >= plan.requests or answered["failed"] >= failure_limit:
                 stop.set()
 
-        generator = LoadGenerator(
-            lambda i: replicas.send(i, self.images[i % len(self.images)]),
-            arrival_offsets(plan.arrival, plan.frequency_hz, plan.seed),
-            on_answer=on_answer,
-            max_in_flight=replicas.send_window,
-        )
-        await generator.run(stop)
-        ends = await replicas.call("end_run", run_id)
-        still_pending = await self._drain(generator, plan.policy)
+        async with self._sender() as send:
+            generator = LoadGenerator(
+                send,
+                arrival_offsets(plan.arrival, plan.frequency_hz, plan.seed),
+                on_answer=on_answer,
+                max_in_flight=replicas.send_window,
+            )
+            await generator.run(stop)
+            ends = await replicas.call("end_run", run_id)
+            still_pending = await self._drain(generator, plan.policy)
         await self.use(plan.policy)
         records = await replicas.call("take_records")
         failure = None
@@ -105,7 +115,17 @@ class ServedModel:
             still_pending=still_pending,
             errors=answered["failed"],
             failure=failure,
+            request_path=self.request_path,
         )
+
+    @asynccontextmanager
+    async def _sender(self) -> AsyncIterator[Callable[[int], Awaitable]]:
+        """How request i is sent: over HTTP (the client's path) or through Serve's handles."""
+        if self.http is not None:
+            async with self.http.sender() as send:
+                yield send
+            return
+        yield lambda i: self.replicas.send(i, self.images[i % len(self.images)])
 
     async def settle(self, plan: RunPlan) -> None:
         """A short run of `plan` whose numbers are dropped. The first requests through a fresh

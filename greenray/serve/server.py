@@ -27,7 +27,7 @@ from greenray.config import BatchPolicy, DeployConfig, PolicyTuneConfig, ServeCo
 from greenray.energy import co2e_g, combined_source, sum_or_none
 from greenray.errors import UsageError
 from greenray.results import SERVED_BATCH_TYPES, ResultStore, TableLog, run_record
-from greenray.serve import zoo
+from greenray.serve import fast_path, zoo
 from greenray.serve.driver import check_here, check_out, deploy, record_run, resolve_device, start
 from greenray.serve.loadgen import error_line
 from greenray.serve.loop import on_loop
@@ -92,10 +92,18 @@ class Server:
         self._counts = {"batches": 0, "images": 0, "dropped": 0}
         self._energy: float | None = 0.0
         self._sources: set[str] = set()
+        self.proxy_port = config.port  # Serve's proxy; another port when the fast path takes --port
+        self.direct_urls: list[str] = []  # the ingress replicas' own addresses (the fast path)
+        self.fast_path_off: str | None = None  # why clients go through Serve's proxy, if they do
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.config.port}"
+        """Where clients send: the first ingress replica's own port on the fast path, else the proxy."""
+        return self.direct_urls[0] if self.direct_urls else self.proxy_url
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{fast_path._url_host(self.config.host)}:{self.proxy_port}"
 
     def start(self) -> None:
         """Deploy, warm up (and search, for --policy auto), then open the server. SIGINT stops
@@ -105,6 +113,7 @@ class Server:
         with _stopping_on_signals():
             device, replicas = self._deploy_behind_503()
             try:
+                self._find_direct(replicas)
                 self._ready(replicas, device)
             except BaseException:
                 _delete(replicas)
@@ -117,22 +126,54 @@ class Server:
         starting = None
         if self.address is None:
             check_here(deployment.serving.device, deployment.energy)
-            check_port(self.config.host, self.config.port)
+            for port in _ports(self.config):
+                check_port(self.config.host, port)
             if self.policy is None:
                 check_tunable(deployment)
-            if proxy_shares_the_port():
-                starting = StartingPort(self.config.host, self.config.port)
+        self._join()
+        # Where Serve's proxy takes --port (no fast path), the port answers 503 "starting" from
+        # here on; on the fast path the ingress replica opens it itself, answering 503 until warm.
+        if self.address is None and self.proxy_port == self.config.port and proxy_shares_the_port():
+            starting = StartingPort(self.config.host, self.config.port)
         ingress = IngressOptions(
             deployment.ingress_replicas,
             deployment.ingress_cpus,
             max_queue=self.config.max_queue,
-            http={"host": self.config.host, "port": self.config.port},
+            http={"host": self.config.host, "port": self.proxy_port},
         )
         try:
             return _deploy(self.config.model, deployment, self.address, ingress, self.policy)
         finally:
             if starting is not None:
                 starting.close()  # serve.run has returned: the ingress replicas answer from now on
+
+    def _join(self) -> None:
+        """Join Ray (a local one started with Serve's fast path, unless --no-fast-path) and choose
+        the proxy's port: --port itself unless the ingress replicas take it."""
+        from greenray.ray_setup import connect
+
+        config = self.config
+        local = config.fast_path and self.address is None
+        env = fast_path.env(config.port, config.deploy.ingress_replicas) if local else None
+        connect(self.address, env=env)
+        if not config.fast_path:
+            self.fast_path_off = "--no-fast-path"
+        elif local:  # a cluster's Serve says what it runs once the application is up (_find_direct)
+            self.fast_path_off = fast_path.missing()
+            if self.fast_path_off is None:
+                self.proxy_port = fast_path.free_port(config.host)
+
+    def _find_direct(self, replicas: Replicas) -> None:
+        """Where the ingress replicas answer on the fast path; said when clients go through the proxy."""
+        if self.fast_path_off is None:
+            self.direct_urls = fast_path.direct_urls(replicas.app_names[0], self.config.host, self.proxy_port)
+            if not self.direct_urls:
+                self.fast_path_off = "Serve's controller names no ingress replica port"
+        if self.fast_path_off is not None and self.config.fast_path:
+            self.say(
+                f"notice: Serve's fast path is off ({self.fast_path_off}): clients go through Serve's proxy "
+                f"on {self.proxy_url}, about 6 ms of CPU more per request"
+            )
 
     def _ready(self, replicas: Replicas, device: str) -> None:
         """Warm up (and search, for --policy auto), then open the server to HTTP requests."""
@@ -142,6 +183,7 @@ class Server:
         )
         about = run_record("serve", self.config, device=device, out=str(self.out), notes=NOTES)
         about |= {"session": self.session, "model": self.model.about, "url": self.url}
+        about |= {"proxy_url": self.proxy_url, "fast_path": self.fast_path_off is None}
         if self.policy is None:
             check_measured(self.model)
             self.tuned = search_policy(self.model, target, self.out / "tune", self.progress, about)
@@ -324,6 +366,12 @@ def check_measured(model: ServedModel) -> None:
             )
 
 
+def _ports(config: ServeConfig) -> list[int]:
+    """The ports this server listens on that --port names: the ingress replicas' on the fast
+    path (one each, from --port on), else the proxy's."""
+    return [config.port + i for i in range(config.deploy.ingress_replicas if config.fast_path else 1)]
+
+
 def check_port(host: str, port: int) -> None:
     """A port another program holds is said now, not as a proxy that never comes up."""
     try:
@@ -332,7 +380,8 @@ def check_port(host: str, port: int) -> None:
             probe.bind((host, port))
     except OSError as exc:
         raise UsageError(
-            f"cannot serve on {host}:{port} ({exc.strerror or exc}): choose another --port or --host"
+            f"cannot serve on {host}:{port} ({exc.strerror or exc}): choose another --port or --host "
+            "(with the fast path and N ingress replicas, --port and the N-1 ports after it are taken)"
         ) from None
 
 
