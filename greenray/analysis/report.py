@@ -250,23 +250,10 @@ def _search_section(report: Report, trials: pd.DataFrame, target: float | None, 
 
 
 def _architecture_section(report: Report, trials: pd.DataFrame) -> None:
-    present = [f for f in architecture.FACTORS if f in trials]
-    if not present:
-        report.cannot.append(
-            "no architecture statistics: the trials carry none of the columns n_linear, n_conv, relu."
-        )
+    varied, energy, why_not = _architecture_input(trials)
+    if why_not is not None:
+        report.cannot.append(f"no architecture statistics: {why_not}.")
         return
-    varied = _architecture_trials(trials)
-    if varied.empty:
-        report.cannot.append("no architecture statistics: the trials vary no architecture factor.")
-        return
-    energy = choose_energy(varied, "idle_free_energy_j", "energy_j", "no idle baseline was stored")
-    if energy.column is None:
-        report.cannot.append(
-            "no architecture statistics: the trials' energy was not measured (energy_source none)."
-        )
-        return
-    varied = varied[pd.to_numeric(varied[energy.column], errors="coerce").notna()]
     stats = architecture.architecture_stats(varied, energy.column)
     report.heading("Architecture (Experiment 2)")
     report.text(_cv_summary(stats.configurations, energy))
@@ -301,6 +288,24 @@ def _architecture_section(report: Report, trials: pd.DataFrame) -> None:
             f"**E- (fewest conv layers) and E+ (most)**: mean energy per run, mean / max / standard "
             f"deviation of accuracy; {energy.caption()}.",
         )
+    _architecture_figures(report, varied, energy)
+
+
+def _architecture_input(trials: pd.DataFrame):
+    """The trials whose architecture varies, with a measured energy column, and that column's
+    choice; or why there are none (a clause)."""
+    if not any(f in trials for f in architecture.FACTORS):
+        return None, None, "the trials carry none of the columns n_linear, n_conv, relu"
+    varied = _architecture_trials(trials)
+    if varied.empty:
+        return None, None, "the trials vary no architecture factor"
+    energy = choose_energy(varied, "idle_free_energy_j", "energy_j", "no idle baseline was stored")
+    if energy.column is None:
+        return None, None, "the trials' energy was not measured (energy_source none)"
+    return varied[pd.to_numeric(varied[energy.column], errors="coerce").notna()], energy, None
+
+
+def _architecture_figures(report: Report, varied: pd.DataFrame, energy) -> None:
     report.figure(
         lambda p, t: figures.energy_vs_accuracy(varied, energy.column, p, t),
         "architecture_energy_accuracy",
