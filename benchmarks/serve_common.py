@@ -4,8 +4,11 @@ run whose tables come back as data frames."""
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -96,3 +99,21 @@ def machine() -> str:
 
     python = platform.python_version()
     return f"{platform.node()} ({platform.machine()}), Python {python}, torch {torch.__version__}"
+
+
+def wait_up(url: str, server: subprocess.Popen, log, timeout_s: float = 300.0) -> None:
+    """Wait for a `greenray serve` process to answer /healthz with 200; exit with the tail of its
+    log (a file, not a pipe: a full pipe would block the server) if it stops or never comes up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            log.seek(0)
+            sys.exit(f"the server stopped: {log.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    sys.exit("the server did not come up")

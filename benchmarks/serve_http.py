@@ -23,12 +23,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 
-from serve_common import machine, serve
+from serve_common import machine, serve, wait_up
 
 from greenray.config import BenchConfig
 
@@ -57,32 +55,14 @@ def main() -> None:
         "--energy", args.energy, "--idle-seconds", "0", "--policy", args.policy, "--port", str(args.port),
         "--max-queue", "1024", "--out", str(out / "live"),
     ]  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "greenray.cli", "serve", *flags], stderr=subprocess.PIPE, text=True
-    )
     url = f"http://127.0.0.1:{args.port}"
     print(
         f"machine: {machine()}; {args.model} at {args.image_size} px, {args.policy}, CPU; "
         f"hey {PER_WORKER_HZ}/s/worker"
     )
-    results = []
-    try:
-        _wait_up(url, server)
-        _hey(url, image, PER_WORKER_HZ, WARMUP_S)  # not kept: a just-opened server's first seconds are slow
-        for rate in (float(r) for r in args.rates.split(",")):
-            row = _hey(url, image, rate, args.seconds)
-            results.append(row)
-            print(
-                f"{rate:g} Hz: {row['answers']} answers, {row['ok']} 200s, "
-                f"achieved {row['achieved_hz']:.1f} Hz, "
-                f"p50 {1000 * row['p50_s']:.1f} ms, p99 {1000 * row['p99_s']:.1f} ms: "
-                + ("sustained" if row["sustained"] else "not sustained")
-            )
-            if not row["sustained"]:
-                break
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.communicate(timeout=120)
+    with tempfile.TemporaryFile() as log:  # not a pipe: a full one would block the server
+        server = subprocess.Popen([sys.executable, "-m", "greenray.cli", "serve", *flags], stderr=log)
+        results = _rates(args, url, image, server, log)
     sustained = [r for r in results if r["sustained"]]
     if not sustained:
         print("no rate was sustained")
@@ -114,6 +94,29 @@ def main() -> None:
     )
 
 
+def _rates(args, url: str, image: bytes, server: subprocess.Popen, log) -> list[dict]:
+    """hey at each rate in turn until one is not sustained; the server is stopped after."""
+    results = []
+    try:
+        wait_up(url, server, log)
+        _hey(url, image, PER_WORKER_HZ, WARMUP_S)  # not kept: a just-opened server's first seconds are slow
+        for rate in (float(r) for r in args.rates.split(",")):
+            row = _hey(url, image, rate, args.seconds)
+            results.append(row)
+            print(
+                f"{rate:g} Hz: {row['answers']} answers, {row['ok']} 200s, "
+                f"achieved {row['achieved_hz']:.1f} Hz, "
+                f"p50 {1000 * row['p50_s']:.1f} ms, p99 {1000 * row['p99_s']:.1f} ms: "
+                + ("sustained" if row["sustained"] else "not sustained")
+            )
+            if not row["sustained"]:
+                break
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=120)
+    return results
+
+
 def _jpeg(size: int) -> Path:
     import numpy as np
     from PIL import Image
@@ -124,21 +127,6 @@ def _jpeg(size: int) -> Path:
     Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
     path.write_bytes(buffer.getvalue())
     return path
-
-
-def _wait_up(url: str, server: subprocess.Popen, timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"the server stopped: {server.stderr.read()}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=5) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    sys.exit("the server did not come up")
 
 
 def _hey(url: str, image: Path, rate: float, seconds: float) -> dict:

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
+from serve_common import wait_up
 
 
 def main() -> None:
@@ -50,7 +51,7 @@ def main() -> None:
     with tempfile.TemporaryFile() as log:  # not a pipe: a full one would block the server
         server = subprocess.Popen([sys.executable, "-m", "greenray.cli", "serve", *flags], stderr=log)
         try:
-            _wait_up(url, server, log)
+            wait_up(url, server, log)
             _measure(args, url, huge, normal)
         finally:
             server.send_signal(signal.SIGINT)
@@ -123,22 +124,6 @@ def _timed_normals(url: str, body: bytes, every: float, seconds: float) -> list[
     for thread in threads:
         thread.join()
     return latencies
-
-
-def _wait_up(url: str, server: subprocess.Popen, log, timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            log.seek(0)
-            sys.exit(f"the server stopped: {log.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=5) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    sys.exit("the server did not come up")
 
 
 def _ms(seconds: float) -> str:
