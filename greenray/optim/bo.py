@@ -11,7 +11,9 @@ Why these choices (docs/BENCHMARKS.md, "Searchers" and "Pareto", measures them):
 - the hyperparameters of each fit start from the last fit's (restarts only on the first fit and
   every RESTART_EVERY-th), and past a few dozen points they are fitted only every TUNE_EVERY-th
   fit (the others keep them and only solve): a model changes little between two observations,
-  and the fit of an ARD kernel's hyperparameters costs most of a suggestion;
+  and the fit of an ARD kernel's hyperparameters costs most of a suggestion; the models of one
+  search take these turns at different suggestions (`phase`), so that no suggestion pays for
+  two restarts (the largest cost of one suggestion is what issue 22 bounds);
 - the acquisition is maximised over candidates (random points plus perturbations of the best
   ones, then a finer round around the best candidates), vectorised: no gradient optimiser, a
   few milliseconds at a few thousand candidates;
@@ -129,23 +131,34 @@ class GaussianProcess:
 
     kernel: a scikit-learn kernel; alpha: added to the diagonal (noise the kernel does not
     model); restarts: extra random starts of a cold fit; prior: fit ard_kernel's hyperparameters
-    under log_prior (maximum a posteriori) rather than by maximum likelihood. Picklable: its
-    state is the kernel's fitted hyperparameters and the last fitted model."""
+    under log_prior (maximum a posteriori) rather than by maximum likelihood; phase: shifts
+    which fits restart and which tune the hyperparameters (the first fit always does both), so
+    that several models of one search take these turns at different suggestions. Picklable:
+    its state is the kernel's fitted hyperparameters and the last fitted model."""
 
     def __init__(
-        self, kernel: Kernel, *, alpha: float = 1e-6, restarts: int = 1, seed: int = 0, prior: bool = False
+        self,
+        kernel: Kernel,
+        *,
+        alpha: float = 1e-6,
+        restarts: int = 1,
+        seed: int = 0,
+        prior: bool = False,
+        phase: int = 0,
     ) -> None:
         self.kernel = kernel
         self.prior = prior
         self.alpha = alpha
         self.restarts = restarts
         self.seed = seed
+        self.phase = phase
         self.fits = 0
         self.model: GaussianProcessRegressor | None = None
 
     def fit(self, points: np.ndarray, values: np.ndarray) -> GaussianProcess:
-        cold = self.fits % RESTART_EVERY == 0
-        tune = cold or len(points) < TUNE_ALWAYS_BELOW or self.fits % TUNE_EVERY == 0
+        turn = self.fits + self.phase
+        cold = self.fits == 0 or turn % RESTART_EVERY == 0
+        tune = cold or len(points) < TUNE_ALWAYS_BELOW or turn % TUNE_EVERY == 0
         model = GaussianProcessRegressor(
             kernel=self.kernel,
             alpha=self.alpha,
