@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=None, help="only searchers whose name contains one of these (,)")
     parser.add_argument("--problems", default=None, help="only problems whose name contains one of these (,)")
     parser.add_argument("--no-constrained", action="store_true", help="leave the constrained question out")
+    parser.add_argument("--constrained-only", action="store_true", help="only the constrained question")
     parser.add_argument(
         "--constrained-gp", action="store_true", help="run GPSampler on the constrained question too (slow)"
     )
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             for i, problem in enumerate(found)
             if args.problems is None or any(part in problem.name for part in args.problems.split(","))
             for constrained in ((False, True) if hasattr(problem, "best_accuracy") else (False,))
-            if not (constrained and args.no_constrained)
+            if not (constrained and args.no_constrained) and (constrained or not args.constrained_only)
             for seed in range(args.first_seed, args.first_seed + args.seeds)
             for name in names
             if not (constrained and name == "Optuna GPSampler" and not args.constrained_gp)

@@ -13,7 +13,7 @@ import pytest
 from greenray.config import StudyConfig
 from greenray.errors import UsageError
 from greenray.optim.acquisition import expected_hypervolume_improvement
-from greenray.optim.bo import RESTART_EVERY, TUNE_EVERY, GaussianProcess, ard_kernel
+from greenray.optim.bo import RESTART_EVERY, TUNE_EVERY, GaussianProcess, ard_kernel, polish
 from greenray.optim.pareto import hypervolume, non_dominated
 from greenray.optim.propose import propose_constrained
 from greenray.tune.objectives import front, searcher_metric, searcher_options
@@ -167,3 +167,18 @@ def test_the_two_models_of_a_front_never_restart_or_tune_at_the_same_suggestion(
         fits = [model.fits + model.phase + i for i in range(24)]
         turns.append({f for f in range(24) if fits[f] % RESTART_EVERY == 0 or fits[f] % TUNE_EVERY == 0})
     assert turns[0] and turns[1] and not turns[0] & turns[1]
+
+
+def test_polish_climbs_towards_a_smooth_optimum_and_never_leaves_the_cube_or_gets_worse():
+    peak = np.array([0.3, 0.95, 0.5])
+
+    def score(x: np.ndarray) -> np.ndarray:
+        return -(((x - peak) * [1.0, 1.0, 10.0]) ** 2).sum(axis=1)  # one steep input, as ARD finds
+
+    starts = np.array([[0.6, 0.6, 0.2], [0.1, 0.99, 0.9], [0.3, 0.95, 0.5]])
+    polished, values = polish(score, starts, score(starts))
+    assert ((polished >= 0) & (polished <= 1)).all()
+    assert (values >= score(starts)).all() and np.allclose(values, score(polished))
+    assert (values[:2] > score(starts)[:2] / 10).all()  # a local climb: most of the way up
+    assert (np.linalg.norm(polished - peak, axis=1)[:2] < np.linalg.norm(starts - peak, axis=1)[:2]).all()
+    assert np.allclose(polished[2], peak)  # already at the top: stays

@@ -15,10 +15,13 @@ Why these choices (docs/BENCHMARKS.md, "Searchers" and "Pareto", measures them):
   search take these turns at different suggestions (`phase`), so that no suggestion pays for
   two restarts (the largest cost of one suggestion is what issue 22 bounds);
 - the acquisition is maximised over candidates (random points plus perturbations of the best
-  ones, then a finer round around the best candidates), vectorised: no gradient optimiser, a
-  few milliseconds at a few thousand candidates;
+  ones, then a finer round around the best candidates), vectorised, and the best few are then
+  polished by gradient steps (forward differences, one vectorised call a step), as BoTorch and
+  Optuna polish theirs with L-BFGS-B: the candidates find the basin, the steps its top (ZDT1's
+  front lies on a face of the cube, where a candidate is rarely exactly);
 - one BLAS thread: the matrices have a few dozen rows, and more threads only spin against the
-  trials for the CPU (2.5x the CPU time on a busy 2-core machine);
+  trials for the CPU (2.5x the CPU time on a busy 2-core machine); the thread pools are found
+  once per process (_thread_pools);
 - points still in flight join the data with a constant liar (the mean observed value of each
   quantity), so concurrent suggestions differ."""
 

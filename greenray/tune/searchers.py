@@ -27,7 +27,7 @@ range, or onto log(range) where the domain is log-uniform.
   * one metric: Probability of Improvement (the study's acquisition), xi in units of the observed
     targets' standard deviation (default 0.01), so it means the same for an accuracy and a loss;
     optional exploration_decay; maximised over candidates (random points and perturbations of
-    the best ones);
+    the best ones), the best few then polished by gradient steps;
   * two metrics (metric=["accuracy", "energy_j"], mode=["max", "min"], as OptunaSearch takes
     them): their Pareto front, by exact expected hypervolume improvement over a GP per metric
     (the method of Optuna's GPSampler and BoTorch; it replaced ParEGO's random scalarisation,
