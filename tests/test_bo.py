@@ -9,11 +9,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from greenray.config import StudyConfig
 from greenray.errors import UsageError
 from greenray.optim.acquisition import expected_hypervolume_improvement
-from greenray.optim.bo import RESTART_EVERY, TUNE_EVERY, GaussianProcess, ard_kernel, polish
+from greenray.optim.bo import RESTART_EVERY, TUNE_EVERY, GaussianProcess, ard_kernel, polish, quiet_numerics
 from greenray.optim.pareto import hypervolume, non_dominated
 from greenray.optim.propose import propose_constrained
 from greenray.tune.objectives import front, searcher_metric, searcher_options
@@ -182,3 +183,12 @@ def test_polish_climbs_towards_a_smooth_optimum_and_never_leaves_the_cube_or_get
     assert (values[:2] > score(starts)[:2] / 10).all()  # a local climb: most of the way up
     assert (np.linalg.norm(polished - peak, axis=1)[:2] < np.linalg.norm(starts - peak, axis=1)[:2]).all()
     assert np.allclose(polished[2], peak)  # already at the top: stays
+
+
+def test_a_model_is_fitted_and_asked_on_one_blas_thread_and_the_pools_are_restored_after():
+    with threadpool_limits(limits=2):  # as on a 2-core machine, whatever this one has
+        with quiet_numerics():
+            inside = [pool["num_threads"] for pool in threadpool_info()]
+        after = [pool["num_threads"] for pool in threadpool_info()]
+    assert inside and all(n == 1 for n in inside)
+    assert after and all(n == 2 for n in after)
