@@ -192,3 +192,15 @@ def test_a_model_is_fitted_and_asked_on_one_blas_thread_and_the_pools_are_restor
         after = [pool["num_threads"] for pool in threadpool_info()]
     assert inside and all(n == 1 for n in inside)
     assert after and all(n == 2 for n in after)
+
+
+def test_a_gp_pickled_before_phases_existed_fits_after_its_restore():
+    """A study's searcher state from before `phase`: the GP restores and goes on fitting."""
+    import pickle
+
+    points = np.random.default_rng(0).random((8, 2))
+    gp = GaussianProcess(ard_kernel(2)).fit(points, points.sum(axis=1))
+    del gp.__dict__["phase"]  # as such a GP was pickled
+    restored = pickle.loads(pickle.dumps(gp))
+    mean = restored.fit(points, points.sum(axis=1)).model.predict(points[:1])
+    assert restored.phase == 0 and abs(mean[0] - points[0].sum()) < 0.1

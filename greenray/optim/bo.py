@@ -152,6 +152,8 @@ class GaussianProcess:
     that several models of one search take these turns at different suggestions. Picklable:
     its state is the kernel's fitted hyperparameters and the last fitted model."""
 
+    phase = 0  # what a GP pickled before phases existed (a study's searcher state) resumes with
+
     def __init__(
         self,
         kernel: Kernel,
