@@ -9,11 +9,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from greenray.config import StudyConfig
 from greenray.errors import UsageError
 from greenray.optim.acquisition import expected_hypervolume_improvement
+from greenray.optim.bo import RESTART_EVERY, TUNE_EVERY, GaussianProcess, ard_kernel, polish, quiet_numerics
 from greenray.optim.pareto import hypervolume, non_dominated
+from greenray.optim.propose import propose_constrained
 from greenray.tune.objectives import front, searcher_metric, searcher_options
 from greenray.tune.searchers import PIBayesSearch, RandomSearch
 from greenray.tune.space import search_space
@@ -125,3 +128,79 @@ def test_min_energy_needs_a_target_and_the_target_then_stops_nothing():
     stopping = StudyConfig.from_flat({"target_accuracy": 0.9, "energy": "simulated"})
     assert stopping.levers.stopping
     assert any(isinstance(s, TargetAccuracyStopper) for s in study_levers(stopping, {}))
+
+
+def _infeasible_history(constraint_of) -> tuple:
+    """Nine 1-D observations, none feasible: costs 10 + 90 x (objective = -cost) and the
+    constraint `constraint_of(x)` (met where at most 0)."""
+    points = np.linspace(0.0, 1.0, 9)[:, None]
+    values = -(10 + 90 * points[:, 0])
+    return points, values, np.array([constraint_of(x) for x in points[:, 0]])
+
+
+def _first_feasible_pick(points, values, constraints, costs: bool) -> float:
+    models = [GaussianProcess(ard_kernel(1), seed=0, prior=True) for _ in range(2)]
+    lattice = np.linspace(0.05, 0.95, 19)[:, None]
+    pick = propose_constrained(
+        *models, points, values, constraints, np.zeros((0, 1)), np.random.RandomState(0), lattice, costs=costs
+    )
+    return float(pick[0])
+
+
+def test_before_a_feasible_point_a_cost_is_weighed_against_the_chance_of_meeting_the_constraint():
+    # The constraint is equally far from holding everywhere: the cheapest end wins on cost.
+    flat = _infeasible_history(lambda x: 0.2 + 0.01 * math.sin(7 * x))
+    assert _first_feasible_pick(*flat, costs=True) < 0.3
+    # It nearly holds at the expensive end only: there, however dear, since chance outweighs cost.
+    steep = _infeasible_history(lambda x: 1.0 - 0.95 * x)
+    assert _first_feasible_pick(*steep, costs=True) > 0.7
+    # Without costs (an objective that is not one), the most plausible point, whatever it costs.
+    assert _first_feasible_pick(*steep, costs=False) > 0.7
+    with pytest.raises(ValueError, match="negated positive costs"):
+        _first_feasible_pick(flat[0], -flat[1], flat[2], costs=True)
+
+
+def test_the_two_models_of_a_front_never_restart_or_tune_at_the_same_suggestion():
+    searcher = PIBayesSearch(SPACE, seed=0, **FRONT_METRICS)
+    run(searcher, 5)
+    turns = []
+    for model in searcher._models:  # which of the next 24 fits restart, which tune
+        fits = [model.fits + model.phase + i for i in range(24)]
+        turns.append({f for f in range(24) if fits[f] % RESTART_EVERY == 0 or fits[f] % TUNE_EVERY == 0})
+    assert turns[0] and turns[1] and not turns[0] & turns[1]
+
+
+def test_polish_climbs_towards_a_smooth_optimum_and_never_leaves_the_cube_or_gets_worse():
+    peak = np.array([0.3, 0.95, 0.5])
+
+    def score(x: np.ndarray) -> np.ndarray:
+        return -(((x - peak) * [1.0, 1.0, 10.0]) ** 2).sum(axis=1)  # one steep input, as ARD finds
+
+    starts = np.array([[0.6, 0.6, 0.2], [0.1, 0.99, 0.9], [0.3, 0.95, 0.5]])
+    polished, values = polish(score, starts, score(starts))
+    assert ((polished >= 0) & (polished <= 1)).all()
+    assert (values >= score(starts)).all() and np.allclose(values, score(polished))
+    assert (values[:2] > score(starts)[:2] / 10).all()  # a local climb: most of the way up
+    assert (np.linalg.norm(polished - peak, axis=1)[:2] < np.linalg.norm(starts - peak, axis=1)[:2]).all()
+    assert np.allclose(polished[2], peak)  # already at the top: stays
+
+
+def test_a_model_is_fitted_and_asked_on_one_blas_thread_and_the_pools_are_restored_after():
+    with threadpool_limits(limits=2):  # as on a 2-core machine, whatever this one has
+        with quiet_numerics():
+            inside = [pool["num_threads"] for pool in threadpool_info()]
+        after = [pool["num_threads"] for pool in threadpool_info()]
+    assert inside and all(n == 1 for n in inside)
+    assert after and all(n == 2 for n in after)
+
+
+def test_a_gp_pickled_before_phases_existed_fits_after_its_restore():
+    """A study's searcher state from before `phase`: the GP restores and goes on fitting."""
+    import pickle
+
+    points = np.random.default_rng(0).random((8, 2))
+    gp = GaussianProcess(ard_kernel(2)).fit(points, points.sum(axis=1))
+    del gp.__dict__["phase"]  # as such a GP was pickled
+    restored = pickle.loads(pickle.dumps(gp))
+    mean = restored.fit(points, points.sum(axis=1)).model.predict(points[:1])
+    assert restored.phase == 0 and abs(mean[0] - points[0].sum()) < 0.1

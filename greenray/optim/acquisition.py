@@ -28,6 +28,12 @@ def probability_feasible(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return norm.cdf(-mean / np.maximum(std, TINY))
 
 
+def log_probability_feasible(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """log P(c <= 0), accurate where the probability itself underflows to 0 (far from feasible,
+    where candidates must still be told apart)."""
+    return norm.logcdf(-mean / np.maximum(std, TINY))
+
+
 def _below(threshold: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """E[max(threshold - X, 0)] for X ~ N(mean, std^2), broadcast; 0 where threshold is -inf."""
     with np.errstate(invalid="ignore"):  # -inf * 0 at the first strip's open end

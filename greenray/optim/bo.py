@@ -11,17 +11,23 @@ Why these choices (docs/BENCHMARKS.md, "Searchers" and "Pareto", measures them):
 - the hyperparameters of each fit start from the last fit's (restarts only on the first fit and
   every RESTART_EVERY-th), and past a few dozen points they are fitted only every TUNE_EVERY-th
   fit (the others keep them and only solve): a model changes little between two observations,
-  and the fit of an ARD kernel's hyperparameters costs most of a suggestion;
+  and the fit of an ARD kernel's hyperparameters costs most of a suggestion; the models of one
+  search take these turns at different suggestions (`phase`), so that no suggestion pays for
+  two restarts (the largest cost of one suggestion is what issue 22 bounds);
 - the acquisition is maximised over candidates (random points plus perturbations of the best
-  ones, then a finer round around the best candidates), vectorised: no gradient optimiser, a
-  few milliseconds at a few thousand candidates;
+  ones, then a finer round around the best candidates), vectorised, and the best few are then
+  polished by gradient steps (forward differences, one vectorised call a step), as BoTorch and
+  Optuna polish theirs with L-BFGS-B: the candidates find the basin, the steps its top (ZDT1's
+  front lies on a face of the cube, where a candidate is rarely exactly);
 - one BLAS thread: the matrices have a few dozen rows, and more threads only spin against the
-  trials for the CPU (2.5x the CPU time on a busy 2-core machine);
+  trials for the CPU (2.5x the CPU time on a busy 2-core machine); the thread pools are found
+  once per process (_thread_pools);
 - points still in flight join the data with a constant liar (the mean observed value of each
   quantity), so concurrent suggestions differ."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -33,7 +39,7 @@ from scipy.optimize import minimize
 from scipy.stats import qmc
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Kernel, Matern, WhiteKernel
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 RESTART_EVERY = 12  # a fit with restarts every this many fits (the others warm-start)
 TUNE_EVERY = 3  # past TUNE_ALWAYS_BELOW points, hyperparameters are fitted every this many fits
@@ -43,6 +49,10 @@ N_AROUND = 64  # candidates around each of the best points so far
 N_ANCHORS = 16  # at most this many best points are perturbed
 N_REFINE = 4  # the best candidates perturbed again, finer
 LOCAL_SCALE = 0.08  # the perturbations' standard deviation in the unit cube (then a quarter of it)
+N_POLISH = 4  # the best candidates then climbed by gradient steps (polish)
+POLISH_ITERATIONS = 6  # gradient steps per climb
+POLISH_DELTA = 1e-4  # the forward difference's step, in the unit cube
+POLISH_STEPS = (0.1, 0.03, 0.01, 0.003)  # step lengths tried along each gradient, in the unit cube
 
 
 @dataclass(frozen=True)
@@ -116,10 +126,18 @@ def _maximise_posterior(obj_func: Callable, initial_theta: np.ndarray, bounds: n
     return result.x, result.fun
 
 
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The process's BLAS and OpenMP pools, found once: threadpool_limits finds them anew on
+    every call (reading the process's loaded libraries, ~4 ms beside scikit-learn and scipy),
+    which a suggestion that asks its models a few hundred times cannot afford."""
+    return ThreadpoolController()
+
+
 @contextmanager
 def quiet_numerics() -> Iterator[None]:
     """One BLAS thread and no convergence warnings (tiny data sets) while a model is fitted or asked."""
-    with warnings.catch_warnings(), threadpool_limits(1):
+    with warnings.catch_warnings(), _thread_pools().limit(limits=1):
         warnings.simplefilter("ignore")
         yield
 
@@ -129,23 +147,36 @@ class GaussianProcess:
 
     kernel: a scikit-learn kernel; alpha: added to the diagonal (noise the kernel does not
     model); restarts: extra random starts of a cold fit; prior: fit ard_kernel's hyperparameters
-    under log_prior (maximum a posteriori) rather than by maximum likelihood. Picklable: its
-    state is the kernel's fitted hyperparameters and the last fitted model."""
+    under log_prior (maximum a posteriori) rather than by maximum likelihood; phase: shifts
+    which fits restart and which tune the hyperparameters (the first fit always does both), so
+    that several models of one search take these turns at different suggestions. Picklable:
+    its state is the kernel's fitted hyperparameters and the last fitted model."""
+
+    phase = 0  # what a GP pickled before phases existed (a study's searcher state) resumes with
 
     def __init__(
-        self, kernel: Kernel, *, alpha: float = 1e-6, restarts: int = 1, seed: int = 0, prior: bool = False
+        self,
+        kernel: Kernel,
+        *,
+        alpha: float = 1e-6,
+        restarts: int = 1,
+        seed: int = 0,
+        prior: bool = False,
+        phase: int = 0,
     ) -> None:
         self.kernel = kernel
         self.prior = prior
         self.alpha = alpha
         self.restarts = restarts
         self.seed = seed
+        self.phase = phase
         self.fits = 0
         self.model: GaussianProcessRegressor | None = None
 
     def fit(self, points: np.ndarray, values: np.ndarray) -> GaussianProcess:
-        cold = self.fits % RESTART_EVERY == 0
-        tune = cold or len(points) < TUNE_ALWAYS_BELOW or self.fits % TUNE_EVERY == 0
+        turn = self.fits + self.phase
+        cold = self.fits == 0 or turn % RESTART_EVERY == 0
+        tune = cold or len(points) < TUNE_ALWAYS_BELOW or turn % TUNE_EVERY == 0
         model = GaussianProcessRegressor(
             kernel=self.kernel,
             alpha=self.alpha,
@@ -205,7 +236,35 @@ def maximise(
     best = first[np.argsort(values)[-N_REFINE:]]
     second = candidates(rng, dim, best, LOCAL_SCALE / 4)[N_RANDOM:]
     pool = np.concatenate([first, second])
-    return pool[int(np.argmax(np.concatenate([values, score(second)])))]
+    values = np.concatenate([values, score(second)])
+    starts = np.argsort(values)[-N_POLISH:]
+    polished, polished_values = polish(score, pool[starts], values[starts])
+    return polished[int(np.argmax(polished_values))]
+
+
+def polish(
+    score: Callable[[np.ndarray], np.ndarray], starts: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A few steps of gradient ascent from each row of `starts` (their scores `values`), all
+    rows at once: the gradient by forward differences, then the best of a few step lengths
+    along it (or no step), inside the cube. The candidates' search finds the right basin; this
+    finds its top, as BoTorch and Optuna do with L-BFGS-B from their best candidates, where a
+    score's gradient comes from autograd and here costs one vectorised call per step."""
+    x, f = np.array(starts, float), np.array(values, float)
+    n, dim = x.shape
+    steps = np.array(POLISH_STEPS)
+    for _ in range(POLISH_ITERATIONS):
+        probes = np.clip(x[:, None, :] + POLISH_DELTA * np.eye(dim)[None], 0.0, 1.0)
+        slopes = (score(probes.reshape(-1, dim)).reshape(n, dim) - f[:, None]) / POLISH_DELTA
+        norms = np.linalg.norm(slopes, axis=1, keepdims=True)
+        direction = slopes / np.where(norms > 0, norms, 1.0)
+        tried = np.clip(x[:, None, :] + steps[None, :, None] * direction[:, None, :], 0.0, 1.0)
+        tried_values = score(tried.reshape(-1, dim)).reshape(n, len(steps))
+        pick = np.argmax(tried_values, axis=1)
+        better = tried_values[np.arange(n), pick] > f
+        x[better] = tried[np.arange(n), pick][better]
+        f[better] = tried_values[np.arange(n), pick][better]
+    return x, f
 
 
 def best_first(values: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ was observed (rows of `points`, values larger is better) and the points still in
 - propose_front: two quantities, their front, by expected hypervolume improvement;
 - propose_constrained: one quantity subject to a constraint (met where it is at most 0), by
   expected improvement times the probability that the constraint holds; until some point has
-  met it, the point whose constraint, as modelled, most plausibly holds."""
+  met it, the point whose constraint, as modelled, most plausibly holds, or, where the
+  quantity is a cost, the most likely to hold per unit of predicted cost (first_feasible)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from greenray.optim.acquisition import (
     expected_hypervolume_improvement,
     expected_improvement,
+    log_probability_feasible,
     probability_feasible,
     probability_of_improvement,
 )
@@ -86,21 +88,16 @@ def propose_constrained(
     rng: np.random.RandomState,
     fixed: np.ndarray | None = None,
     optimism: float = 2.0,
+    costs: bool = False,
 ) -> np.ndarray:
     """The candidate (from `fixed` rows where given) of largest expected improvement over the
     best feasible value times the probability that its constraint holds (Gardner et al. 2014).
-    Until a point is feasible there is nothing to improve on: the candidate whose constraint
-    has the lowest optimistic bound (mean - optimism x sd) instead."""
+    Until a point is feasible there is nothing to improve on: see first_feasible."""
     constraint.fit(*with_liars(points, constraints, pending))
     feasible = constraints <= 0
-    dim = points.shape[1]
     if not feasible.any():
-
-        def plausible(x: np.ndarray) -> np.ndarray:
-            mean, std = constraint.predict(x)
-            return -(mean - optimism * std)
-
-        return maximise(plausible, rng, dim, points[best_first(-constraints)], fixed)
+        model = (objective, constraint)
+        return first_feasible(*model, points, values, constraints, pending, rng, fixed, optimism, costs)
     objective.fit(*with_liars(points, values, pending))
     best = float(values[feasible].max())
 
@@ -109,4 +106,47 @@ def propose_constrained(
         return improvement * probability_feasible(*constraint.predict(x))
 
     ranked = best_first(np.where(feasible, values, -np.inf))
-    return maximise(score, rng, dim, points[ranked[: int(feasible.sum())]], fixed)
+    return maximise(score, rng, points.shape[1], points[ranked[: int(feasible.sum())]], fixed)
+
+
+def first_feasible(
+    objective: GaussianProcess,
+    constraint: GaussianProcess,
+    points: np.ndarray,
+    values: np.ndarray,
+    constraints: np.ndarray,
+    pending: np.ndarray,
+    rng: np.random.RandomState,
+    fixed: np.ndarray | None,
+    optimism: float,
+    costs: bool,
+) -> np.ndarray:
+    """The next candidate while no point has met the constraint (its model already fitted).
+
+    costs=False: the candidate whose constraint has the lowest optimistic bound (mean -
+    optimism x sd). costs=True (the objective is a negated positive cost, such as -Joules): the
+    candidate of highest probability of meeting the constraint per unit of predicted cost, the
+    cost-per-success rule of cost-aware Bayesian optimisation (Snoek et al. 2012's EI per
+    second): a trial at x succeeds with probability p(x) at cost c(x), so c / p is the expected
+    cost of success there; without it the search reaches the target through its most
+    expensive configurations (docs/BENCHMARKS.md, the constrained question). The predicted
+    cost is floored at the least observed one: a GP's mean can fall to 0 or below."""
+    dim = points.shape[1]
+    ranked = points[best_first(-constraints)]
+    if not costs:
+
+        def plausible(x: np.ndarray) -> np.ndarray:
+            mean, std = constraint.predict(x)
+            return -(mean - optimism * std)
+
+        return maximise(plausible, rng, dim, ranked, fixed)
+    objective.fit(*with_liars(points, values, pending))
+    floor = float(-values.max())
+    if floor <= 0:
+        raise ValueError("costs=True needs objective values that are negated positive costs")
+
+    def per_cost(x: np.ndarray) -> np.ndarray:  # in logs: far from feasible, p underflows
+        cost = np.maximum(-objective.predict(x)[0], floor)
+        return log_probability_feasible(*constraint.predict(x)) - np.log(cost)
+
+    return maximise(per_cost, rng, dim, ranked, fixed)

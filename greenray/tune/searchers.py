@@ -27,7 +27,7 @@ range, or onto log(range) where the domain is log-uniform.
   * one metric: Probability of Improvement (the study's acquisition), xi in units of the observed
     targets' standard deviation (default 0.01), so it means the same for an accuracy and a loss;
     optional exploration_decay; maximised over candidates (random points and perturbations of
-    the best ones);
+    the best ones), the best few then polished by gradient steps;
   * two metrics (metric=["accuracy", "energy_j"], mode=["max", "min"], as OptunaSearch takes
     them): their Pareto front, by exact expected hypervolume improvement over a GP per metric
     (the method of Optuna's GPSampler and BoTorch; it replaced ParEGO's random scalarisation,
@@ -35,7 +35,9 @@ range, or onto log(range) where the domain is log-uniform.
   * two metrics and a `threshold`: the first optimised among the configurations whose second
     meets the threshold (`--objective min-energy --target-accuracy A`): expected improvement
     times the probability of meeting it, and until one does, the configuration that most
-    plausibly does;
+    plausibly does, or, when the first metric is a positive quantity minimised (Joules), the
+    one most likely to meet it per predicted Joule (so that the first feasible trial, and the
+    search up to it, are cheap too);
   * the first `n_initial` points (default 5) are a seeded Latin hypercube, and suggestions stay
     random until at least one trial has succeeded;
   * pending trials join the model with a constant liar (each metric's mean), so concurrent
@@ -58,7 +60,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain, Float, LogUniform, Uniform
 from sklearn.gaussian_process.kernels import Kernel, Matern
 
-from greenray.optim.bo import GaussianProcess, UnitCube, ard_kernel, space_filling
+from greenray.optim.bo import RESTART_EVERY, GaussianProcess, UnitCube, ard_kernel, space_filling
 from greenray.optim.propose import propose_constrained, propose_front, propose_improvement
 
 logger = logging.getLogger(__name__)
@@ -285,9 +287,15 @@ class PIBayesSearch(_CubeSearcher):
         self._initial = space_filling(self._n_initial, self.cube.dim, self._seed)
         seed = 0 if self._seed is None else self._seed
         prior = isinstance(self._kernel, str)  # ard_kernel: fitted under its prior
+        # The second model restarts half a cycle after the first and tunes a turn later: no
+        # suggestion pays for both (greenray.optim.bo.GaussianProcess, phase).
         self._models = tuple(
             GaussianProcess(
-                _kernel(self._kernel, self.cube.dim), restarts=self._restarts, seed=seed + i, prior=prior
+                _kernel(self._kernel, self.cube.dim),
+                restarts=self._restarts,
+                seed=seed + i,
+                prior=prior,
+                phase=i * (RESTART_EVERY // 2 + 1),
             )
             for i in range(2)
         )
@@ -337,7 +345,12 @@ class PIBayesSearch(_CubeSearcher):
             _, modes = self._metrics()
             bound = self._threshold if modes[1] == "max" else -self._threshold
             constraints = bound - values[:, 1]
-            point = propose_constrained(*self._models, points, values[:, 0], constraints, pending, rng)
+            # A positive quantity minimised (Joules) is a cost: the first feasible trial is sought
+            # per unit of it (greenray.optim.propose.first_feasible).
+            costs = modes[0] == "min" and bool((values[:, 0] < 0).all())
+            point = propose_constrained(
+                *self._models, points, values[:, 0], constraints, pending, rng, costs=costs
+            )
         elif values.shape[1] == 2:
             point = propose_front(self._models, points, values, pending, rng)
         else:
