@@ -17,15 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from greenray.energy import spans
 from greenray.energy.backend import Backend, Device, DeviceLost, EnergyUnavailable
 from greenray.energy.calibration import Calibration
 from greenray.energy.discover import open_backends, open_backends_explained  # noqa: F401 (kept here too)
 from greenray.energy.health import Health
 from greenray.energy.idle import SETTLE_MAX_S, SETTLE_SPAN_S, SETTLE_STEP_S, IdleStats, steady
-from greenray.energy.measurement import Measurement
+from greenray.energy.measurement import Measurement, is_approximate
 from greenray.energy.sampler import DRAIN_INTERVAL_S, FAILED, LOST, OK, SLOW, SamplerProcess
+from greenray.energy.spans import BatchSpan, DeviceTerms, Reading, SpanEnergy
 from greenray.energy.trace import PowerTrace
-from greenray.energy.window import DeviceState, Window, column, device_energy, fold
+from greenray.energy.window import DeviceState, Window, column, device_energy, fold, sample_ratio
 
 log = logging.getLogger("greenray.energy")
 
@@ -133,6 +135,8 @@ class EnergyMeter:
         self._health = Health([c.device.key for c in self._columns], self._warn_once)
         self._compute = [i for i, c in enumerate(self._columns) if c.device.kind == "gpu"] or list(range(n))
         self._open: dict[str, Window | None] = {}  # None: being opened
+        self._spans: list[BatchSpan] = []  # open batch spans (open_span)
+        self._power_sources = [c.backend.power_source for c in self._columns]
         self._busy = 0
         self._warned: set[str] = set()
         self._threads: list[threading.Thread] = []
@@ -338,6 +342,83 @@ class EnergyMeter:
         finally:
             result.measurement = self.end_window(name)
 
+    # ---- batch spans: a serving replica's per-batch windows (greenray.energy.spans) --------
+
+    def open_span(self) -> BatchSpan:
+        """Open a batch's window the cheap way: a power reading and the time. Busy, like
+        `begin_window`; no counter reads."""
+        with self._lock:
+            self._add_busy(1)
+        try:
+            # Read before t0, as begin_window does: the span starts on a reading of the power
+            # its work draws.
+            begin = self._sample()
+            t0 = self._clock()
+            span = BatchSpan(t0, time.time(), begin, peak_from=t0 - self.interval_s)
+            with self._lock:
+                self._spans.append(span)  # the rows integrated while it is open fold into its peak
+        except BaseException:
+            with self._lock:
+                self._add_busy(-1)
+            raise
+        return span
+
+    def close_span(self, span: BatchSpan) -> BatchSpan:
+        """Close a span: a power reading at its end. Its Joules (the compute devices' samples,
+        scaled by each one's counter/samples ratio) and peak are known on return, from its two
+        readings alone where no other came between them (the trace otherwise); `measure_spans`
+        gives the rest, for many spans at once."""
+        _synchronize_cuda()
+        try:
+            end = self._sample()
+            t1 = self._clock()
+            with self._lock:
+                # the counter/samples ratio: 1 for a device without a costly counter
+                ratios = [1.0 if cal is None else cal.ratio()[0] for cal in self._calibration]
+                if spans.own_readings(span.begin, end, self._trace.gap_s) and not self._health.failing:
+                    spans.close_on_readings(span, end, t1, ratios, self._compute)
+                else:
+                    self._close_on_trace(span, t1, ratios)
+                self._end_span(span)
+        except BaseException:
+            with self._lock:
+                self._end_span(span)
+            raise
+        span.source = spans.source(span, self._compute, self._power_sources)
+        return span
+
+    def _close_on_trace(self, span: BatchSpan, t1: float, ratios: list[float]) -> None:
+        """Close a span on the trace's running sums at its edges (another reading came between
+        its own, or a device is failing)."""
+        trace, n = self._trace, len(self._columns)
+        start = [trace.state(i, span.t0) for i in range(n)]
+        end = [trace.state(i, t1, hold=self._live(i)) for i in range(n)]
+        spans.close_on_sums(span, start, end, t1, ratios, self._compute)
+
+    def _end_span(self, span: BatchSpan) -> None:
+        if span in self._spans:
+            self._spans.remove(span)
+            self._add_busy(-1)
+
+    def measure_spans(self, closed: list[BatchSpan]) -> list[SpanEnergy]:
+        """The full measurement of closed spans (Joules, expected error, idle-free Joules,
+        peak), at the meter's current ratios, swings and idle baseline."""
+        if not closed:
+            return []
+        with self._lock:
+            swing = self._trace.swing_w()
+            terms = [
+                DeviceTerms(
+                    i,
+                    sample_ratio(self._state(i))[1],
+                    self._columns[i].average_s,
+                    float(swing[i]),
+                    self.idle_w.get(self._columns[i].device.key),
+                )
+                for i in self._compute
+            ]
+        return spans.settle(closed, terms)
+
     def measure_idle(self, seconds: float, *, settle_max_s: float = SETTLE_MAX_S) -> dict[str, float]:
         """Mean power per device over `seconds` with nothing of ours running, once the power
         has settled (up to `settle_max_s`: a GPU just out of work draws more for a while, and
@@ -397,8 +478,12 @@ class EnergyMeter:
     def sample(self) -> None:
         """One pass over every device's power; the sampler thread calls it every interval.
         The reads happen outside the meter's lock. What a sampling process read comes first."""
+        self._sample()
+
+    def _sample(self) -> Reading | None:
+        """`sample`; what it read, and the trace row's number (None: nothing to read)."""
         if not self._columns:
-            return
+            return None
         self._drain()
         n = len(self._columns)
         stamps, watts = [math.nan] * n, [math.nan] * n
@@ -424,7 +509,7 @@ class EnergyMeter:
                 self._health.succeeded(i)
             for i, exc in failures:
                 self._failed(i, exc)
-            self._trace.append(stamps, watts)
+            return Reading(stamps, watts, self._trace.append(stamps, watts))
 
     def anchor(self) -> None:
         """One pass over the costly counters (a background read each); the counter thread
@@ -641,10 +726,14 @@ class EnergyMeter:
     def _observe(self, times: list[float], watts: list[list[float]]) -> None:
         """Fold newly integrated trace rows into the peaks of the open windows they fall in."""
         open_windows = [w for w in self._open.values() if w is not None]
-        if open_windows:
+        if open_windows or self._spans:
             summed = [self._summed_row(row) for row in watts]
             for window in open_windows:
                 fold(window, times, watts, summed)
+            for span in self._spans:
+                for t, total in zip(times, summed, strict=True):
+                    if t >= span.peak_from:
+                        span.fold(total)
 
     def _catch_up(self, window: Window) -> None:
         """Fold the trace rows since the window opened into its peaks (it was being opened, or
@@ -697,19 +786,16 @@ class EnergyMeter:
             for i in range(len(self._columns))
         )
         peak = window.peak_sum_w if not math.isnan(window.peak_sum_w) else None
-        measurement = Measurement(
+        return Measurement(
             name=window.name,
             started_at=window.wall0,
             seconds=t1 - window.t0,
             devices=readings,
             peak_power_w=peak,
             power_field=self.power_field,
-            approximate=False,
+            approximate=is_approximate(readings, APPROXIMATE_REL),
             clock_start=window.t0,
         )
-        joules, error = measurement.joules, measurement.uncertainty_j
-        approximate = joules is not None and error is not None and error > APPROXIMATE_REL * abs(joules)
-        return Measurement(**{**measurement.__dict__, "approximate": approximate})
 
     def _state(self, i: int) -> DeviceState:
         c = self._columns[i]

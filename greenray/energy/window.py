@@ -141,7 +141,7 @@ def device_energy(
             power_field=c.field,
             note="; ".join(notes),
         )
-    ratio = _ratio(state)
+    ratio = sample_ratio(state)
     high_w, swing_w = float(trace.high_w()[i]), float(trace.swing_w()[i])
     candidates = [_from_samples(c, span, ratio, swing_w)]
     if i in window.counters and i in counters and not partial:
@@ -197,7 +197,7 @@ def _span(
     )
 
 
-def _ratio(state: DeviceState) -> tuple[float, float]:
+def sample_ratio(state: DeviceState) -> tuple[float, float]:
     """The factor that scales the device's sample integrals to its counter, and its relative error."""
     if state.calibration is not None:
         return state.calibration.ratio()

@@ -3,26 +3,37 @@ on a batch method, opens an energy window per batch on the replica's own device 
 record of each in the replica's one `BatchLedger`; `energy_report` gives what the replica
 measured, per batch and in total, for a method of the deployment to return through its handle.
 Whatever else reads the batches (a bench run's bookkeeping, a live server's journal and
-/metrics) reads that ledger, each reader through its own cursor."""
+/metrics) reads that ledger, each reader through its own cursor.
+
+A batch's own thread pays for its window's edges alone (greenray.energy.spans: a power reading
+and the running sums at each edge, so its Joules are known for its answers at once); the rest of
+its record is worked out by the ledger for all the batches closed since, in one pass, when
+anything reads it (or every SETTLE_BATCHES batches)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import inspect
 import itertools
-import socket
-import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from greenray.energy import ENERGY_CHOICES, EnergyMeter, co2e_g, combined_source, open_meter, sum_or_none
+from greenray.energy.measurement import node_name
+from greenray.energy.spans import BatchSpan
 from greenray.ray_metrics import record_batch
 
 METER_ATTRIBUTE = "_greenray_meter"  # the replica's meter, on the deployment instance
 LEDGER_ATTRIBUTE = "_greenray_batches"  # its batch records
 KEEP = 100_000  # batch records a replica keeps (the newest) for its report; totals count every batch
+# Closed batches are measured in full together once this many are waiting, or this long after the
+# first of them closed (on the replica's event loop, between batches: Ray's batch metrics lag by
+# about that), if no reader came first.
+SETTLE_BATCHES, SETTLE_S = 256, 1.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,31 @@ class LedgerEntry:
     detail: Any = None
 
 
+@dataclass(slots=True)
+class ClosedBatch:
+    """A batch whose window has closed, before the ledger has its full record: what its answers
+    need now (`energy_j`, from the span's close) and what the ledger needs to measure it."""
+
+    batch_id: int
+    size: int
+    span: BatchSpan
+    meter: EnergyMeter
+    g_per_kwh: float | None
+    detail: Any = None
+
+    @property
+    def seconds(self) -> float:
+        return self.span.seconds
+
+    @property
+    def energy_j(self) -> float | None:
+        return self.span.joules
+
+    @property
+    def energy_source(self) -> str:
+        return self.span.source
+
+
 @dataclass
 class BatchTotals:
     """Running totals over batches. Units: s, J, W."""
@@ -105,6 +141,21 @@ class BatchTotals:
         self.sources.add(record.energy_source)
         self.sizes[record.size] += 1
 
+    def add_many(self, records: list[BatchEnergy]) -> None:
+        """`add` each of `records`, summed once."""
+        self.batches += len(records)
+        self.items += sum(r.size for r in records)
+        self.seconds += sum(r.seconds for r in records)
+        self.energy_j = sum_or_none([self.energy_j, *(r.energy_j for r in records)])
+        idle_free = (r.idle_free_energy_j for r in records)
+        self.idle_free_energy_j = sum_or_none([self.idle_free_energy_j, *idle_free])
+        self.co2e_g = sum_or_none([self.co2e_g, *(r.co2e_g for r in records)])
+        peaks = [r.peak_power_w for r in records if r.peak_power_w is not None]
+        if peaks:
+            self.peak_power_w = max(self.peak_power_w or 0.0, *peaks)
+        self.sources.update(r.energy_source for r in records)
+        self.sizes.update(r.size for r in records)
+
 
 class BatchLedger:
     """A replica's one record of its batches: every batch `measure_batches` measured, in order,
@@ -114,41 +165,84 @@ class BatchLedger:
 
     def __init__(self, keep: int = KEEP) -> None:
         self._entries: deque[LedgerEntry] = deque()
+        self._closed: list[ClosedBatch] = []  # not yet measured in full (settle)
         self._first = 0  # the index of _entries[0] among every batch added
         self._keep = keep
         self._cursors: list[Cursor] = []
         self._ids = itertools.count()
-        self.totals = BatchTotals()
+        self._totals = BatchTotals()
         self._report, self._report_from = BatchTotals(), 0
+
+    @property
+    def totals(self) -> BatchTotals:
+        """Running totals over every batch since the replica started."""
+        self.settle()
+        return self._totals
 
     @property
     def end(self) -> int:
         """How many batches were ever added (the index the next one gets)."""
+        self.settle()
         return self._first + len(self._entries)
 
     @property
     def first(self) -> int:
         """The index of the oldest batch still held."""
+        self.settle()
         return self._first
 
     def next_id(self) -> int:
         return next(self._ids)
 
-    def add(self, record: BatchEnergy) -> None:
-        self._entries.append(LedgerEntry(record))
-        self.totals.add(record)
-        self._report.add(record)
+    def add(self, record: BatchEnergy, detail: Any = None) -> None:
+        self.settle()
+        self._add(LedgerEntry(record, detail))
+
+    def add_closed(self, batch: ClosedBatch) -> None:
+        """A batch whose span has closed: measured in full later, with the others since."""
+        self._closed.append(batch)
+        if len(self._closed) >= SETTLE_BATCHES:
+            self.settle()
+        elif len(self._closed) == 1:
+            # Outside an event loop (a batch method called directly) readers settle them.
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_later(SETTLE_S, self.settle)
+
+    def settle(self) -> None:
+        """Measure the closed batches in full, in one pass, into the ledger."""
+        if not self._closed:
+            return
+        closed, self._closed = self._closed, []
+        for meter, group in _by_meter(closed):
+            measured = meter.measure_spans([batch.span for batch in group])
+            records = [_record(batch, m, meter.power_field) for batch, m in zip(group, measured, strict=True)]
+            self._entries.extend(LedgerEntry(r, b.detail) for r, b in zip(records, group, strict=True))
+            self._totals.add_many(records)
+            self._report.add_many(records)
+            self._trim()
+            _count(records, meter)
+
+    def _add(self, entry: LedgerEntry) -> None:
+        self._entries.append(entry)
+        self._totals.add(entry.energy)
+        self._report.add(entry.energy)
         self._trim()
 
     @property
     def last(self) -> BatchEnergy | None:
         """The batch measured most recently."""
+        self.settle()
         return self._entries[-1].energy if self._entries else None
 
-    def describe_last(self, detail: Any) -> BatchEnergy:
+    def describe_last(self, detail: Any) -> BatchEnergy | ClosedBatch:
         """The batch measured most recently, with `detail` (what the deployment knows of it
         besides its energy: queue waits, request ids) kept beside it for the ledger's readers.
-        A batch method calls it right after its measured call returns, before it awaits."""
+        A batch method calls it right after its measured call returns, before it awaits: a
+        batch not yet measured in full answers with what its close measured (its Joules,
+        seconds, size, id and source)."""
+        if self._closed:
+            self._closed[-1].detail = detail
+            return self._closed[-1]
         entry = self._entries[-1]
         self._entries[-1] = LedgerEntry(entry.energy, detail)
         return entry.energy
@@ -157,15 +251,18 @@ class BatchLedger:
         """A new reader's place at the ledger's end: it takes the batches added from now on.
         Without `limit` the ledger holds them until taken; with one, the reader loses (and
         counts) those more than `limit` behind the newest."""
+        self.settle()
         cursor = Cursor(self, self.end, limit)
         self._cursors.append(cursor)
         return cursor
 
     def newest(self, count: int) -> list[LedgerEntry]:
         """The newest `count` entries still held, oldest first."""
+        self.settle()
         return list(itertools.islice(reversed(self._entries), min(count, len(self._entries))))[::-1]
 
     def report(self, meter: EnergyMeter, reset: bool = False) -> EnergyReport:
+        self.settle()
         totals = self._report
         held = min(self.end - self._report_from, self._keep)
         report = EnergyReport(
@@ -177,7 +274,7 @@ class BatchLedger:
             peak_power_w=totals.peak_power_w,
             energy_source=combined_source(totals.sources),
             device=",".join(d.key for d in meter.devices),
-            node=socket.gethostname(),
+            node=node_name(),
             co2e_g=totals.co2e_g if totals.batches else None,
         )
         if reset:
@@ -294,37 +391,56 @@ def measure_batches(
 
 
 class _OpenBatch:
-    """A batch's energy window, from the call of the batch method to its return."""
+    """A batch's energy window, from the call of the batch method to its return: a span of the
+    meter's (greenray.energy.spans), handed to the ledger closed."""
 
     def __init__(
         self, meter: EnergyMeter, ledger: BatchLedger, size: int, g_per_kwh: float | None = None
     ) -> None:
         self.meter, self.ledger, self.size, self.g_per_kwh = meter, ledger, size, g_per_kwh
-        self.batch_id = ledger.next_id()
-        self.name = f"batch-{id(ledger)}-{self.batch_id}"
-        self.t0, self.started_s = meter.now(), time.time()
-        # No counter reads: a batch is far shorter than the counter's step.
-        meter.begin_window(self.name, counter=False)
+        self.span = meter.open_span()
 
     def close(self) -> None:
-        m = self.meter.end_window(self.name)
-        record = BatchEnergy(
-            batch_id=self.batch_id,
-            size=self.size,
-            started_s=self.started_s,
-            ended_s=time.time(),
-            seconds=m.seconds,
-            energy_j=m.joules,
-            uncertainty_j=m.uncertainty_j,
-            idle_free_energy_j=m.idle_free_joules,
-            peak_power_w=self.meter.peak_power_w(self.t0),
-            energy_source=m.energy_source,
-            power_field=m.power_field,
-            co2e_g=co2e_g(m.joules, self.g_per_kwh),
-        )
-        self.ledger.add(record)
-        devices = ",".join(d.key for d in self.meter.devices)
-        record_batch(m.joules, m.seconds, self.size, m.energy_source, devices)
+        span = self.meter.close_span(self.span)
+        ledger = self.ledger
+        ledger.add_closed(ClosedBatch(ledger.next_id(), self.size, span, self.meter, self.g_per_kwh))
+
+
+def _by_meter(closed: list[ClosedBatch]) -> list[tuple[EnergyMeter, list[ClosedBatch]]]:
+    """The batches grouped by the meter that measured them (a replica has one), in order."""
+    groups: dict[int, tuple[EnergyMeter, list[ClosedBatch]]] = {}
+    for batch in closed:
+        groups.setdefault(id(batch.meter), (batch.meter, []))[1].append(batch)
+    return list(groups.values())
+
+
+def _record(batch: ClosedBatch, measured, power_field: str | None) -> BatchEnergy:
+    span = batch.span
+    return BatchEnergy(
+        batch_id=batch.batch_id,
+        size=batch.size,
+        started_s=span.wall0,
+        ended_s=span.wall0 + span.seconds,
+        seconds=span.seconds,
+        energy_j=measured.joules,
+        uncertainty_j=measured.uncertainty_j,
+        idle_free_energy_j=measured.idle_free_joules,
+        peak_power_w=measured.peak_power_w,
+        energy_source=span.source,
+        power_field=power_field,
+        co2e_g=co2e_g(measured.joules, batch.g_per_kwh),
+    )
+
+
+def _count(records: list[BatchEnergy], meter: EnergyMeter) -> None:
+    """Ray's metrics of the batches (greenray_serve_*): their Joules, items and power, once for
+    the batches settled together (the counters' sums are the same)."""
+    measured = [r for r in records if r.energy_j is not None]
+    if measured:
+        joules, seconds = sum(r.energy_j for r in measured), sum(r.seconds for r in measured)
+        source = combined_source(r.energy_source for r in measured)
+        devices = ",".join(d.key for d in meter.devices)
+        record_batch(joules, seconds, sum(r.size for r in measured), source, devices)
 
 
 def replica_meter(
