@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+import types
 
 import ray  # noqa: F401 (a replica has Ray imported, which the batches' metrics ask: not their cost)
 
 import greenray
 from greenray.energy import EnergyMeter, RunningTally
-from greenray.serve.measure import BatchLedger, _OpenBatch
+from greenray.serve.measure import _OpenBatch, batch_ledger
 
 
 def spin(seconds: float) -> None:
@@ -46,7 +47,7 @@ def batches(meter: EnergyMeter | None, mode: str):
 
         return open_, close
     if mode == "measure_batches":
-        ledger = BatchLedger()
+        ledger = batch_ledger(types.SimpleNamespace())
         return (lambda i: _OpenBatch(meter, ledger, 1)), (
             lambda i, batch: (batch.close(), ledger.describe_last(None))
         )

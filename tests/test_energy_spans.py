@@ -9,7 +9,8 @@ from helpers import FakeClock
 
 from greenray.energy import EnergyMeter
 from greenray.energy.simulated import SimulatedBackend
-from greenray.serve.measure import BatchLedger, _OpenBatch
+from greenray.serve.ledger import BatchLedger
+from greenray.serve.measure import _OpenBatch
 
 
 def ramp(t: float) -> float:

@@ -40,8 +40,9 @@ TRACE_TAIL_S = 30.0
 # the measured process's Python a thread switch and the GIL, 100 times a second at 10 ms, for
 # samples that only idle stretches get. A busy window samples its own start and end, so a batch
 # shorter than this is measured as before; a longer one gets its in-window samples once the
-# sampler's sleep ends (at most this late). Counter windows (RAPL, the model, the running
-# tally) read their Joules from the counters, whatever the sampling.
+# sampler's sleep ends (at most this late). A batch span (open_span) is sampled every interval
+# from an interval after it opened. Counter windows (RAPL, the model, the running tally) read
+# their Joules from the counters, whatever the sampling.
 IDLE_INTERVAL_S = 0.1
 # Costly counters (NVML: about 4 ms a read) are read this often in the background, never at
 # window edges; cheaper ones (RAPL, the model: window.CHEAP_READ_S) at the edges of every window.
@@ -573,12 +574,25 @@ class EnergyMeter:
                 next_t = time.monotonic()
                 continue
             self._survive(self.sample)
-            next_t += self.interval_s if self._busy or self._dense else self.idle_interval_s
+            next_t += self._step()
             delay = next_t - time.monotonic()
             if delay < 0:  # fell behind (a long GIL hold): skip, don't burst to catch up
                 next_t = time.monotonic()
                 delay = 0
             stop.wait(delay)
+
+    def _step(self) -> float:
+        """Seconds to the sampler's next reading: an interval while a busy window (or an idle
+        measurement) is open; while only batch spans are, once the oldest is an interval old
+        (a span reads its own edges: one shorter than an interval needs no reading between
+        them); the idle step otherwise."""
+        with self._lock:
+            if self._dense or self._busy > len(self._spans):
+                return self.interval_s
+            if not self._spans:
+                return self.idle_interval_s
+            age = self._clock() - self._spans[0].t0
+        return min(max(self.interval_s - age, 0.0), self.idle_interval_s) or self.interval_s
 
     def _run_anchors(self, stop: threading.Event) -> None:
         while not stop.is_set():
