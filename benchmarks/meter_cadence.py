@@ -16,6 +16,7 @@ their "before": the same script measures that checkout's measure_batches."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import platform
 import time
 import types
@@ -28,9 +29,24 @@ from greenray.serve.measure import _OpenBatch, batch_ledger
 
 
 def spin(seconds: float) -> None:
+    """CPU-bound Python, which holds the GIL throughout."""
     end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
+
+
+_BLOCK = bytes(64 * 1024)
+
+
+def hash_work(seconds: float) -> None:
+    """CPU work that releases the GIL while it runs (hashlib does for large buffers), as a
+    model's forward in torch does."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        hashlib.sha256(_BLOCK).digest()
+
+
+WORK = {"python": spin, "released": hash_work}
 
 
 def batches(meter: EnergyMeter | None, mode: str):
@@ -55,7 +71,7 @@ def batches(meter: EnergyMeter | None, mode: str):
 
 
 def replica(
-    meter: EnergyMeter | None, mode: str, rate: float, batch_s: float, seconds: float
+    meter: EnergyMeter | None, mode: str, rate: float, batch_s: float, seconds: float, work_fn=spin
 ) -> tuple[float, float]:
     """(process CPU seconds, the batches' own CPU seconds) of `seconds` of serving at `rate`
     (no meter: the same loop without energy accounting)."""
@@ -69,7 +85,7 @@ def replica(
             time.sleep(delay)
         token = open_(i)
         t0 = time.thread_time()
-        spin(batch_s)
+        work_fn(batch_s)
         work += time.thread_time() - t0
         close(i, token)
         if tally is not None and tally.due():
@@ -85,6 +101,12 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=float, default=10.0)
     parser.add_argument("--energy", default="simulated")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--work",
+        default="python",
+        choices=sorted(WORK),
+        help="a batch's work: Python holding the GIL, or not",
+    )
     args = parser.parse_args()
     modes = {"no meter": "none", "general window per batch": "window", "measure_batches": "measure_batches"}
     shares: dict[str, list[float]] = {name: [] for name in modes}
@@ -92,10 +114,12 @@ def main() -> None:
     for name in order:
         mode = modes[name]
         if mode == "none":
-            cpu, work = replica(None, mode, args.rate, args.batch_ms / 1000, args.seconds)
+            cpu, work = replica(None, mode, args.rate, args.batch_ms / 1000, args.seconds, WORK[args.work])
         else:
             with EnergyMeter.create(args.energy, interval_s=args.interval_ms / 1000) as meter:
-                cpu, work = replica(meter, mode, args.rate, args.batch_ms / 1000, args.seconds)
+                cpu, work = replica(
+                    meter, mode, args.rate, args.batch_ms / 1000, args.seconds, WORK[args.work]
+                )
         shares[name].append((cpu - work) / cpu)
         print(
             f"{name}: process CPU {cpu:.3f} s, batches {work:.3f} s, the rest {100 * (cpu - work) / cpu:.1f}%"
@@ -103,7 +127,7 @@ def main() -> None:
     print(
         f"greenray at {greenray.__file__}; machine: {platform.node()}; {args.energy} energy, "
         f"interval {args.interval_ms:g} ms, "
-        f"{args.rate:g} Hz x {args.batch_ms:g} ms batches, {args.seconds:g} s each"
+        f"{args.rate:g} Hz x {args.batch_ms:g} ms batches ({args.work} work), {args.seconds:g} s each"
     )
     for name, values in shares.items():
         print(f"{name}: the rest {', '.join(f'{100 * v:.1f}%' for v in values)} of the process's CPU")
