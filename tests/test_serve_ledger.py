@@ -84,6 +84,8 @@ def test_the_device_tally_adds_closed_windows_and_the_open_one():
         (device,) = tally.totals()
         elapsed = time.monotonic() - started
     assert device.device == "sim:0" and device.energy_source == "simulated"
-    assert device.power_w == pytest.approx(60.0)  # idle: nothing ran
+    # idle: nothing ran (within a counter read's timing: on a busy machine the sampler misses
+    # readings, the samples' bound widens and the window takes the counter read at its edges)
+    assert device.power_w == pytest.approx(60.0, rel=1e-3)
     # both windows' Joules: at least their sleeps, at most the whole span, at the idle 60 W
     assert 60.0 * 0.17 * 0.99 <= device.energy_j <= 60.0 * elapsed * 1.01
