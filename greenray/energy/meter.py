@@ -1,6 +1,7 @@
 """EnergyMeter: measurement windows over one or more energy backends, the power trace sampled in
 the background (a thread, or a process of its own), background reads of costly counters, and
-the idle baseline. How a window's Joules are read off the trace is in window.py; which devices
+the idle baseline, and a served batch's cheap window (a span: open_span / close_span, worked
+out in spans.py). How a window's Joules are read off the trace is in window.py; which devices
 still answer, in health.py."""
 
 from __future__ import annotations
