@@ -17,6 +17,18 @@ _FIELDS = 6
 _T, _W, _J, _B2, _OK, _N = range(_FIELDS)
 
 
+def integrate(times: np.ndarray, watts: np.ndarray, t0: float, t1: float) -> float:
+    """Joules of a sampled power curve over [t0, t1]: trapezoids between samples, the
+    curve interpolated at the edges and held flat beyond the first and last sample."""
+    if t1 <= t0 or len(times) == 0:
+        return 0.0
+    inside = (times > t0) & (times < t1)
+    edge0, edge1 = np.interp([t0, t1], times, watts)
+    t = np.concatenate(([t0], times[inside], [t1]))
+    p = np.concatenate(([edge0], watts[inside], [edge1]))
+    return float(np.trapezoid(p, t))
+
+
 class PowerTrace:
     """The last `capacity` sample rows of `n_devices` devices.
 
