@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,16 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from greenray.energy import idle, reads, spans
+from greenray.energy import idle, spans
 from greenray.energy.backend import Backend, Device
-from greenray.energy.columns import Columns
+from greenray.energy.calibration import Anchor
 from greenray.energy.discover import open_backends, open_backends_explained  # noqa: F401 (kept here too)
 from greenray.energy.idle import SETTLE_MAX_S, IdleStats
 from greenray.energy.measurement import Measurement, is_approximate
 from greenray.energy.sampler import SamplerProcess
-from greenray.energy.sampling import STOP_TIMEOUT_S, Background, ProcessLink
-from greenray.energy.spans import BatchSpan, DeviceTerms, Reading, SpanEnergy
-from greenray.energy.trace import PowerTrace
+from greenray.energy.sampling import STOP_TIMEOUT_S
+from greenray.energy.sensor import Sensor
+from greenray.energy.spans import BatchSpan, DeviceTerms, SpanEnergy
 from greenray.energy.window import Window, device_energy, fold, sample_ratio
 
 log = logging.getLogger("greenray.energy")
@@ -103,34 +102,25 @@ class EnergyMeter:
         self._dense = 0  # idle measurements in progress: sampled every interval too
         self.anchor_interval_s = anchor_interval_s
         self._clock = clock
-        self._sleep = sleep
-        self._backends = backends
-        self._devices = Columns(backends, self._warn_once)
-        self._columns = self._devices.all
-        self._calibration = self._devices.calibration  # per device: None without a costly counter
-        self._health = self._devices.health
-        n = len(self._columns)
-        self.idle_w: dict[str, float] = self._devices.model_idle_w() | dict(idle_w or {})
-        self.idle_stats: dict[str, IdleStats] = {}
-        self._lock = threading.RLock()
-        # Edge readings of an RAPL package, for instance, add rows: leave room for them.
-        capacity = max(1024, math.ceil(1.5 * trace_tail_s / interval_s))
-        limits = np.array([c.limit_w or np.nan for c in self._columns], dtype=float)
-        self._trace = PowerTrace(
-            n, capacity, gap_s=max(3 * interval_s, 0.05), limits_w=limits, on_rows=self._observe
-        )
-        self._link = ProcessLink(self._devices, self._trace, self._lock, self._warn_once, self._failed)
         self._open: dict[str, Window | None] = {}  # None: being opened
         self._spans: list[BatchSpan] = []  # open batch spans (open_span)
-        self._busy = 0
-        self._background = Background(
-            self._link,
-            sample=self.sample,
-            anchor=self.anchor,
-            step=self._step,
+        self._sensor = Sensor(
+            backends,
+            interval_s=interval_s,
             anchor_interval_s=anchor_interval_s,
+            trace_tail_s=trace_tail_s,
+            clock=clock,
+            sleep=sleep,
             warn=self._warn_once,
+            on_rows=self._observe,
+            on_anchor=self._give_anchor,
+            step=self._step,
         )
+        self._devices, self._trace, self._lock = self._sensor.devices, self._sensor.trace, self._sensor.lock
+        self._columns = self._devices.all
+        self._calibration = self._devices.calibration  # per device: None without a costly counter
+        self.idle_w: dict[str, float] = self._devices.model_idle_w() | dict(idle_w or {})
+        self.idle_stats: dict[str, IdleStats] = {}
         self.empty_reason = empty_reason  # why nothing is measured, when nothing is
         if not self._columns and warn_if_empty:
             why = f" ({empty_reason})" if empty_reason else " (neither NVML nor RAPL is readable)"
@@ -179,37 +169,35 @@ class EnergyMeter:
     def sampling(self) -> str:
         """Where power is being sampled now: "process" (a sampling process of its own is
         ready), "thread", or "none" (not started, or nothing to measure)."""
-        if not self._background.threads:
+        if not self._sensor.background.threads:
             return "none"
-        return "process" if self._link.ready() else "thread"
+        return "process" if self._sensor.link.ready() else "thread"
 
     @property
     def _process(self) -> SamplerProcess | None:
         """The sampling process, while the meter has one."""
-        return self._link.process
+        return self._sensor.link.process
 
     def start(self) -> EnergyMeter:
         """Start the background sampler, and the counter reader where a counter is costly
         (idempotent)."""
-        if self._background.threads or not self._columns:
+        if self._sensor.background.threads or not self._columns:
             return self
-        if self.sampler == "process":
-            self._link.start(self._backends, self._clock, self.interval_s, self._busy > 0)
-        self._background.start(counters=any(c.anchored for c in self._columns))
+        self._sensor.start(process=self.sampler == "process")
         return self
 
     def wait_for_sampler(self) -> str:
         """Wait until a sampling process is sampling, or has failed (the thread samples then):
         its start (about 0.13 s of CPU on cpu-vm) would otherwise overlap the first work
         measured. Returns `sampling`."""
-        while self._link.starting():
+        while self._sensor.link.starting():
             time.sleep(self.interval_s)
         return self.sampling
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         """Stop the background threads; False when one is still inside a read after
         `timeout_s` (a stalled driver): it is left behind, a daemon, and ends with its read."""
-        stuck = self._background.stop(timeout_s)
+        stuck = self._sensor.background.stop(timeout_s)
         if stuck:
             self._warn_once(
                 "stuck", f"{', '.join(stuck)} still inside a read after {timeout_s:g} s: left behind"
@@ -219,7 +207,7 @@ class EnergyMeter:
     def close(self) -> None:
         if not self.stop():
             return  # closing NVML under a read in progress could crash it: leave it open
-        for backend in self._backends:
+        for backend in self._sensor.backends:
             backend.close()
 
     def __enter__(self) -> EnergyMeter:
@@ -240,13 +228,13 @@ class EnergyMeter:
                 raise ValueError(f"a window named {name!r} is already open")
             self._open[name] = None
             if busy:
-                self._add_busy(1)
+                self._sensor.add_busy(1)
         try:
             # Sampled before t0 is taken: the window then starts on a reading of the power its
             # work draws (the busy step is before it), not on a line from the last idle one.
             self.sample()
             edge = [i for i, c in enumerate(self._columns) if counter and c.edge_counter and self._live(i)]
-            t0, counters = self._read_edge_counters(edge)
+            t0, counters = self._sensor.edge_counters(edge)
             with self._lock:
                 window = Window(
                     name=name,
@@ -264,7 +252,7 @@ class EnergyMeter:
             with self._lock:
                 self._open.pop(name, None)
                 if busy:
-                    self._add_busy(-1)
+                    self._sensor.add_busy(-1)
             raise
 
     def end_window(self, name: str) -> Measurement:
@@ -281,7 +269,7 @@ class EnergyMeter:
         finally:
             if window.busy:
                 with self._lock:
-                    self._add_busy(-1)
+                    self._sensor.add_busy(-1)
 
     def read_window(self, name: str) -> Measurement:
         """What an open window has measured so far; it stays open (a trial reports its energy
@@ -309,18 +297,18 @@ class EnergyMeter:
         """Open a batch's window the cheap way: a power reading and the time. Busy, like
         `begin_window`; no counter reads."""
         with self._lock:
-            self._add_busy(1)
+            self._sensor.add_busy(1)
         try:
             # Read before t0, as begin_window does: the span starts on a reading of the power
             # its work draws.
-            begin = self._sample()
+            begin = self._sensor.sample()
             t0 = self._clock()
             span = BatchSpan(t0, time.time(), begin, peak_from=t0 - self.interval_s)
             with self._lock:
                 self._spans.append(span)  # the rows integrated while it is open fold into its peak
         except BaseException:
             with self._lock:
-                self._add_busy(-1)
+                self._sensor.add_busy(-1)
             raise
         return span
 
@@ -331,11 +319,14 @@ class EnergyMeter:
         gives the rest, for many spans at once."""
         _synchronize_cuda()
         try:
-            end = self._sample()
+            end = self._sensor.sample()
             t1 = self._clock()
             with self._lock:
                 ratios = self._devices.sample_ratios()
-                if spans.own_readings(span.begin, end, self._trace.gap_s) and not self._health.failing:
+                if (
+                    spans.own_readings(span.begin, end, self._trace.gap_s)
+                    and not self._devices.health.failing
+                ):
                     spans.close_on_readings(span, end, t1, ratios, self._devices.compute)
                 else:
                     self._close_on_trace(span, t1, ratios)
@@ -358,7 +349,7 @@ class EnergyMeter:
     def _end_span(self, span: BatchSpan) -> None:
         if span in self._spans:
             self._spans.remove(span)
-            self._add_busy(-1)
+            self._sensor.add_busy(-1)
 
     def measure_spans(self, closed: list[BatchSpan]) -> list[SpanEnergy]:
         """The full measurement of closed spans (Joules, expected error, idle-free Joules,
@@ -397,13 +388,13 @@ class EnergyMeter:
                 measured,
                 settle_max_s,
                 clock=self._clock,
-                wait=self._wait,
+                wait=self._sensor.wait,
                 trace=self.trace,
                 warn=self._warn_once,
             )
             name = f"idle-{uuid.uuid4().hex}"
             self.begin_window(name, busy=False)
-            self._wait(seconds)
+            self._sensor.wait(seconds)
             m = self.end_window(name)
         finally:
             self._dense -= 1
@@ -431,50 +422,24 @@ class EnergyMeter:
     def sample(self) -> None:
         """One pass over every device's power; the sampler thread calls it every interval.
         The reads happen outside the meter's lock. What a sampling process read comes first."""
-        self._sample()
-
-    def _sample(self) -> Reading | None:
-        """`sample`; what it read, and the trace row's number (None: nothing to read)."""
-        if not self._columns:
-            return None
-        self._link.drain()
-        stamps, watts, failures = reads.read_power(self._devices, self._clock, self._warn_once)
-        with self._lock:
-            for i in [i for i in self._health.failing if watts[i] == watts[i]]:
-                self._health.succeeded(i)
-            for i, exc in failures:
-                self._failed(i, exc)
-            return Reading(stamps, watts, self._trace.append(stamps, watts))
+        self._sensor.sample()
 
     def anchor(self) -> None:
         """One pass over the costly counters (a background read each); the counter thread
         calls it every `anchor_interval_s`."""
-        done, failures = reads.read_anchors(self._devices, self._clock)
-        with self._lock:
-            for i, exc in failures:
-                self._failed(i, exc)
-            for i, t, value in done:
-                self._take_anchor(i, t, value)
+        self._sensor.anchor()
 
     def trace(self, t0: float | None = None, t1: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sample times (monotonic seconds) and Watts (one column per device, NaN where a device
         gave no reading) in [t0, t1], from the last TRACE_TAIL_S or so only."""
-        if not self._columns:
-            return np.empty(0), np.empty((0, 0))
-        with self._lock:
-            return self._trace.rows(t0, t1)
+        return self._sensor.rows(t0, t1)
 
     def peak_power_w(self, t0: float, t1: float | None = None) -> float | None:
         """Peak summed power of the compute devices (GPUs, else CPUs) over [t0, t1] of the
         meter's clock, counting the samples just outside it: a window shorter than the
         sampling interval may hold none of its own. The highest reading of `power_field`:
         with only the average field, the highest 1 s average, not a peak. Units: W."""
-        t1 = self._clock() if t1 is None else t1
-        _, watts = self.trace(t0 - self.interval_s, t1 + self.interval_s)
-        if not len(watts):
-            return None
-        summed = self._devices.summed(watts)
-        return float(np.nanmax(summed)) if not np.isnan(summed).all() else None
+        return self._sensor.peak_w(t0, self._clock() if t1 is None else t1)
 
     def now(self) -> float:
         """The meter's clock, the one trace times use."""
@@ -492,7 +457,7 @@ class EnergyMeter:
         (a span reads its own edges: one shorter than an interval needs no reading between
         them); the idle step otherwise."""
         with self._lock:
-            if self._dense or self._busy > len(self._spans):
+            if self._dense or self._sensor.busy > len(self._spans):
                 return self.interval_s
             if not self._spans:
                 return self.idle_interval_s
@@ -502,36 +467,19 @@ class EnergyMeter:
     # ---- internals: reading ----------------------------------------------------------
 
     def _live(self, i: int) -> bool:
-        return self._health.live(i)
-
-    def _read_edge_counters(self, columns: list[int]) -> tuple[float, dict[int, tuple[float, float]]]:
-        """The counters of `columns` and the moment they stand for (reads.read_edge_counters);
-        none read where `columns` is empty."""
-        if not columns:
-            return self._clock(), {}
-        return reads.read_edge_counters(
-            self._devices, columns, self._clock, self._warn_once, self._failed, self._lock
-        )
+        return self._devices.live(i)
 
     def _close_reading(self, window: Window) -> Measurement:
         edge = [i for i in window.counters if self._live(i)]
-        t1, counters = self._read_edge_counters(edge)
+        t1, counters = self._sensor.edge_counters(edge)
         self.sample()
         with self._lock:
             self._catch_up(window)
             return self._measure(window, t1, counters)
 
-    def _failed(self, i: int, exc: Exception) -> None:
-        self._health.failed(i, exc, self._clock(), float(self._trace.last_t[i]))
-
-    def _take_anchor(self, i: int, t: float, counter_j: float) -> None:
-        """Calibrate device `i` by a background counter read; the open windows it falls in that
-        have none yet take it as their first."""
-        anchor = reads.take_anchor(
-            self._devices, self._trace, i, t, counter_j, self.interval_s, self._warn_once
-        )
-        if anchor is None:
-            return
+    def _give_anchor(self, i: int, t: float, anchor: Anchor) -> None:
+        """A background counter read of device `i`: the open windows it falls in that have none
+        yet take it as their first."""
         for window in self._open.values():
             if window is not None and window.anchors[i] is None and t >= window.t0:
                 window.anchors[i] = anchor
@@ -554,14 +502,6 @@ class EnergyMeter:
         times, watts = self._trace.rows(max(window.t0, window.seen_t), None)
         rows = watts.tolist()
         fold(window, times.tolist(), rows, [self._devices.summed_row(row) for row in rows])
-
-    def _add_busy(self, step: int) -> None:
-        before = self._busy
-        self._busy += step
-        if (before == 0) != (self._busy == 0):
-            for backend in self._backends:
-                backend.set_busy(self._busy > 0)
-            self._link.set_busy(self._busy > 0)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -588,18 +528,6 @@ class EnergyMeter:
             approximate=is_approximate(readings, APPROXIMATE_REL),
             clock_start=window.t0,
         )
-
-    # ---- internals: idle -----------------------------------------------------------
-
-    def _wait(self, seconds: float) -> None:
-        """Let `seconds` pass, sampling by hand when no sampler thread runs."""
-        if self._background.threads:
-            self._sleep(seconds)
-            return
-        deadline = self._clock() + seconds
-        while (left := deadline - self._clock()) > 1e-9:
-            self._sleep(min(self.interval_s, left))
-            self.sample()
 
 
 def _synchronize_cuda() -> None:
