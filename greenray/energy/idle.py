@@ -5,6 +5,7 @@ baseline says of itself (EnergyMeter.measure_idle)."""
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,8 +13,7 @@ import numpy as np
 
 from greenray.energy.columns import Columns
 from greenray.energy.measurement import Measurement
-
-Trace = Callable[[float, float], tuple[np.ndarray, np.ndarray]]
+from greenray.energy.sensor import Sensor
 
 # measure_idle waits until the power is steady (its mean over the last SETTLE_SPAN_S, half
 # against half, moves less than SETTLE_REL, SETTLE_ABS_W or three standard errors) or
@@ -52,28 +52,48 @@ def steady(times: np.ndarray, watts: np.ndarray, now: float, span: float) -> boo
     return moved <= max(SETTLE_REL * abs(newer.mean()), SETTLE_ABS_W, noise)
 
 
-def settle(
-    columns: Columns,
+def measure(
+    sensor: Sensor,
     which: list[int],
-    max_s: float,
+    seconds: float,
+    settle_max_s: float,
     *,
-    clock: Callable[[], float],
-    wait: Callable[[float], None],
-    trace: Trace,
+    begin: Callable[..., None],
+    end: Callable[[str], Measurement],
     warn: Callable[[str, str], None],
+) -> dict[str, IdleStats]:
+    """The idle baseline of the devices `which`: their mean power over an idle window of
+    `seconds` opened (`begin`) and closed (`end`) once their power has settled."""
+    sensor.dense += 1  # the baseline's spread and settling need every interval's sample
+    try:
+        settled = settle(sensor, which, settle_max_s, warn)
+        name = f"idle-{uuid.uuid4().hex}"
+        begin(name, busy=False)
+        sensor.wait(seconds)
+        m = end(name)
+    finally:
+        sensor.dense -= 1
+    t1 = sensor.clock()
+    _, watts = sensor.rows(t1 - m.seconds - sensor.interval_s, t1)
+    return idle_stats(sensor.devices, which, m, watts, settled)
+
+
+def settle(
+    sensor: Sensor, which: list[int], max_s: float, warn: Callable[[str, str], None]
 ) -> tuple[float, bool]:
     """Wait until the power of every device in `which` is steady; (seconds waited, whether it
     settled)."""
+    clock, columns = sensor.clock, sensor.devices
     start = clock()
     span = max([SETTLE_SPAN_S] + [2 * columns.all[i].average_s for i in which])
 
     def is_steady(i: int) -> bool:
         now = clock()
-        times, watts = trace(now - span, now)
+        times, watts = sensor.rows(now - span, now)
         return steady(times, watts[:, i] if len(times) else np.empty(0), now, span)
 
     while True:
-        wait(SETTLE_STEP_S)
+        sensor.wait(SETTLE_STEP_S)
         waited = clock() - start
         if waited >= span and all(is_steady(i) for i in which):
             return waited, True

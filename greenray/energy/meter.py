@@ -9,26 +9,25 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from greenray.energy import idle, spans
+from greenray.energy import idle
 from greenray.energy.backend import Backend, Device
+from greenray.energy.batches import Batches
 from greenray.energy.calibration import Anchor
 from greenray.energy.discover import open_backends, open_backends_explained  # noqa: F401 (kept here too)
 from greenray.energy.idle import SETTLE_MAX_S, IdleStats
-from greenray.energy.measurement import Measurement, is_approximate
+from greenray.energy.measurement import Measurement
 from greenray.energy.sampler import SamplerProcess
 from greenray.energy.sampling import STOP_TIMEOUT_S
-from greenray.energy.sensor import Sensor
-from greenray.energy.spans import BatchSpan, DeviceTerms, SpanEnergy
-from greenray.energy.window import Window, device_energy, fold, sample_ratio
+from greenray.energy.sensor import Sensor, synchronize_cuda
+from greenray.energy.spans import BatchSpan, SpanEnergy
+from greenray.energy.window import Window, fold, measure
 
 log = logging.getLogger("greenray.energy")
 
@@ -48,8 +47,6 @@ IDLE_INTERVAL_S = 0.1
 # Costly counters (NVML: about 4 ms a read) are read this often in the background, never at
 # window edges; cheaper ones (RAPL, the model: window.CHEAP_READ_S) at the edges of every window.
 ANCHOR_INTERVAL_S = 1.0
-# A window whose expected error is above this share of its Joules is marked approximate.
-APPROXIMATE_REL = 0.01
 # Where the power sampler runs: a thread of this process, or a process of its own (see
 # greenray/energy/sampler.py), which costs the measured work's Python nothing.
 SAMPLERS = ("thread", "process")
@@ -99,11 +96,9 @@ class EnergyMeter:
         self._warned: set[str] = set()
         self.interval_s = interval_s
         self.idle_interval_s = max(idle_interval_s, interval_s)  # the sampler's step with no busy window
-        self._dense = 0  # idle measurements in progress: sampled every interval too
         self.anchor_interval_s = anchor_interval_s
         self._clock = clock
         self._open: dict[str, Window | None] = {}  # None: being opened
-        self._spans: list[BatchSpan] = []  # open batch spans (open_span)
         self._sensor = Sensor(
             backends,
             interval_s=interval_s,
@@ -118,6 +113,7 @@ class EnergyMeter:
         )
         self._devices, self._trace, self._lock = self._sensor.devices, self._sensor.trace, self._sensor.lock
         self._columns = self._devices.all
+        self._batches = Batches(self._sensor)
         self._calibration = self._devices.calibration  # per device: None without a costly counter
         self.idle_w: dict[str, float] = self._devices.model_idle_w() | dict(idle_w or {})
         self.idle_stats: dict[str, IdleStats] = {}
@@ -258,7 +254,7 @@ class EnergyMeter:
     def end_window(self, name: str) -> Measurement:
         """Close a window and measure it. Two threads closing one window: one gets the
         measurement, the other a ValueError."""
-        _synchronize_cuda()
+        synchronize_cuda()
         with self._lock:
             window = self._open.get(name)
             if window is None:
@@ -274,7 +270,7 @@ class EnergyMeter:
     def read_window(self, name: str) -> Measurement:
         """What an open window has measured so far; it stays open (a trial reports its energy
         after every epoch this way)."""
-        _synchronize_cuda()
+        synchronize_cuda()
         with self._lock:
             window = self._open.get(name)
             if window is None:
@@ -296,79 +292,19 @@ class EnergyMeter:
     def open_span(self) -> BatchSpan:
         """Open a batch's window the cheap way: a power reading and the time. Busy, like
         `begin_window`; no counter reads."""
-        with self._lock:
-            self._sensor.add_busy(1)
-        try:
-            # Read before t0, as begin_window does: the span starts on a reading of the power
-            # its work draws.
-            begin = self._sensor.sample()
-            t0 = self._clock()
-            span = BatchSpan(t0, time.time(), begin, peak_from=t0 - self.interval_s)
-            with self._lock:
-                self._spans.append(span)  # the rows integrated while it is open fold into its peak
-        except BaseException:
-            with self._lock:
-                self._sensor.add_busy(-1)
-            raise
-        return span
+        return self._batches.open_span()
 
     def close_span(self, span: BatchSpan) -> BatchSpan:
         """Close a span: a power reading at its end. Its Joules (the compute devices' samples,
         scaled by each one's counter/samples ratio) and peak are known on return, from its two
         readings alone where no other came between them (the trace otherwise); `measure_spans`
         gives the rest, for many spans at once."""
-        _synchronize_cuda()
-        try:
-            end = self._sensor.sample()
-            t1 = self._clock()
-            with self._lock:
-                ratios = self._devices.sample_ratios()
-                if (
-                    spans.own_readings(span.begin, end, self._trace.gap_s)
-                    and not self._devices.health.failing
-                ):
-                    spans.close_on_readings(span, end, t1, ratios, self._devices.compute)
-                else:
-                    self._close_on_trace(span, t1, ratios)
-                self._end_span(span)
-        except BaseException:
-            with self._lock:
-                self._end_span(span)
-            raise
-        span.source = spans.source(span, self._devices.compute, self._devices.power_sources)
-        return span
-
-    def _close_on_trace(self, span: BatchSpan, t1: float, ratios: list[float]) -> None:
-        """Close a span on the trace's running sums at its edges (another reading came between
-        its own, or a device is failing)."""
-        trace, n = self._trace, len(self._columns)
-        start = [trace.state(i, span.t0) for i in range(n)]
-        end = [trace.state(i, t1, hold=self._live(i)) for i in range(n)]
-        spans.close_on_sums(span, start, end, t1, ratios, self._devices.compute)
-
-    def _end_span(self, span: BatchSpan) -> None:
-        if span in self._spans:
-            self._spans.remove(span)
-            self._sensor.add_busy(-1)
+        return self._batches.close_span(span)
 
     def measure_spans(self, closed: list[BatchSpan]) -> list[SpanEnergy]:
         """The full measurement of closed spans (Joules, expected error, idle-free Joules,
         peak), at the meter's current ratios, swings and idle baseline."""
-        if not closed:
-            return []
-        with self._lock:
-            swing = self._trace.swing_w()
-            terms = [
-                DeviceTerms(
-                    i,
-                    sample_ratio(self._devices.state(i, self.idle_w))[1],
-                    self._columns[i].average_s,
-                    float(swing[i]),
-                    self.idle_w.get(self._columns[i].device.key),
-                )
-                for i in self._devices.compute
-            ]
-        return spans.settle(closed, terms)
+        return self._batches.measure(closed, self.idle_w)
 
     def measure_idle(self, seconds: float, *, settle_max_s: float = SETTLE_MAX_S) -> dict[str, float]:
         """Mean power per device over `seconds` with nothing of ours running, once the power
@@ -381,26 +317,16 @@ class EnergyMeter:
         measured = [i for i, c in enumerate(self._columns) if c.model_idle_w is None and self._live(i)]
         if not measured:
             return dict(self.idle_w)
-        self._dense += 1  # the baseline's spread and settling need every interval's sample
-        try:
-            settled = idle.settle(
-                self._devices,
-                measured,
-                settle_max_s,
-                clock=self._clock,
-                wait=self._sensor.wait,
-                trace=self.trace,
-                warn=self._warn_once,
-            )
-            name = f"idle-{uuid.uuid4().hex}"
-            self.begin_window(name, busy=False)
-            self._sensor.wait(seconds)
-            m = self.end_window(name)
-        finally:
-            self._dense -= 1
-        t1 = self._clock()
-        _, watts = self.trace(t1 - m.seconds - self.interval_s, t1)
-        for key, stats in idle.idle_stats(self._devices, measured, m, watts, settled).items():
+        found = idle.measure(
+            self._sensor,
+            measured,
+            seconds,
+            settle_max_s,
+            begin=self.begin_window,
+            end=self.end_window,
+            warn=self._warn_once,
+        )
+        for key, stats in found.items():
             self.idle_w[key] = stats.mean_w
             self.idle_stats[key] = stats
         return dict(self.idle_w)
@@ -457,11 +383,11 @@ class EnergyMeter:
         (a span reads its own edges: one shorter than an interval needs no reading between
         them); the idle step otherwise."""
         with self._lock:
-            if self._dense or self._sensor.busy > len(self._spans):
+            if self._sensor.dense or self._sensor.busy > len(self._batches.open):
                 return self.interval_s
-            if not self._spans:
+            if not self._batches.open:
                 return self.idle_interval_s
-            age = self._clock() - self._spans[0].t0
+            age = self._clock() - self._batches.open[0].t0
         return min(max(self.interval_s - age, 0.0), self.idle_interval_s) or self.interval_s
 
     # ---- internals: reading ----------------------------------------------------------
@@ -487,11 +413,11 @@ class EnergyMeter:
     def _observe(self, times: list[float], watts: list[list[float]]) -> None:
         """Fold newly integrated trace rows into the peaks of the open windows they fall in."""
         open_windows = [w for w in self._open.values() if w is not None]
-        if open_windows or self._spans:
+        if open_windows or self._batches.open:
             summed = [self._devices.summed_row(row) for row in watts]
             for window in open_windows:
                 fold(window, times, watts, summed)
-            for span in self._spans:
+            for span in self._batches.open:
                 for t, total in zip(times, summed, strict=True):
                     if t >= span.peak_from:
                         span.fold(total)
@@ -511,28 +437,5 @@ class EnergyMeter:
     # ---- internals: measuring ----------------------------------------------------------
 
     def _measure(self, window: Window, t1: float, counters: dict[int, tuple[float, float]]) -> Measurement:
-        readings = tuple(
-            device_energy(
-                window, self._devices.state(i, self.idle_w), t1, counters, self._trace, self._warn_once
-            )
-            for i in range(len(self._columns))
-        )
-        peak = window.peak_sum_w if not math.isnan(window.peak_sum_w) else None
-        return Measurement(
-            name=window.name,
-            started_at=window.wall0,
-            seconds=t1 - window.t0,
-            devices=readings,
-            peak_power_w=peak,
-            power_field=self.power_field,
-            approximate=is_approximate(readings, APPROXIMATE_REL),
-            clock_start=window.t0,
-        )
-
-
-def _synchronize_cuda() -> None:
-    """Let queued kernels finish before a window closes, if this process uses CUDA; torch is
-    only consulted when something else already imported it."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+        states = [self._devices.state(i, self.idle_w) for i in range(len(self._columns))]
+        return measure(window, states, t1, counters, self._trace, self._warn_once, self.power_field)

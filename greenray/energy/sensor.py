@@ -6,6 +6,7 @@ process follow it). EnergyMeter's windows, spans and idle baseline are read off 
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections.abc import Callable
 
@@ -50,6 +51,7 @@ class Sensor:
         self.devices = Columns(backends, warn)
         self.lock = threading.RLock()
         self.busy = 0  # busy windows and spans open
+        self.dense = 0  # idle measurements in progress: sampled every interval too
         n = len(self.devices)
         # Edge readings of an RAPL package, for instance, add rows: leave room for them.
         capacity = max(1024, math.ceil(1.5 * trace_tail_s / interval_s))
@@ -145,3 +147,11 @@ class Sensor:
         while (left := deadline - self.clock()) > 1e-9:
             self._sleep(min(self.interval_s, left))
             self.sample()
+
+
+def synchronize_cuda() -> None:
+    """Let queued kernels finish before a window closes, if this process uses CUDA; torch is
+    only consulted when something else already imported it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
