@@ -8,7 +8,6 @@ window.py."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,9 +24,10 @@ from greenray.energy.idle import SETTLE_MAX_S, IdleStats
 from greenray.energy.measurement import Measurement
 from greenray.energy.sampler import SamplerProcess
 from greenray.energy.sampling import STOP_TIMEOUT_S
-from greenray.energy.sensor import Sensor, synchronize_cuda
+from greenray.energy.sensor import Sensor
 from greenray.energy.spans import BatchSpan, SpanEnergy
-from greenray.energy.window import Window, fold, measure
+from greenray.energy.window import fold
+from greenray.energy.windows import Windows
 
 log = logging.getLogger("greenray.energy")
 
@@ -98,7 +98,6 @@ class EnergyMeter:
         self.idle_interval_s = max(idle_interval_s, interval_s)  # the sampler's step with no busy window
         self.anchor_interval_s = anchor_interval_s
         self._clock = clock
-        self._open: dict[str, Window | None] = {}  # None: being opened
         self._sensor = Sensor(
             backends,
             interval_s=interval_s,
@@ -114,6 +113,7 @@ class EnergyMeter:
         self._devices, self._trace, self._lock = self._sensor.devices, self._sensor.trace, self._sensor.lock
         self._columns = self._devices.all
         self._batches = Batches(self._sensor)
+        self._windows = Windows(self._sensor, lambda: self.idle_w, self._warn_once)
         self._calibration = self._devices.calibration  # per device: None without a costly counter
         self.idle_w: dict[str, float] = self._devices.model_idle_w() | dict(idle_w or {})
         self.idle_stats: dict[str, IdleStats] = {}
@@ -219,63 +219,17 @@ class EnergyMeter:
         them (cheap counters, and GPUs with only the average power field), for many short
         windows such as one per served batch; `busy=False` says the window holds no work of
         its own (only the simulated backend cares)."""
-        with self._lock:
-            if name in self._open:
-                raise ValueError(f"a window named {name!r} is already open")
-            self._open[name] = None
-            if busy:
-                self._sensor.add_busy(1)
-        try:
-            # Sampled before t0 is taken: the window then starts on a reading of the power its
-            # work draws (the busy step is before it), not on a line from the last idle one.
-            self.sample()
-            edge = [i for i, c in enumerate(self._columns) if counter and c.edge_counter and self._live(i)]
-            t0, counters = self._sensor.edge_counters(edge)
-            with self._lock:
-                window = Window(
-                    name=name,
-                    t0=t0,
-                    wall0=time.time() - (self._clock() - t0),
-                    busy=busy,
-                    start=[self._trace.at(i, t0) for i in range(len(self._columns))],
-                    counters=counters,
-                    anchors=[None] * len(self._columns),
-                    peak_w=[math.nan] * len(self._columns),
-                )
-                self._catch_up(window)
-                self._open[name] = window
-        except BaseException:
-            with self._lock:
-                self._open.pop(name, None)
-                if busy:
-                    self._sensor.add_busy(-1)
-            raise
+        self._windows.begin(name, counter=counter, busy=busy)
 
     def end_window(self, name: str) -> Measurement:
         """Close a window and measure it. Two threads closing one window: one gets the
         measurement, the other a ValueError."""
-        synchronize_cuda()
-        with self._lock:
-            window = self._open.get(name)
-            if window is None:
-                raise ValueError(f"no open window named {name!r}")
-            del self._open[name]
-        try:
-            return self._close_reading(window)
-        finally:
-            if window.busy:
-                with self._lock:
-                    self._sensor.add_busy(-1)
+        return self._windows.end(name)
 
     def read_window(self, name: str) -> Measurement:
         """What an open window has measured so far; it stays open (a trial reports its energy
         after every epoch this way)."""
-        synchronize_cuda()
-        with self._lock:
-            window = self._open.get(name)
-            if window is None:
-                raise ValueError(f"no open window named {name!r}")
-        return self._close_reading(window)
+        return self._windows.read(name)
 
     @contextmanager
     def window(self, name: str, *, counter: bool = True, busy: bool = True) -> Iterator[WindowResult]:
@@ -395,24 +349,12 @@ class EnergyMeter:
     def _live(self, i: int) -> bool:
         return self._devices.live(i)
 
-    def _close_reading(self, window: Window) -> Measurement:
-        edge = [i for i in window.counters if self._live(i)]
-        t1, counters = self._sensor.edge_counters(edge)
-        self.sample()
-        with self._lock:
-            self._catch_up(window)
-            return self._measure(window, t1, counters)
-
     def _give_anchor(self, i: int, t: float, anchor: Anchor) -> None:
-        """A background counter read of device `i`: the open windows it falls in that have none
-        yet take it as their first."""
-        for window in self._open.values():
-            if window is not None and window.anchors[i] is None and t >= window.t0:
-                window.anchors[i] = anchor
+        self._windows.give_anchor(i, t, anchor)
 
     def _observe(self, times: list[float], watts: list[list[float]]) -> None:
         """Fold newly integrated trace rows into the peaks of the open windows they fall in."""
-        open_windows = [w for w in self._open.values() if w is not None]
+        open_windows = [w for w in self._windows.open.values() if w is not None]
         if open_windows or self._batches.open:
             summed = [self._devices.summed_row(row) for row in watts]
             for window in open_windows:
@@ -422,20 +364,7 @@ class EnergyMeter:
                     if t >= span.peak_from:
                         span.fold(total)
 
-    def _catch_up(self, window: Window) -> None:
-        """Fold the trace rows since the window opened into its peaks (it was being opened, or
-        closed and so no longer among the open windows)."""
-        times, watts = self._trace.rows(max(window.t0, window.seen_t), None)
-        rows = watts.tolist()
-        fold(window, times.tolist(), rows, [self._devices.summed_row(row) for row in rows])
-
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             log.warning(message)
-
-    # ---- internals: measuring ----------------------------------------------------------
-
-    def _measure(self, window: Window, t1: float, counters: dict[int, tuple[float, float]]) -> Measurement:
-        states = [self._devices.state(i, self.idle_w) for i in range(len(self._columns))]
-        return measure(window, states, t1, counters, self._trace, self._warn_once, self.power_field)
