@@ -1,9 +1,8 @@
-"""EnergyMeter: measurement windows over one or more energy backends, the power trace sampled in
-the background (a thread, or a process of its own: sampling.py), background reads of costly
-counters, the idle baseline (idle.py), and a served batch's cheap window (a span: open_span /
-close_span, worked out in spans.py). The meter's devices and which still answer are in
-columns.py; its reads of them in reads.py; how a window's Joules are read off the trace, in
-window.py."""
+"""EnergyMeter: measurement windows over one or more energy backends (windows.py), a served
+batch's cheap window (a span: open_span / close_span; batches.py, spans.py) and the idle
+baseline (idle.py), all read off a Sensor (sensor.py): the devices' power trace sampled in the
+background (a thread, or a process of its own: sampling.py) and their counters. How a window's
+Joules are read off the trace is in window.py; which devices still answer, in columns.py."""
 
 from __future__ import annotations
 

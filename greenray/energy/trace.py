@@ -1,6 +1,7 @@
 """The recent power samples of every device in a fixed-size ring, with running integrals, so
 memory stays bounded however long a window is open: a window keeps the integrals at its
-start and subtracts them at its end, and needs no sample it has seen."""
+start and subtracts them at its end, and needs no sample it has seen. And `integrate`: the
+Joules of any sampled power curve over an interval."""
 
 from __future__ import annotations
 
