@@ -25,7 +25,7 @@ METRICS = {
     "greenray_trial_power_watts": ("gauge", "A Tune trial's devices' average Watts since its last report"),
     "greenray_replica_energy_joules": ("counter", "Joules a Serve replica's device spent in batches"),
     "greenray_replica_items": ("counter", "Items (images) a Serve replica's measured batches held"),
-    "greenray_replica_power_watts": ("gauge", "A Serve replica's device's average Watts in its last batch"),
+    "greenray_replica_power_watts": ("gauge", "A Serve replica's device's mean Watts in its latest batches"),
 }
 
 

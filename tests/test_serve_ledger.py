@@ -9,7 +9,7 @@ import pytest
 
 from greenray.config import BatchPolicy
 from greenray.energy import RunningTally, open_meter
-from greenray.serve.measure import BatchEnergy, BatchLedger
+from greenray.serve.ledger import BatchEnergy, BatchLedger
 from greenray.serve.metrics import replica_stats
 from greenray.serve.records import BatchDetail, Journal, RunRecorder
 

@@ -21,7 +21,8 @@ _PUBLIC = {
         ("DeviceEnergy", "Measurement", "combine", "combined_source", "sum_or_none"),
         "greenray.energy.measurement",
     ),
-    **dict.fromkeys(("EnergyMeter", "WindowResult", "integrate"), "greenray.energy.meter"),
+    **dict.fromkeys(("EnergyMeter", "WindowResult"), "greenray.energy.meter"),
+    "integrate": "greenray.energy.trace",
     **dict.fromkeys(("EnergyRequestError", "open_meter"), "greenray.energy.open"),
     **dict.fromkeys(
         (

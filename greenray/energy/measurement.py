@@ -4,6 +4,7 @@ far off they may be, and the flat energy columns every result row carries."""
 
 from __future__ import annotations
 
+import functools
 import math
 import socket
 from collections.abc import Iterable
@@ -33,6 +34,12 @@ def sum_or_none(values: Iterable[float | None]) -> float | None:
     if not values or any(v is None for v in values):
         return None
     return float(sum(values))
+
+
+@functools.cache
+def node_name() -> str:
+    """This machine's host name (asked once: a system call per measurement adds up)."""
+    return socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -66,18 +73,17 @@ class Measurement:
     peak_power_w: float | None  # peak of the compute devices' summed power
     power_field: str | None
     approximate: bool  # its expected error is above 1% of its Joules
-    node: str = field(default_factory=socket.gethostname)
+    node: str = field(default_factory=node_name)
     clock_start: float | None = None  # the meter's clock (EnergyMeter.now, trace times) at the start
 
     @property
     def compute(self) -> tuple[DeviceEnergy, ...]:
-        gpus = tuple(d for d in self.devices if d.device.kind == "gpu")
-        return gpus or self.devices
+        return _compute(self.devices)
 
     @property
     def measured(self) -> tuple[DeviceEnergy, ...]:
         """The compute devices that measured something of this window."""
-        return tuple(d for d in self.compute if d.joules is not None)
+        return _measured(self.devices)
 
     @property
     def joules(self) -> float | None:
@@ -98,10 +104,7 @@ class Measurement:
     def uncertainty_j(self) -> float | None:
         """About-95% bound on the error of `joules` (devices err independently: root sum of
         squares); None when unknown."""
-        parts = [d.uncertainty_j for d in self.measured]
-        if not parts or any(u is None for u in parts):
-            return None
-        return math.sqrt(sum(u * u for u in parts))
+        return _uncertainty_j(self.measured)
 
     @property
     def energy_partial(self) -> bool:
@@ -182,6 +185,29 @@ class Measurement:
             device_shared=self.device_shared,
         )
         return out
+
+
+def is_approximate(devices: tuple[DeviceEnergy, ...], rel: float) -> bool:
+    """Whether a window over `devices` errs by more than `rel` of its Joules (expected error)."""
+    measured = _measured(devices)
+    joules, error = sum_or_none(d.joules for d in measured), _uncertainty_j(measured)
+    return joules is not None and error is not None and error > rel * abs(joules)
+
+
+def _compute(devices: tuple[DeviceEnergy, ...]) -> tuple[DeviceEnergy, ...]:
+    gpus = tuple(d for d in devices if d.device.kind == "gpu")
+    return gpus or devices
+
+
+def _measured(devices: tuple[DeviceEnergy, ...]) -> tuple[DeviceEnergy, ...]:
+    return tuple(d for d in _compute(devices) if d.joules is not None)
+
+
+def _uncertainty_j(measured: tuple[DeviceEnergy, ...]) -> float | None:
+    parts = [d.uncertainty_j for d in measured]
+    if not parts or any(u is None for u in parts):
+        return None
+    return math.sqrt(sum(u * u for u in parts))
 
 
 def combine(measurements: list[Measurement], name: str | None = None) -> Measurement:

@@ -1,31 +1,32 @@
-"""EnergyMeter: measurement windows over one or more energy backends, the power trace sampled in
-the background (a thread, or a process of its own), background reads of costly counters, and
-the idle baseline. How a window's Joules are read off the trace is in window.py; which devices
-still answer, in health.py."""
+"""EnergyMeter: measurement windows over one or more energy backends (windows.py), a served
+batch's cheap window (a span: open_span / close_span; batches.py, spans.py) and the idle
+baseline (idle.py), all read off a Sensor (sensor.py): the devices' power trace sampled in the
+background (a thread, or a process of its own: sampling.py) and their counters. How a window's
+Joules are read off the trace is in window.py; which devices still answer, in columns.py."""
 
 from __future__ import annotations
 
 import logging
-import math
-import sys
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from greenray.energy.backend import Backend, Device, DeviceLost, EnergyUnavailable
-from greenray.energy.calibration import Calibration
+from greenray.energy import idle
+from greenray.energy.backend import Backend, Device
+from greenray.energy.batches import Batches
+from greenray.energy.calibration import Anchor
 from greenray.energy.discover import open_backends, open_backends_explained  # noqa: F401 (kept here too)
-from greenray.energy.health import Health
-from greenray.energy.idle import SETTLE_MAX_S, SETTLE_SPAN_S, SETTLE_STEP_S, IdleStats, steady
+from greenray.energy.idle import SETTLE_MAX_S, IdleStats
 from greenray.energy.measurement import Measurement
-from greenray.energy.sampler import DRAIN_INTERVAL_S, FAILED, LOST, OK, SLOW, SamplerProcess
-from greenray.energy.trace import PowerTrace
-from greenray.energy.window import DeviceState, Window, column, device_energy, fold
+from greenray.energy.sampler import SamplerProcess
+from greenray.energy.sampling import STOP_TIMEOUT_S
+from greenray.energy.sensor import Sensor
+from greenray.energy.spans import BatchSpan, SpanEnergy
+from greenray.energy.window import fold
+from greenray.energy.windows import Windows
 
 log = logging.getLogger("greenray.energy")
 
@@ -38,32 +39,16 @@ TRACE_TAIL_S = 30.0
 # the measured process's Python a thread switch and the GIL, 100 times a second at 10 ms, for
 # samples that only idle stretches get. A busy window samples its own start and end, so a batch
 # shorter than this is measured as before; a longer one gets its in-window samples once the
-# sampler's sleep ends (at most this late). Counter windows (RAPL, the model, the running
-# tally) read their Joules from the counters, whatever the sampling.
+# sampler's sleep ends (at most this late). A batch span (open_span) is sampled every interval
+# from an interval after it opened. Counter windows (RAPL, the model, the running tally) read
+# their Joules from the counters, whatever the sampling.
 IDLE_INTERVAL_S = 0.1
 # Costly counters (NVML: about 4 ms a read) are read this often in the background, never at
 # window edges; cheaper ones (RAPL, the model: window.CHEAP_READ_S) at the edges of every window.
 ANCHOR_INTERVAL_S = 1.0
-# A read slower than this has no known time (the driver stalled): its value is not used.
-SLOW_READ_S = 0.05
-# A window whose expected error is above this share of its Joules is marked approximate.
-APPROXIMATE_REL = 0.01
-STOP_TIMEOUT_S = 2.0
 # Where the power sampler runs: a thread of this process, or a process of its own (see
 # greenray/energy/sampler.py), which costs the measured work's Python nothing.
 SAMPLERS = ("thread", "process")
-
-
-def integrate(times: np.ndarray, watts: np.ndarray, t0: float, t1: float) -> float:
-    """Joules of a sampled power curve over [t0, t1]: trapezoids between samples, the
-    curve interpolated at the edges and held flat beyond the first and last sample."""
-    if t1 <= t0 or len(times) == 0:
-        return 0.0
-    inside = (times > t0) & (times < t1)
-    edge0, edge1 = np.interp([t0, t1], times, watts)
-    t = np.concatenate(([t0], times[inside], [t1]))
-    p = np.concatenate(([edge0], watts[inside], [edge1]))
-    return float(np.trapezoid(p, t))
 
 
 @dataclass
@@ -107,36 +92,30 @@ class EnergyMeter:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
         self.sampler = sampler
-        self._process: SamplerProcess | None = None
+        self._warned: set[str] = set()
         self.interval_s = interval_s
         self.idle_interval_s = max(idle_interval_s, interval_s)  # the sampler's step with no busy window
-        self._dense = 0  # idle measurements in progress: sampled every interval too
         self.anchor_interval_s = anchor_interval_s
         self._clock = clock
-        self._sleep = sleep
-        self._backends = backends
-        self._columns = [column(b, d) for b in backends for d in b.devices()]
-        n = len(self._columns)
-        self._model_idle = {c.device.key: c.model_idle_w for c in self._columns if c.model_idle_w is not None}
-        self.idle_w: dict[str, float] = self._model_idle | dict(idle_w or {})
-        self.idle_stats: dict[str, IdleStats] = {}
-        self._lock = threading.RLock()
-        # Edge readings of an RAPL package, for instance, add rows: leave room for them.
-        capacity = max(1024, math.ceil(1.5 * trace_tail_s / interval_s))
-        limits = np.array([c.limit_w or np.nan for c in self._columns], dtype=float)
-        self._trace = PowerTrace(
-            n, capacity, gap_s=max(3 * interval_s, 0.05), limits_w=limits, on_rows=self._observe
+        self._sensor = Sensor(
+            backends,
+            interval_s=interval_s,
+            anchor_interval_s=anchor_interval_s,
+            trace_tail_s=trace_tail_s,
+            clock=clock,
+            sleep=sleep,
+            warn=self._warn_once,
+            on_rows=self._observe,
+            on_anchor=self._give_anchor,
+            step=self._step,
         )
-        self._calibration = [
-            Calibration(c.period_s, c.limit_w, c.average_s) if c.anchored else None for c in self._columns
-        ]
-        self._health = Health([c.device.key for c in self._columns], self._warn_once)
-        self._compute = [i for i, c in enumerate(self._columns) if c.device.kind == "gpu"] or list(range(n))
-        self._open: dict[str, Window | None] = {}  # None: being opened
-        self._busy = 0
-        self._warned: set[str] = set()
-        self._threads: list[threading.Thread] = []
-        self._stop: threading.Event | None = None
+        self._devices, self._trace, self._lock = self._sensor.devices, self._sensor.trace, self._sensor.lock
+        self._columns = self._devices.all
+        self._batches = Batches(self._sensor)
+        self._windows = Windows(self._sensor, lambda: self.idle_w, self._warn_once)
+        self._calibration = self._devices.calibration  # per device: None without a costly counter
+        self.idle_w: dict[str, float] = self._devices.model_idle_w() | dict(idle_w or {})
+        self.idle_stats: dict[str, IdleStats] = {}
         self.empty_reason = empty_reason  # why nothing is measured, when nothing is
         if not self._columns and warn_if_empty:
             why = f" ({empty_reason})" if empty_reason else " (neither NVML nor RAPL is readable)"
@@ -164,87 +143,56 @@ class EnergyMeter:
     def sources(self) -> set[str]:
         """Every energy_source this meter's windows can carry: a device's counter source where
         it has a counter, and its power source (short windows, windows without counter reads)."""
-        found = set()
-        for c in self._columns:
-            found.add(c.backend.power_source)
-            if c.backend.has_counter(c.device):
-                found.add(c.backend.counter_source)
-        return found
+        return self._devices.sources()
 
     def device_sources(self) -> dict[str, str]:
         """Per device, the source of a long window's Joules (the counter where it has one)."""
-        return {
-            c.device.key: c.backend.counter_source
-            if c.backend.has_counter(c.device)
-            else c.backend.power_source
-            for c in self._columns
-        }
+        return self._devices.device_sources()
 
     @property
     def power_field(self) -> str | None:
         """The compute devices' power field: what peaks and sample-integrated Joules are of."""
-        fields = sorted({self._columns[i].field for i in self._compute})
-        return ",".join(fields) if fields else None
+        return self._devices.power_field()
 
     def calibration(self) -> dict[str, tuple[float, float]]:
         """Per device with a costly counter: the factor that scales its sample integrals to the
         counter, and that factor's relative error (about 95%); (1, 0.02) until the counter has
         covered enough to tell."""
-        return {
-            c.device.key: cal.ratio() for c, cal in zip(self._columns, self._calibration, strict=True) if cal
-        }
+        return self._devices.ratios()
 
     @property
     def sampling(self) -> str:
         """Where power is being sampled now: "process" (a sampling process of its own is
         ready), "thread", or "none" (not started, or nothing to measure)."""
-        if not self._threads:
+        if not self._sensor.background.threads:
             return "none"
-        process = self._process
-        return "process" if process is not None and process.ready() else "thread"
+        return "process" if self._sensor.link.ready() else "thread"
+
+    @property
+    def _process(self) -> SamplerProcess | None:
+        """The sampling process, while the meter has one."""
+        return self._sensor.link.process
 
     def start(self) -> EnergyMeter:
         """Start the background sampler, and the counter reader where a counter is costly
         (idempotent)."""
-        if self._threads or not self._columns:
+        if self._sensor.background.threads or not self._columns:
             return self
-        stop = threading.Event()
-        self._stop = stop
-        if self.sampler == "process":
-            self._process = self._start_process()
-        targets = [("greenray-power", self._run_sampler)]
-        if any(c.anchored for c in self._columns):
-            targets.append(("greenray-counter", self._run_anchors))
-        for name, target in targets:
-            thread = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._sensor.start(process=self.sampler == "process")
         return self
 
     def wait_for_sampler(self) -> str:
         """Wait until a sampling process is sampling, or has failed (the thread samples then):
         its start (about 0.13 s of CPU on cpu-vm) would otherwise overlap the first work
         measured. Returns `sampling`."""
-        while (process := self._process) is not None and not process.ready() and process.problem() is None:
+        while self._sensor.link.starting():
             time.sleep(self.interval_s)
         return self.sampling
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         """Stop the background threads; False when one is still inside a read after
         `timeout_s` (a stalled driver): it is left behind, a daemon, and ends with its read."""
-        if self._stop is not None:
-            self._stop.set()
-        deadline = time.monotonic() + timeout_s
-        stuck = []
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.0))
-            if thread.is_alive():
-                stuck.append(thread.name)
-        with self._lock:  # after the threads: the sampler thread checks on the process
-            process, self._process = self._process, None
-        if process is not None:
-            process.stop(max(deadline - time.monotonic(), 0.1))
-        self._threads, self._stop = [], None
+        stuck = self._sensor.background.stop(timeout_s)
         if stuck:
             self._warn_once(
                 "stuck", f"{', '.join(stuck)} still inside a read after {timeout_s:g} s: left behind"
@@ -254,7 +202,7 @@ class EnergyMeter:
     def close(self) -> None:
         if not self.stop():
             return  # closing NVML under a read in progress could crash it: leave it open
-        for backend in self._backends:
+        for backend in self._sensor.backends:
             backend.close()
 
     def __enter__(self) -> EnergyMeter:
@@ -270,63 +218,17 @@ class EnergyMeter:
         them (cheap counters, and GPUs with only the average power field), for many short
         windows such as one per served batch; `busy=False` says the window holds no work of
         its own (only the simulated backend cares)."""
-        with self._lock:
-            if name in self._open:
-                raise ValueError(f"a window named {name!r} is already open")
-            self._open[name] = None
-            if busy:
-                self._add_busy(1)
-        try:
-            # Sampled before t0 is taken: the window then starts on a reading of the power its
-            # work draws (the busy step is before it), not on a line from the last idle one.
-            self.sample()
-            edge = [i for i, c in enumerate(self._columns) if counter and c.edge_counter and self._live(i)]
-            t0, counters = self._read_edge_counters(edge) if edge else (self._clock(), {})
-            with self._lock:
-                window = Window(
-                    name=name,
-                    t0=t0,
-                    wall0=time.time() - (self._clock() - t0),
-                    busy=busy,
-                    start=[self._trace.at(i, t0) for i in range(len(self._columns))],
-                    counters=counters,
-                    anchors=[None] * len(self._columns),
-                    peak_w=[math.nan] * len(self._columns),
-                )
-                self._catch_up(window)
-                self._open[name] = window
-        except BaseException:
-            with self._lock:
-                self._open.pop(name, None)
-                if busy:
-                    self._add_busy(-1)
-            raise
+        self._windows.begin(name, counter=counter, busy=busy)
 
     def end_window(self, name: str) -> Measurement:
         """Close a window and measure it. Two threads closing one window: one gets the
         measurement, the other a ValueError."""
-        _synchronize_cuda()
-        with self._lock:
-            window = self._open.get(name)
-            if window is None:
-                raise ValueError(f"no open window named {name!r}")
-            del self._open[name]
-        try:
-            return self._close_reading(window)
-        finally:
-            if window.busy:
-                with self._lock:
-                    self._add_busy(-1)
+        return self._windows.end(name)
 
     def read_window(self, name: str) -> Measurement:
         """What an open window has measured so far; it stays open (a trial reports its energy
         after every epoch this way)."""
-        _synchronize_cuda()
-        with self._lock:
-            window = self._open.get(name)
-            if window is None:
-                raise ValueError(f"no open window named {name!r}")
-        return self._close_reading(window)
+        return self._windows.read(name)
 
     @contextmanager
     def window(self, name: str, *, counter: bool = True, busy: bool = True) -> Iterator[WindowResult]:
@@ -337,6 +239,25 @@ class EnergyMeter:
             yield result
         finally:
             result.measurement = self.end_window(name)
+
+    # ---- batch spans: a serving replica's per-batch windows (greenray.energy.spans) --------
+
+    def open_span(self) -> BatchSpan:
+        """Open a batch's window the cheap way: a power reading and the time. Busy, like
+        `begin_window`; no counter reads."""
+        return self._batches.open_span()
+
+    def close_span(self, span: BatchSpan) -> BatchSpan:
+        """Close a span: a power reading at its end. Its Joules (the compute devices' samples,
+        scaled by each one's counter/samples ratio) and peak are known on return, from its two
+        readings alone where no other came between them (the trace otherwise); `measure_spans`
+        gives the rest, for many spans at once."""
+        return self._batches.close_span(span)
+
+    def measure_spans(self, closed: list[BatchSpan]) -> list[SpanEnergy]:
+        """The full measurement of closed spans (Joules, expected error, idle-free Joules,
+        peak), at the meter's current ratios, swings and idle baseline."""
+        return self._batches.measure(closed, self.idle_w)
 
     def measure_idle(self, seconds: float, *, settle_max_s: float = SETTLE_MAX_S) -> dict[str, float]:
         """Mean power per device over `seconds` with nothing of ours running, once the power
@@ -349,35 +270,18 @@ class EnergyMeter:
         measured = [i for i, c in enumerate(self._columns) if c.model_idle_w is None and self._live(i)]
         if not measured:
             return dict(self.idle_w)
-        self._dense += 1  # the baseline's spread and settling need every interval's sample
-        try:
-            settle_s, settled = self._settle(measured, settle_max_s)
-            name = f"idle-{uuid.uuid4().hex}"
-            self.begin_window(name, busy=False)
-            self._wait(seconds)
-            m = self.end_window(name)
-        finally:
-            self._dense -= 1
-        t1 = self._clock()
-        times, watts = self.trace(t1 - m.seconds - self.interval_s, t1)
-        for i in measured:
-            reading = m.devices[i]
-            if reading.joules is None or not reading.seconds:
-                continue
-            key = reading.device.key
-            column = watts[:, i][~np.isnan(watts[:, i])] if len(times) else np.array([])
-            self.idle_w[key] = reading.joules / reading.seconds
-            self.idle_stats[key] = IdleStats(
-                mean_w=self.idle_w[key],
-                spread_w=float(column.std(ddof=1)) if len(column) > 1 else 0.0,
-                uncertainty_w=reading.uncertainty_j / reading.seconds
-                if reading.uncertainty_j is not None
-                else None,
-                samples=reading.samples,
-                settle_s=settle_s,
-                settled=settled,
-                power_field=self._columns[i].field,
-            )
+        found = idle.measure(
+            self._sensor,
+            measured,
+            seconds,
+            settle_max_s,
+            begin=self.begin_window,
+            end=self.end_window,
+            warn=self._warn_once,
+        )
+        for key, stats in found.items():
+            self.idle_w[key] = stats.mean_w
+            self.idle_stats[key] = stats
         return dict(self.idle_w)
 
     def baseline(self) -> dict[str, float]:
@@ -397,77 +301,24 @@ class EnergyMeter:
     def sample(self) -> None:
         """One pass over every device's power; the sampler thread calls it every interval.
         The reads happen outside the meter's lock. What a sampling process read comes first."""
-        if not self._columns:
-            return
-        self._drain()
-        n = len(self._columns)
-        stamps, watts = [math.nan] * n, [math.nan] * n
-        failures: list[tuple[int, Exception]] = []
-        clock, before = self._clock, self._clock()
-        for i, c in enumerate(self._columns):
-            if self._health[i].ended_at is not None:
-                continue
-            try:
-                value = c.backend.read_power_w(c.device)
-            except EnergyUnavailable as exc:
-                failures.append((i, exc))
-                before = clock()
-                continue
-            after = clock()
-            if after - before > SLOW_READ_S:
-                self._warn_once(f"slow:{i}", f"a power read of {c.device.key} stalled: its value is not used")
-            else:
-                stamps[i], watts[i] = before, value  # read at once, but the GIL may delay the return
-            before = after
-        with self._lock:
-            for i in [i for i in self._health.failing if watts[i] == watts[i]]:
-                self._health.succeeded(i)
-            for i, exc in failures:
-                self._failed(i, exc)
-            self._trace.append(stamps, watts)
+        self._sensor.sample()
 
     def anchor(self) -> None:
         """One pass over the costly counters (a background read each); the counter thread
         calls it every `anchor_interval_s`."""
-        reads: list[tuple[int, float, float]] = []
-        failures: list[tuple[int, Exception]] = []
-        for i, c in enumerate(self._columns):
-            if not c.anchored or not self._live(i):
-                continue
-            before = self._clock()
-            try:
-                value = c.backend.read_counter_j(c.device)
-            except EnergyUnavailable as exc:
-                failures.append((i, exc))
-                continue
-            after = self._clock()
-            if after - before <= SLOW_READ_S:
-                reads.append((i, (before + after) / 2, value))
-        with self._lock:
-            for i, exc in failures:
-                self._failed(i, exc)
-            for i, t, value in reads:
-                self._take_anchor(i, t, value)
+        self._sensor.anchor()
 
     def trace(self, t0: float | None = None, t1: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sample times (monotonic seconds) and Watts (one column per device, NaN where a device
         gave no reading) in [t0, t1], from the last TRACE_TAIL_S or so only."""
-        if not self._columns:
-            return np.empty(0), np.empty((0, 0))
-        with self._lock:
-            return self._trace.rows(t0, t1)
+        return self._sensor.rows(t0, t1)
 
     def peak_power_w(self, t0: float, t1: float | None = None) -> float | None:
         """Peak summed power of the compute devices (GPUs, else CPUs) over [t0, t1] of the
         meter's clock, counting the samples just outside it: a window shorter than the
         sampling interval may hold none of its own. The highest reading of `power_field`:
         with only the average field, the highest 1 s average, not a peak. Units: W."""
-        t1 = self._clock() if t1 is None else t1
-        _, watts = self.trace(t0 - self.interval_s, t1 + self.interval_s)
-        if not len(watts):
-            return None
-        summed = self._summed(watts)
-        return float(np.nanmax(summed)) if not np.isnan(summed).all() else None
+        return self._sensor.peak_w(t0, self._clock() if t1 is None else t1)
 
     def now(self) -> float:
         """The meter's clock, the one trace times use."""
@@ -477,283 +328,42 @@ class EnergyMeter:
         """What the trace holds (it does not grow once full)."""
         return self._trace.nbytes()
 
-    # ---- background threads ----------------------------------------------------------
+    # ---- the sampler thread's pace -----------------------------------------------------
 
-    def _run_sampler(self, stop: threading.Event) -> None:
-        next_t = time.monotonic()
-        while not stop.is_set():
-            if self._process_sampling():
-                self._survive(self._drain)
-                stop.wait(DRAIN_INTERVAL_S)
-                next_t = time.monotonic()
-                continue
-            self._survive(self.sample)
-            next_t += self.interval_s if self._busy or self._dense else self.idle_interval_s
-            delay = next_t - time.monotonic()
-            if delay < 0:  # fell behind (a long GIL hold): skip, don't burst to catch up
-                next_t = time.monotonic()
-                delay = 0
-            stop.wait(delay)
-
-    def _run_anchors(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            self._survive(self.anchor)
-            stop.wait(self.anchor_interval_s)
-
-    def _start_process(self) -> SamplerProcess | None:
-        """A sampling process for this meter's devices, or None where one cannot be had (a
-        backend another process cannot open, a clock other than the system's)."""
-        specs = [getattr(b, "spec", lambda: None)() for b in self._backends]
-        if self._clock is not time.monotonic or any(s is None for s in specs):
-            log.info("power sampled in a thread: a backend or the clock is this process's own")
-            return None
-        try:
-            keys = [c.device.key for c in self._columns]
-            process = SamplerProcess(specs, keys, self.interval_s, SLOW_READ_S)
-        except OSError as exc:
-            self._warn_once("process", f"no sampling process ({exc}): power is sampled in a thread")
-            return None
-        process.set_busy(self._busy > 0)
-        return process
-
-    def _process_sampling(self) -> bool:
-        """Whether the sampling process is ready and sound; one that is not is stopped (said
-        once), and this process samples again."""
-        process = self._process
-        if process is None:
-            return False
-        problem = process.problem()
-        if problem is None:
-            return process.ready()
-        self._warn_once("process", f"the power sampling process stopped ({problem}): sampling in a thread")
+    def _step(self) -> float:
+        """Seconds to the sampler's next reading: an interval while a busy window (or an idle
+        measurement) is open; while only batch spans are, once the oldest is an interval old
+        (a span reads its own edges: one shorter than an interval needs no reading between
+        them); the idle step otherwise."""
         with self._lock:
-            self._process = None
-        process.stop(STOP_TIMEOUT_S)
-        return False
-
-    def _drain(self) -> None:
-        """Move what the sampling process read into the trace."""
-        process = self._process
-        if process is None:
-            return
-        with self._lock:
-            if self._process is not process:
-                return
-            rows = process.drain()
-            if process.lost_rows:
-                self._warn_once("lapped", "power readings were overwritten before they were read")
-            n = len(self._columns)
-            if not self._health.failing and all(map(self._live, range(n))) and (rows[:, 2 * n :] == OK).all():
-                for row in rows.tolist():  # the usual case: every read went well
-                    self._trace.append(row[:n], row[n : 2 * n])
-            else:
-                self._take_fates(process, rows.tolist())
-
-    def _take_fates(self, process: SamplerProcess, rows: list[list[float]]) -> None:
-        """Rows with a failed, stalled or ended read: each read's fate counts as a thread's
-        read would have (retries, the end of a device)."""
-        n = len(self._columns)
-        for row in rows:
-            stamps, watts, status = row[:n], row[n : 2 * n], row[2 * n :]
-            for i in range(n):
-                if not self._live(i):  # ended here: what it reads now is not used
-                    watts[i] = math.nan
-                elif status[i] == OK and i in self._health.failing:
-                    self._health.succeeded(i)
-                elif status[i] == FAILED:
-                    self._failed(i, EnergyUnavailable(process.ring.message(i)))
-                elif status[i] == LOST:
-                    self._failed(i, DeviceLost(process.ring.message(i)))
-                elif status[i] == SLOW:
-                    key = self._columns[i].device.key
-                    self._warn_once(f"slow:{i}", f"a power read of {key} stalled: its value is not used")
-            self._trace.append(stamps, watts)
-
-    def _survive(self, step: Callable[[], None]) -> None:
-        """Run one pass of a background thread; an unexpected error (a backend's bug) is said
-        once and costs that pass, not the thread."""
-        try:
-            step()
-        except Exception as exc:
-            self._warn_once(f"crash:{step.__name__}", f"the meter's {step.__name__} pass failed: {exc!r}")
+            if self._sensor.dense or self._sensor.busy > len(self._batches.open):
+                return self.interval_s
+            if not self._batches.open:
+                return self.idle_interval_s
+            age = self._clock() - self._batches.open[0].t0
+        return min(max(self.interval_s - age, 0.0), self.idle_interval_s) or self.interval_s
 
     # ---- internals: reading ----------------------------------------------------------
 
     def _live(self, i: int) -> bool:
-        return self._health.live(i)
+        return self._devices.live(i)
 
-    def _read_edge_counters(self, columns: list[int]) -> tuple[float, dict[int, tuple[float, float]]]:
-        """The counters of `columns` (J, and what each read took) and the moment they stand
-        for: the middle of the reads, or their start when one stalled (its value is dropped,
-        so the window is not stretched by it)."""
-        values: dict[int, tuple[float, float]] = {}
-        first = self._clock()
-        stalled = False
-        for i in columns:
-            c = self._columns[i]
-            before = self._clock()
-            try:
-                value = c.backend.read_counter_j(c.device)
-            except EnergyUnavailable as exc:
-                with self._lock:
-                    self._failed(i, exc)
-                continue
-            took = self._clock() - before
-            if took > SLOW_READ_S:
-                stalled = True
-                self._warn_once(f"slow-counter:{i}", f"a counter read of {c.device.key} stalled: not used")
-                continue
-            values[i] = (value, took)
-        return (first if stalled else (first + self._clock()) / 2), values
-
-    def _close_reading(self, window: Window) -> Measurement:
-        edge = [i for i in window.counters if self._live(i)]
-        t1, counters = self._read_edge_counters(edge) if edge else (self._clock(), {})
-        self.sample()
-        with self._lock:
-            self._catch_up(window)
-            return self._measure(window, t1, counters)
-
-    def _failed(self, i: int, exc: Exception) -> None:
-        self._health.failed(i, exc, self._clock(), float(self._trace.last_t[i]))
-
-    def _take_anchor(self, i: int, t: float, counter_j: float) -> None:
-        at = self._trace.at(i, t)
-        if at is None:
-            return  # no power reading yet to pair it with
-        calibration = self._calibration[i]
-        # A read lags the truth by the energy since the counter last moved: the highest power
-        # over that period bounds it (the reading at the read itself may be a lull).
-        _, recent = self._trace.rows(t - calibration.period_s - self.interval_s, t)
-        seen = recent[:, i][~np.isnan(recent[:, i])]
-        power = float(self._trace.high_w()[i]) if self._columns[i].average_s else float(seen.max(initial=0.0))
-        jump = calibration.add(t, counter_j, at[0], at[1], power)
-        if jump is not None:
-            self._warn_once(
-                f"jump:{i}:{calibration.epoch}",
-                f"the energy counter of {self._columns[i].device.key} jumped ({jump}: a GPU reset, "
-                "a driver reload or a wrap): windows spanning it use the power samples",
-            )
-        for window in self._open.values():
-            if window is not None and window.anchors[i] is None and t >= window.t0:
-                window.anchors[i] = calibration.latest
+    def _give_anchor(self, i: int, t: float, anchor: Anchor) -> None:
+        self._windows.give_anchor(i, t, anchor)
 
     def _observe(self, times: list[float], watts: list[list[float]]) -> None:
         """Fold newly integrated trace rows into the peaks of the open windows they fall in."""
-        open_windows = [w for w in self._open.values() if w is not None]
-        if open_windows:
-            summed = [self._summed_row(row) for row in watts]
+        open_windows = [w for w in self._windows.open.values() if w is not None]
+        if open_windows or self._batches.open:
+            summed = [self._devices.summed_row(row) for row in watts]
             for window in open_windows:
                 fold(window, times, watts, summed)
-
-    def _catch_up(self, window: Window) -> None:
-        """Fold the trace rows since the window opened into its peaks (it was being opened, or
-        closed and so no longer among the open windows)."""
-        times, watts = self._trace.rows(max(window.t0, window.seen_t), None)
-        rows = watts.tolist()
-        fold(window, times.tolist(), rows, [self._summed_row(row) for row in rows])
-
-    def _summed_row(self, row: list[float]) -> float:
-        """A row's summed power of the compute devices; NaN when a live one gave no reading or
-        none did (an ended device counts as absent)."""
-        total, seen = 0.0, False
-        for i in self._compute:
-            w = row[i]
-            if w == w:
-                total, seen = total + w, True
-            elif self._health[i].ended_at is None:
-                return math.nan
-        return total if seen else math.nan
-
-    def _summed(self, watts: np.ndarray) -> np.ndarray:
-        """Each row's summed power of the compute devices; NaN where a live one gave no reading
-        (an ended device counts as absent)."""
-        part = watts[:, self._compute]
-        ended = np.array([not self._live(i) for i in self._compute], dtype=bool)
-        missing = np.isnan(part)
-        summed = np.where(missing & ended, 0.0, part).sum(axis=1)
-        summed[missing.all(axis=1)] = np.nan
-        return summed
-
-    def _add_busy(self, step: int) -> None:
-        before = self._busy
-        self._busy += step
-        if (before == 0) != (self._busy == 0):
-            for backend in self._backends:
-                backend.set_busy(self._busy > 0)
-            if self._process is not None:
-                self._process.set_busy(self._busy > 0)
+            for span in self._batches.open:
+                for t, total in zip(times, summed, strict=True):
+                    if t >= span.peak_from:
+                        span.fold(total)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             log.warning(message)
-
-    # ---- internals: measuring ----------------------------------------------------------
-
-    def _measure(self, window: Window, t1: float, counters: dict[int, tuple[float, float]]) -> Measurement:
-        readings = tuple(
-            device_energy(window, self._state(i), t1, counters, self._trace, self._warn_once)
-            for i in range(len(self._columns))
-        )
-        peak = window.peak_sum_w if not math.isnan(window.peak_sum_w) else None
-        measurement = Measurement(
-            name=window.name,
-            started_at=window.wall0,
-            seconds=t1 - window.t0,
-            devices=readings,
-            peak_power_w=peak,
-            power_field=self.power_field,
-            approximate=False,
-            clock_start=window.t0,
-        )
-        joules, error = measurement.joules, measurement.uncertainty_j
-        approximate = joules is not None and error is not None and error > APPROXIMATE_REL * abs(joules)
-        return Measurement(**{**measurement.__dict__, "approximate": approximate})
-
-    def _state(self, i: int) -> DeviceState:
-        c = self._columns[i]
-        return DeviceState(i, c, self._health[i], self._calibration[i], self.idle_w.get(c.device.key))
-
-    # ---- internals: idle -----------------------------------------------------------
-
-    def _wait(self, seconds: float) -> None:
-        """Let `seconds` pass, sampling by hand when no sampler thread runs."""
-        if self._threads:
-            self._sleep(seconds)
-            return
-        deadline = self._clock() + seconds
-        while (left := deadline - self._clock()) > 1e-9:
-            self._sleep(min(self.interval_s, left))
-            self.sample()
-
-    def _settle(self, columns: list[int], max_s: float) -> tuple[float, bool]:
-        """Wait until every device's power is steady; (seconds waited, whether it settled)."""
-        start = self._clock()
-        span = max([SETTLE_SPAN_S] + [2 * self._columns[i].average_s for i in columns])
-        while True:
-            self._wait(SETTLE_STEP_S)
-            waited = self._clock() - start
-            if waited >= span and all(self._steady(i, span) for i in columns):
-                return waited, True
-            if waited >= max_s:
-                keys = ", ".join(self._columns[i].device.key for i in columns)
-                self._warn_once(
-                    f"unsettled:{keys}",
-                    f"the power of {keys} was still changing after {max_s:g} s: "
-                    "the idle baseline may be high",
-                )
-                return waited, False
-
-    def _steady(self, i: int, span: float) -> bool:
-        now = self._clock()
-        times, watts = self.trace(now - span, now)
-        return steady(times, watts[:, i] if len(times) else np.empty(0), now, span)
-
-
-def _synchronize_cuda() -> None:
-    """Let queued kernels finish before a window closes, if this process uses CUDA; torch is
-    only consulted when something else already imported it."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()

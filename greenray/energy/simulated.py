@@ -160,9 +160,10 @@ class SimulatedBackend:
         with self._lock:
             if self._work is None or not self._busy:
                 return self._level_w()
-            now, worked = self._clock(), self._worked()
+            now = self._clock()
             t, w, rate = self._last
             if now - t >= self._min_rate_s:  # else the previous rate: too short a span to divide by
+                worked = self._worked()
                 rate = max(worked - w, 0.0) / (now - t)
                 self._last = (now, worked, rate)
             return self.idle_w + (self.busy_w - self.idle_w) * rate

@@ -1,6 +1,7 @@
 """The recent power samples of every device in a fixed-size ring, with running integrals, so
 memory stays bounded however long a window is open: a window keeps the integrals at its
-start and subtracts them at its end, and needs no sample it has seen."""
+start and subtracts them at its end, and needs no sample it has seen. And `integrate`: the
+Joules of any sampled power curve over an interval."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ import numpy as np
 # span is found by binary search.
 _FIELDS = 6
 _T, _W, _J, _B2, _OK, _N = range(_FIELDS)
+
+
+def integrate(times: np.ndarray, watts: np.ndarray, t0: float, t1: float) -> float:
+    """Joules of a sampled power curve over [t0, t1]: trapezoids between samples, the
+    curve interpolated at the edges and held flat beyond the first and last sample."""
+    if t1 <= t0 or len(times) == 0:
+        return 0.0
+    inside = (times > t0) & (times < t1)
+    edge0, edge1 = np.interp([t0, t1], times, watts)
+    t = np.concatenate(([t0], times[inside], [t1]))
+    p = np.concatenate(([edge0], watts[inside], [edge1]))
+    return float(np.trapezoid(p, t))
 
 
 class PowerTrace:
@@ -56,6 +69,10 @@ class PowerTrace:
         self._next = 0
         self._count = 0
         self._pending: list[tuple[list[float], list[float]]] = []
+        self.appended = 0
+        # Rows integrated one by one (a window's edges), written into the ring together when it
+        # is read: a numpy write per row costs more than the row's integration.
+        self._unwritten: list[list[float]] = []
         # Per device: its last reading, running Joules and J^2, readings, lowest and highest.
         # Plain lists: the row-by-row path reads and writes them as floats.
         self._last_t = [-math.inf] * n_devices
@@ -71,7 +88,7 @@ class PowerTrace:
 
     @property
     def count(self) -> int:
-        self.flush()
+        self._view()
         return self._count
 
     @property
@@ -125,11 +142,14 @@ class PowerTrace:
 
     # ---- writing -------------------------------------------------------------------
 
-    def append(self, stamps: list[float], watts: list[float]) -> None:
-        """Queue one reading per device (NaN: none) taken at `stamps`."""
+    def append(self, stamps: list[float], watts: list[float]) -> int:
+        """Queue one reading per device (NaN: none) taken at `stamps`; returns how many rows were
+        appended so far (two appends with nothing between them have consecutive numbers)."""
+        self.appended += 1
         self._pending.append((stamps, watts))
         if len(self._pending) >= self.FLUSH_ROWS:
             self.flush()
+        return self.appended
 
     def flush(self) -> None:
         """Integrate the queued readings. A reading older than the device's latest one is
@@ -175,10 +195,9 @@ class PowerTrace:
         if row_t == math.inf:
             return
         row[0] = row_t = max(row_t, self._last_row_t)
-        self._rows[self._next] = row
-        self._rows[self._next + self.capacity] = self._rows[self._next]
-        self._next = (self._next + 1) % self.capacity
-        self._count = min(self._count + 1, self.capacity)
+        self._unwritten.append(row)
+        if len(self._unwritten) >= self.FLUSH_ROWS:
+            self._write_rows()
         self._last_row_t = row_t
         if self._on_rows is not None:
             self._on_rows([row_t], [kept])
@@ -213,6 +232,7 @@ class PowerTrace:
             row_t = np.nanmin(np.where(ok, stamps, np.nan), axis=1)
         row_t = np.maximum.accumulate(np.maximum(row_t, self._last_row_t))
         fields = np.stack([carried_t, carried_w, joules, b2, ok.astype(float), samples], axis=2)
+        self._write_rows()
         self._write(np.hstack([row_t[:, None], fields.reshape(k, _FIELDS * self.n)]))
         self._last_t, self._last_w = carried_t[-1].tolist(), carried_w[-1].tolist()
         self._joules, self._b2, self._samples = joules[-1].tolist(), b2[-1].tolist(), samples[-1].tolist()
@@ -222,6 +242,11 @@ class PowerTrace:
         self._last_row_t = float(row_t[-1])
         if self._on_rows is not None:
             self._on_rows(row_t.tolist(), kept.tolist())
+
+    def _write_rows(self) -> None:
+        if self._unwritten:
+            block, self._unwritten = np.array(self._unwritten, dtype=float), []
+            self._write(block)
 
     def _write(self, block: np.ndarray) -> None:
         slots = (self._next + np.arange(len(block))) % self.capacity
@@ -234,6 +259,7 @@ class PowerTrace:
 
     def _view(self) -> np.ndarray:
         self.flush()
+        self._write_rows()
         end = self._next + self.capacity
         return self._rows[end - self._count : end]
 
@@ -280,6 +306,16 @@ class PowerTrace:
             return float(ja + (t - ta) * (wa + wt) / 2), float(b2a), na
         extra = wa * (t - ta) if hold else 0.0
         return float(ja + extra), float(b2a), na
+
+    def state(self, device: int, t: float, hold: bool = True) -> tuple[float, float, int] | None:
+        """`at`, from the running sums when `t` is at or after the device's latest reading (a
+        window's edge just sampled): a few float operations, no search of the ring."""
+        self.flush()
+        last = self._last_t[device]
+        if last == -math.inf or t < last:
+            return self.at(device, t, hold)
+        extra = self._last_w[device] * (t - last) if hold else 0.0
+        return self._joules[device] + extra, self._b2[device], self._samples[device]
 
     def b2_after(self, device: int, t: float) -> float:
         """The sampling error sum through the first segment that ends after `t`: a window's

@@ -13,12 +13,14 @@ from greenray.energy import estimate
 from greenray.energy.backend import Backend, Device
 from greenray.energy.calibration import UNCALIBRATED_REL, Anchor, Calibration, disagrees, implausible
 from greenray.energy.health import DeviceHealth
-from greenray.energy.measurement import DeviceEnergy
+from greenray.energy.measurement import DeviceEnergy, Measurement, is_approximate
 from greenray.energy.trace import PowerTrace
 
 # A counter read at most this slow (RAPL's, the model's) is read at the edges of every window;
 # a costlier one (NVML's, about 4 ms) only in the background.
 CHEAP_READ_S = 0.001
+# A window whose expected error is above this share of its Joules is marked approximate.
+APPROXIMATE_REL = 0.01
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def device_energy(
             power_field=c.field,
             note="; ".join(notes),
         )
-    ratio = _ratio(state)
+    ratio = sample_ratio(state)
     high_w, swing_w = float(trace.high_w()[i]), float(trace.swing_w()[i])
     candidates = [_from_samples(c, span, ratio, swing_w)]
     if i in window.counters and i in counters and not partial:
@@ -167,6 +169,31 @@ def device_energy(
         power_field=c.field,
         seconds=span.seconds,
         note="; ".join(notes),
+    )
+
+
+def measure(
+    window: Window,
+    states: list[DeviceState],
+    t1: float,
+    counters: dict[int, tuple[float, float]],
+    trace: PowerTrace,
+    warn: Callable[[str, str], None],
+    power_field: str | None,
+) -> Measurement:
+    """The measurement of `window` up to `t1`, from each device's `state`, the edge `counters`
+    read at `t1` and the trace."""
+    readings = tuple(device_energy(window, state, t1, counters, trace, warn) for state in states)
+    peak = window.peak_sum_w if not math.isnan(window.peak_sum_w) else None
+    return Measurement(
+        name=window.name,
+        started_at=window.wall0,
+        seconds=t1 - window.t0,
+        devices=readings,
+        peak_power_w=peak,
+        power_field=power_field,
+        approximate=is_approximate(readings, APPROXIMATE_REL),
+        clock_start=window.t0,
     )
 
 
@@ -197,7 +224,7 @@ def _span(
     )
 
 
-def _ratio(state: DeviceState) -> tuple[float, float]:
+def sample_ratio(state: DeviceState) -> tuple[float, float]:
     """The factor that scales the device's sample integrals to its counter, and its relative error."""
     if state.calibration is not None:
         return state.calibration.ratio()

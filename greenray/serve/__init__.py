@@ -13,8 +13,8 @@ _PUBLIC = {
     "energy_report": "greenray.serve.measure",
     "replica_meter": "greenray.serve.measure",
     "batch_ledger": "greenray.serve.measure",
-    "EnergyReport": "greenray.serve.measure",
-    "BatchEnergy": "greenray.serve.measure",
+    "EnergyReport": "greenray.serve.ledger",
+    "BatchEnergy": "greenray.serve.ledger",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -3,223 +3,24 @@ on a batch method, opens an energy window per batch on the replica's own device 
 record of each in the replica's one `BatchLedger`; `energy_report` gives what the replica
 measured, per batch and in total, for a method of the deployment to return through its handle.
 Whatever else reads the batches (a bench run's bookkeeping, a live server's journal and
-/metrics) reads that ledger, each reader through its own cursor."""
+/metrics) reads that ledger, each reader through its own cursor.
+
+A batch's own thread pays for its window's edges alone (greenray.energy.spans: a power reading
+and the time at each, so its Joules are known for its answers at once); the rest of its record
+is worked out by the ledger (greenray.serve.ledger) for all the batches closed since, in one
+pass."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-import itertools
-import socket
-import time
-from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from greenray.energy import ENERGY_CHOICES, EnergyMeter, co2e_g, combined_source, open_meter, sum_or_none
-from greenray.ray_metrics import record_batch
+from greenray.energy import ENERGY_CHOICES, EnergyMeter, open_meter
+from greenray.serve.ledger import KEEP, BatchLedger, ClosedBatch, EnergyReport
 
 METER_ATTRIBUTE = "_greenray_meter"  # the replica's meter, on the deployment instance
 LEDGER_ATTRIBUTE = "_greenray_batches"  # its batch records
-KEEP = 100_000  # batch records a replica keeps (the newest) for its report; totals count every batch
-
-
-@dataclass(frozen=True)
-class BatchEnergy:
-    """One batch as the replica measured it. Times are Unix seconds on the replica's clock;
-    Joules come from the power samples over the batch (`energy_source` says from where)."""
-
-    batch_id: int
-    size: int  # items in the batch
-    started_s: float
-    ended_s: float
-    seconds: float  # the batch's energy window
-    energy_j: float | None
-    uncertainty_j: float | None  # about-95% bound on the error of energy_j
-    idle_free_energy_j: float | None  # None until the replica has an idle baseline
-    peak_power_w: float | None  # from the samples in the batch and at its edges
-    energy_source: str
-    power_field: str | None
-    co2e_g: float | None = None  # energy_j in kWh times the grid intensity given (None without one)
-
-    @property
-    def joules_per_item(self) -> float | None:
-        return self.energy_j / self.size if self.energy_j is not None and self.size else None
-
-
-@dataclass(frozen=True)
-class EnergyReport:
-    """What one replica's measured batches cost since it started (or since the last reset):
-    totals over every batch, and the newest batch records. Batches that overlap in time
-    (`max_concurrent_batches` > 1) each count the device's whole power over their span."""
-
-    batches: tuple[BatchEnergy, ...]
-    batch_count: int
-    items: int
-    energy_j: float | None
-    idle_free_energy_j: float | None
-    peak_power_w: float | None
-    energy_source: str
-    device: str  # the devices measured, as the replica sees them ("cuda:0"; "" for none)
-    node: str
-    co2e_g: float | None = None  # the batches' grams of CO2e (None without a grid intensity)
-
-    @property
-    def joules_per_item(self) -> float | None:
-        return self.energy_j / self.items if self.energy_j is not None and self.items else None
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One batch in a replica's ledger: its energy, and what the deployment recorded of it
-    besides (`BatchLedger.describe_last`; None when it recorded nothing)."""
-
-    energy: BatchEnergy
-    detail: Any = None
-
-
-@dataclass
-class BatchTotals:
-    """Running totals over batches. Units: s, J, W."""
-
-    batches: int = 0
-    items: int = 0
-    seconds: float = 0.0  # inside batch windows
-    energy_j: float | None = 0.0  # None once any batch was not measured
-    idle_free_energy_j: float | None = 0.0
-    co2e_g: float | None = 0.0  # None once any batch had none (no grid intensity, or not measured)
-    peak_power_w: float | None = None
-    sources: set[str] = field(default_factory=set)
-    sizes: Counter = field(default_factory=Counter)  # items per batch -> batches
-
-    def add(self, record: BatchEnergy) -> None:
-        self.batches += 1
-        self.items += record.size
-        self.seconds += record.seconds
-        self.energy_j = sum_or_none([self.energy_j, record.energy_j])
-        self.idle_free_energy_j = sum_or_none([self.idle_free_energy_j, record.idle_free_energy_j])
-        self.co2e_g = sum_or_none([self.co2e_g, record.co2e_g])
-        if record.peak_power_w is not None:
-            self.peak_power_w = max(self.peak_power_w or 0.0, record.peak_power_w)
-        self.sources.add(record.energy_source)
-        self.sizes[record.size] += 1
-
-
-class BatchLedger:
-    """A replica's one record of its batches: every batch `measure_batches` measured, in order,
-    with running totals since the replica started (`totals`) and since the report's last reset.
-    Each reader keeps its own place (`cursor`); the ledger holds a batch while a cursor without
-    a limit has not taken it, else only the newest `keep`."""
-
-    def __init__(self, keep: int = KEEP) -> None:
-        self._entries: deque[LedgerEntry] = deque()
-        self._first = 0  # the index of _entries[0] among every batch added
-        self._keep = keep
-        self._cursors: list[Cursor] = []
-        self._ids = itertools.count()
-        self.totals = BatchTotals()
-        self._report, self._report_from = BatchTotals(), 0
-
-    @property
-    def end(self) -> int:
-        """How many batches were ever added (the index the next one gets)."""
-        return self._first + len(self._entries)
-
-    @property
-    def first(self) -> int:
-        """The index of the oldest batch still held."""
-        return self._first
-
-    def next_id(self) -> int:
-        return next(self._ids)
-
-    def add(self, record: BatchEnergy) -> None:
-        self._entries.append(LedgerEntry(record))
-        self.totals.add(record)
-        self._report.add(record)
-        self._trim()
-
-    @property
-    def last(self) -> BatchEnergy | None:
-        """The batch measured most recently."""
-        return self._entries[-1].energy if self._entries else None
-
-    def describe_last(self, detail: Any) -> BatchEnergy:
-        """The batch measured most recently, with `detail` (what the deployment knows of it
-        besides its energy: queue waits, request ids) kept beside it for the ledger's readers.
-        A batch method calls it right after its measured call returns, before it awaits."""
-        entry = self._entries[-1]
-        self._entries[-1] = LedgerEntry(entry.energy, detail)
-        return entry.energy
-
-    def cursor(self, limit: int | None = None) -> Cursor:
-        """A new reader's place at the ledger's end: it takes the batches added from now on.
-        Without `limit` the ledger holds them until taken; with one, the reader loses (and
-        counts) those more than `limit` behind the newest."""
-        cursor = Cursor(self, self.end, limit)
-        self._cursors.append(cursor)
-        return cursor
-
-    def newest(self, count: int) -> list[LedgerEntry]:
-        """The newest `count` entries still held, oldest first."""
-        return list(itertools.islice(reversed(self._entries), min(count, len(self._entries))))[::-1]
-
-    def report(self, meter: EnergyMeter, reset: bool = False) -> EnergyReport:
-        totals = self._report
-        held = min(self.end - self._report_from, self._keep)
-        report = EnergyReport(
-            batches=tuple(entry.energy for entry in self.newest(held)),
-            batch_count=totals.batches,
-            items=totals.items,
-            energy_j=totals.energy_j if totals.batches else None,
-            idle_free_energy_j=totals.idle_free_energy_j if totals.batches else None,
-            peak_power_w=totals.peak_power_w,
-            energy_source=combined_source(totals.sources),
-            device=",".join(d.key for d in meter.devices),
-            node=socket.gethostname(),
-            co2e_g=totals.co2e_g if totals.batches else None,
-        )
-        if reset:
-            self._report, self._report_from = BatchTotals(), self.end
-        return report
-
-    def _close(self, cursor: Cursor) -> None:
-        self._cursors.remove(cursor)
-        self._trim()
-
-    def _trim(self) -> None:
-        keep_from = self.end - self._keep
-        for cursor in self._cursors:
-            keep_from = min(keep_from, cursor.needs_from())
-        while self._first < keep_from:
-            self._entries.popleft()
-            self._first += 1
-
-
-class Cursor:
-    """One reader's place in a BatchLedger."""
-
-    def __init__(self, ledger: BatchLedger, position: int, limit: int | None) -> None:
-        self._ledger, self._position, self.limit = ledger, position, limit
-
-    def needs_from(self) -> int:
-        """The oldest batch this reader still needs held."""
-        if self.limit is None:
-            return self._position
-        return max(self._position, self._ledger.end - self.limit)
-
-    def take(self) -> tuple[list[LedgerEntry], int]:
-        """The batches added since the last take, oldest first, and how many of them were lost
-        (beyond the limit) before this take."""
-        ledger = self._ledger
-        start = max(self.needs_from(), ledger.first)
-        lost, self._position = start - self._position, ledger.end
-        return ledger.newest(ledger.end - start), lost
-
-    def close(self) -> None:
-        """Stop reading: the ledger no longer holds batches for this reader."""
-        self._ledger._close(self)
 
 
 def measure_batches(
@@ -294,37 +95,19 @@ def measure_batches(
 
 
 class _OpenBatch:
-    """A batch's energy window, from the call of the batch method to its return."""
+    """A batch's energy window, from the call of the batch method to its return: a span of the
+    meter's (greenray.energy.spans), handed to the ledger closed."""
 
     def __init__(
         self, meter: EnergyMeter, ledger: BatchLedger, size: int, g_per_kwh: float | None = None
     ) -> None:
         self.meter, self.ledger, self.size, self.g_per_kwh = meter, ledger, size, g_per_kwh
-        self.batch_id = ledger.next_id()
-        self.name = f"batch-{id(ledger)}-{self.batch_id}"
-        self.t0, self.started_s = meter.now(), time.time()
-        # No counter reads: a batch is far shorter than the counter's step.
-        meter.begin_window(self.name, counter=False)
+        self.span = meter.open_span()
 
     def close(self) -> None:
-        m = self.meter.end_window(self.name)
-        record = BatchEnergy(
-            batch_id=self.batch_id,
-            size=self.size,
-            started_s=self.started_s,
-            ended_s=time.time(),
-            seconds=m.seconds,
-            energy_j=m.joules,
-            uncertainty_j=m.uncertainty_j,
-            idle_free_energy_j=m.idle_free_joules,
-            peak_power_w=self.meter.peak_power_w(self.t0),
-            energy_source=m.energy_source,
-            power_field=m.power_field,
-            co2e_g=co2e_g(m.joules, self.g_per_kwh),
-        )
-        self.ledger.add(record)
-        devices = ",".join(d.key for d in self.meter.devices)
-        record_batch(m.joules, m.seconds, self.size, m.energy_source, devices)
+        span = self.meter.close_span(self.span)
+        ledger = self.ledger
+        ledger.add_closed(ClosedBatch(ledger.next_id(), self.size, span, self.meter, self.g_per_kwh))
 
 
 def replica_meter(

@@ -53,7 +53,7 @@ class IngressStats:
 
 def replica_stats(replica: int, model: str, totals, policy, devices: Iterable) -> dict:
     """What /metrics shows of one model replica (its `stats` answer): its batches, images and
-    batch sizes from its ledger's totals (greenray.serve.measure.BatchTotals), the policy in
+    batch sizes from its ledger's totals (greenray.serve.ledger.BatchTotals), the policy in
     force (a BatchPolicy), and each device's energy since the replica started, idle included,
     with its recent power (greenray.energy.DeviceTotal)."""
     sizes = [0] * (len(BATCH_BUCKETS) + 1)

@@ -1,5 +1,5 @@
 """What a model replica keeps of its batches for its readers, each read off the replica's one
-batch ledger (greenray.serve.measure.BatchLedger) through a cursor of its own: a bench run's
+batch ledger (greenray.serve.ledger.BatchLedger) through a cursor of its own: a bench run's
 bookkeeping (`RunRecorder`: its energy window, the batches inside it and those drained after)
 and a live server's journal (`Journal`: every batch, for the driver to append to
 DIR/batches.parquet). Torch-free: an ingress replica unpickles the `Answer`s it forwards."""
@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 from greenray.energy import EnergyMeter, Measurement
-from greenray.serve.measure import BatchLedger, Cursor, LedgerEntry
+from greenray.serve.ledger import BatchLedger, Cursor, LedgerEntry
 
 JOURNAL_KEEP = 100_000  # batch records a serving replica holds for the driver to take
 
