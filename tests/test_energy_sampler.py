@@ -54,10 +54,11 @@ def test_a_sampling_process_measures_a_window_exactly(process_meter):
     m = w.measurement
     assert m.energy_source == "simulated"
     assert m.joules == pytest.approx(250.0 * m.seconds, rel=1e-3)
-    # The readings came from the process, every 10 ms, while this one slept.
-    assert m.devices[0].samples >= 30
+    # The readings came from the process while this one slept, at the busy cadence (10 ms),
+    # not the idle one (0.1 s); a loaded machine may delay some, so the bounds are loose
+    assert m.devices[0].samples >= 15
     times, _ = process_meter.trace(m.clock_start, m.clock_start + m.seconds)
-    assert np.median(np.diff(times)) == pytest.approx(0.01, abs=0.004)
+    assert np.median(np.diff(times)) < 0.04
     process_meter.close()
     assert wait_for(lambda: gone(pid), 3.0), "the sampling process outlived its meter"
 
@@ -70,8 +71,8 @@ def test_the_process_follows_the_busy_flag(process_meter):
         time.sleep(0.3)
     _, idle_w = process_meter.trace(idle.clock_start + 0.05, idle.clock_start + idle.seconds - 0.05)
     _, busy_w = process_meter.trace(w.measurement.clock_start + 0.05, w.measurement.clock_start + 0.25)
-    assert len(idle_w) >= 10 and set(idle_w[:, 0]) == {60.0}
-    assert len(busy_w) >= 10 and set(busy_w[:, 0]) == {250.0}
+    assert len(idle_w) >= 1 and set(idle_w[:, 0]) == {60.0}
+    assert len(busy_w) >= 5 and set(busy_w[:, 0]) == {250.0}
     assert idle.joules == pytest.approx(60.0 * idle.seconds, rel=1e-3)
 
 
@@ -82,7 +83,7 @@ def test_a_killed_process_hands_sampling_back_to_a_thread(process_meter, caplog)
         assert wait_for(lambda: process_meter.sampling == "thread", 3.0)
         before = len(process_meter.trace()[0])
         time.sleep(0.5)
-        assert len(process_meter.trace()[0]) >= before + 25  # the thread samples again
+        assert len(process_meter.trace()[0]) >= before + 10  # the thread samples again (50 on a quiet machine)
     assert "sampling in a thread" in caplog.text
     assert w.measurement.joules == pytest.approx(250.0 * w.measurement.seconds, rel=1e-3)
 
