@@ -117,6 +117,12 @@ class DeployConfig(Config):
     serving: ServingConfig = ServingConfig()
     energy: EnergyConfig = EnergyConfig(idle_seconds=5.0)
 
+    @property
+    def http_replicas(self) -> int:
+        """The replicas a server's clients reach (one port each on Serve's fast path): the
+        ingress replicas, or with none the model replicas, each its own ingress."""
+        return self.ingress_replicas or self.replicas
+
 
 class BenchConfig(Config):
     """A serving bench (`greenray serve-bench`): every model x frequency x policy; stored whole
@@ -200,14 +206,6 @@ class LiveConfig(Config):
     )
     deploy: DeployConfig = DeployConfig()
     target: TargetConfig = TargetConfig()
-
-    @model_validator(mode="after")
-    def _takes_requests(self) -> LiveConfig:
-        if self.deploy.ingress_replicas < 1:  # a server's requests come in through them
-            raise sentence(
-                f"--ingress-replicas {self.deploy.ingress_replicas} is not a whole number of at least 1"
-            )
-        return self
 
 
 class PolicyTuneConfig(LiveConfig):

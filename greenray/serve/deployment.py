@@ -1,8 +1,8 @@
 """The batching replica: one model on one device behind Serve's own batching queue, measuring
 that device's energy where it runs (greenray's public `measure_batches`, one window per batch,
-the same any deployment can use). ModelServer does the forward pass and holds the batching
-policy; every other job it serves through its handle is a part of its own, each reading the
-replica's one batch ledger (greenray.serve.measure.BatchLedger):
+the same any deployment can use). ModelReplica (deployed as ModelServer) does the forward pass
+and holds the batching policy; every other job it serves through its handle is a part of its
+own, each reading the replica's one batch ledger (greenray.serve.measure.BatchLedger):
 
 - groups of images from ingress replicas: `GroupInbox` (greenray.serve.groups);
 - a bench run's bookkeeping (`begin_run` / `end_run` / `take_records`): `RunRecorder` and a live
@@ -42,12 +42,13 @@ from greenray.serve.records import Answer, BatchDetail, Journal, RunEnd, RunReco
 FIRST_POLICY = BatchPolicy("greedy", 1)
 
 
-@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, logging_config=SERVE_LOGGING)
-class ModelServer:
-    """One model on one device. Call it with an image (uint8 CHW, or float CHW already
-    normalised; torch tensor or numpy array) and it answers the class index; a request of the
+class ModelReplica:
+    """One model on one device. `infer` takes an image (uint8 CHW, or float CHW already
+    normalised; torch tensor or numpy array) and answers the class index; a request of the
     wrong shape or dtype gets an error answer alone. The driver (greenray.serve.driver) does the
-    rest through the handle: info, set_policy, measure_idle, warmup, the run and journal calls."""
+    rest through the handle: info, set_policy, measure_idle, warmup, the run and journal calls.
+    Deployed as ModelServer (handles only), or as greenray.serve.model_ingress.ModelIngress (its
+    own HTTP ingress too); it has no __call__, which an HTTP ingress keeps for Serve's ASGI app."""
 
     def __init__(
         self,
@@ -104,7 +105,7 @@ class ModelServer:
 
     # ---- serving ---------------------------------------------------------------------
 
-    async def __call__(self, image, request_id: int | None = None) -> int:
+    async def infer(self, image, request_id: int | None = None) -> int:
         # Only checks here: the handler runs on the loop the batches hold, so its work is
         # serial with the model's; preprocessing is done a batch at a time.
         answer = await self._infer(Item(self._validate(image), request_id, time.time()))
@@ -294,6 +295,14 @@ class ModelServer:
         self.meter.close()
 
 
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, logging_config=SERVE_LOGGING)
+class ModelServer(ModelReplica):
+    """A model replica reached through handles: calling it is `infer`."""
+
+    async def __call__(self, image, request_id: int | None = None) -> int:
+        return await self.infer(image, request_id)
+
+
 def _detail(items: list[Item], started: float, cpu_s: float) -> BatchDetail:
     waits = [started - item.enqueued_s for item in items]
     return BatchDetail(
@@ -325,11 +334,15 @@ def server_app(
 ):
     """A Serve application (or a part of one) of one replica of ModelServer, pinned to one
     device, batching under `policy` (None: FIRST_POLICY) until set_policy changes it."""
-    actor = {"num_cpus": num_cpus, "num_gpus": num_gpus, "runtime_env": {"env_vars": REPLICA_ENV}}
     return ModelServer.options(
         name=name,
         num_replicas=1,
-        ray_actor_options=actor,
+        ray_actor_options=actor_options(num_cpus, num_gpus),
         health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
         graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
     ).bind(model, serving, energy, index, policy or FIRST_POLICY)
+
+
+def actor_options(num_cpus: float, num_gpus: float) -> dict:
+    """Ray's options for a model replica's actor: its CPUs, its device, one thread for everything."""
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus, "runtime_env": {"env_vars": REPLICA_ENV}}
