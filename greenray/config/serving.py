@@ -99,7 +99,8 @@ class ServingConfig(Config):
 class DeployConfig(Config):
     """One model behind Ray Serve: `replicas` model replicas (one GPU each with --device cuda),
     each measuring its own device, behind `ingress_replicas` replicas that take the requests,
-    decode and check them, and hand them to the model replicas in groups."""
+    decode and check them, and hand them to the model replicas in groups (none: a server's model
+    replicas take the requests themselves)."""
 
     FLAGS = {"replica_cpus": "--cpus-per-replica", "ingress_cpus": "--cpus-per-ingress"}
 
@@ -108,8 +109,9 @@ class DeployConfig(Config):
     ingress_replicas: WholeNumber = Field(
         1,
         description="Ingress replicas that take the requests, check them and hand them to the model "
-        "replicas in groups (0, serve-bench only: the load generator calls the model replicas itself, "
-        "as the study did).",
+        "replicas in groups. 0: none; a server's model replicas then answer HTTP themselves (decode and "
+        "batch, one port each), serve-bench's and serve-tune's runs call them through handles (the study's "
+        "path).",
     )
     ingress_cpus: Positive = Field(0.25, description="CPUs Ray reserves for each ingress replica.")
     warmup_batches: WholeNumber = Field(16, description="Warm-up batches through the model before its runs.")
@@ -229,8 +231,9 @@ class ServeConfig(LiveConfig):
     port: Port = Field(8000, description="HTTP port.")
     fast_path: Flag = Field(
         True,
-        description="Serve's throughput-optimised mode on the local Ray: the ingress replicas answer HTTP "
-        "on --port (and the ports after it, one each) themselves, past Serve's proxy (2-3x the "
+        description="Serve's throughput-optimised mode on the local Ray: the ingress replicas (without "
+        "them, the model replicas) answer HTTP on --port (and the ports after it, one each) themselves, "
+        "past Serve's proxy (2-3x the "
         "requests/s on 2 cores); the proxy moves to a free port. Off: every request through the proxy "
         "on --port.",
     )
