@@ -117,18 +117,20 @@ class ModelReplica:
         max_concurrent_batches=1,
     )
     async def _infer(self, items: list[Item]) -> list[Answer]:
-        # Nothing in here suspends (the awaited method never awaits): the batch holds the
-        # replica's event loop until its answers are known, so a control call (end_run)
-        # always falls between two batches.
+        # A ModelServer's batch never suspends (its `_compute` never awaits): it holds the
+        # replica's event loop until its answers are known, so a control call (end_run) always
+        # falls between two batches. A ModelIngress computes on a thread while its loop answers
+        # HTTP; a run that ends during a batch counts that batch as drained.
         started = time.time()
         if self.inbox is not None:
             self.inbox.batch_started(items)
-        # The batch's own CPU (its loop thread's): preparing the tensor, forward, argmax. What the
-        # replica spends outside it is the request path's (RunEnd.cpu_s - batch_cpu_s).
-        cpu0 = time.thread_time()
-        batch = None if self.serving.preprocess_in_window else self._prepare(items)
-        labels = await self._classify(items, batch)
-        measured = self.ledger.describe_last(_detail(items, started, time.thread_time() - cpu0))
+        # The batch's own CPU (the computing thread's): preparing the tensor, forward, argmax. What
+        # the replica spends outside it is the request path's (RunEnd.cpu_s - batch_cpu_s).
+        batch, cpu_s = (None, 0.0)
+        if not self.serving.preprocess_in_window:
+            batch, cpu_s = await self._compute(self._prepare, items)
+        labels, classify_cpu_s = await self._classify(items, batch)
+        measured = self.ledger.describe_last(_detail(items, started, cpu_s + classify_cpu_s))
         share = measured.energy_j / measured.size if measured.energy_j is not None else None
         return [
             Answer(
@@ -144,9 +146,18 @@ class ModelReplica:
         ]
 
     @measure_batches
-    async def _classify(self, items: list[Item], batch: torch.Tensor | None) -> list[int]:
-        """The batch's energy window: preprocessing (when `batch` is None), forward, argmax."""
+    async def _classify(self, items: list[Item], batch: torch.Tensor | None) -> tuple[list[int], float]:
+        """The batch's energy window: preprocessing (when `batch` is None), forward, argmax;
+        the labels and the CPU seconds they took."""
+        return await self._compute(self._labels_for, items, batch)
+
+    def _labels_for(self, items: list[Item], batch: torch.Tensor | None) -> list[int]:
         return self._forward(self._prepare(items) if batch is None else batch).argmax(dim=1).tolist()
+
+    async def _compute(self, work, *args) -> tuple:
+        """A batch's work and its CPU seconds, run here on the replica's loop, holding it
+        (ModelIngress runs it on a thread of its own)."""
+        return timed(work, *args)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), zoo.autocast(self.serving.precision, self.device.type):
@@ -301,6 +312,12 @@ class ModelServer(ModelReplica):
 
     async def __call__(self, image, request_id: int | None = None) -> int:
         return await self.infer(image, request_id)
+
+
+def timed(work, *args) -> tuple:
+    """`work(*args)` and the CPU seconds the calling thread spent on it."""
+    cpu0 = time.thread_time()
+    return work(*args), time.thread_time() - cpu0
 
 
 def _detail(items: list[Item], started: float, cpu_s: float) -> BatchDetail:
