@@ -36,6 +36,7 @@ from greenray.serve.options import (
 
 log = logging.getLogger("greenray.serve")
 
+
 def traced(model: torch.nn.Module, size: int, device: torch.device, precision: str):
     """The model as a frozen TorchScript graph, or None (not fp32, or it does not trace). An eager
     forward takes the GIL back at every op, so on a thread beside a busy loop it ran 2-7x slower
