@@ -220,6 +220,9 @@ class ServeConfig(LiveConfig):
     """`greenray serve`: an HTTP server on Ray Serve (POST /predict, GET /metrics, GET /healthz)
     until Ctrl-C; stored whole in DIR/serve.json. `target` is for --policy auto only."""
 
+    # Each model replica answers HTTP itself: on 2 cores it was as fast as one ingress replica
+    # or faster at 16-128 Hz, and still refuses overload as fast 503s (docs/BENCHMARKS.md).
+    deploy: DeployConfig = DeployConfig(ingress_replicas=0)
     policy: ServePolicy = Field(
         "greedy",
         description="Batching policy: fixed:N, fixed:N@MS, greedy[:CAP], or auto (search one first for "
