@@ -1,11 +1,12 @@
-"""A model replica that is its own HTTP ingress (`greenray serve --ingress-replicas 0`): no
+"""A model replica that is its own HTTP ingress (`greenray serve`, `--ingress-replicas 0`): no
 second replica and no actor call per request. It checks and decodes each POST /predict itself
 (greenray.serve.front: on threads under its pixel budget, never on its event loop, the same
 bounded queue, 503s and /metrics as an ingress replica) and puts the image straight into its own
 batch queue, as a handle's `infer` does. Its forward passes run on a thread of their own (a frozen
 TorchScript graph where the model traces: no GIL held per op), so the loop keeps reading, counting
-and refusing requests while a batch runs: past saturation the overload gets fast 503s. On Serve's fast path each such replica answers on a
-port of its own; the driver reaches it through its handle as it reaches a ModelServer.
+and refusing requests while a batch runs: past saturation the overload gets fast 503s. On
+Serve's fast path each such replica answers on a port of its own; the driver reaches it through
+its handle as it reaches a ModelServer.
 
 Serve gives a direct port to an application's ingress deployment only, so each model replica is
 an application of its own: the first holds the Hub (and takes "/" on Serve's proxy), the others
