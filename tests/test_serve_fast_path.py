@@ -59,10 +59,10 @@ def _answered(metrics: str, code: str) -> float:
     )
 
 
-# The ingress replica in front of the model replica (the default), and two model replicas that
-# answer HTTP themselves, on --port and the port after it.
+# The ingress replica in front of the model replica, and two model replicas that answer HTTP
+# themselves (the default shape), on --port and the port after it.
 SHAPES = {
-    "ingress": [],
+    "ingress": ["--ingress-replicas", "1"],
     "two-models-answer-http": ["--ingress-replicas", "0", "--replicas", "2", "--cpus-per-replica", "0.25"],
 }
 
