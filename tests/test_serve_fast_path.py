@@ -76,7 +76,7 @@ def test_the_printed_address_is_the_ingress_replica_past_serves_proxy(tmp_path, 
         "--energy", "simulated", "--idle-seconds", "0", "--warmup-batches", "1", "--policy", "greedy:4",
         "--port", str(port), "--out", str(tmp_path), *shape,
     ]  # fmt: skip
-    urls = [f"http://127.0.0.1:{port + i}" for i in range(2 if shape else 1)]
+    urls = [f"http://127.0.0.1:{port + i}" for i in range(2 if "--replicas" in shape else 1)]
     sent = SENT * len(urls) + 1  # and one through the proxy
     server = subprocess.Popen(
         [sys.executable, "-m", "greenray.cli", *args],
