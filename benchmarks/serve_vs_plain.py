@@ -6,9 +6,11 @@ same JPEG, an open-loop client at fixed rates.
     python benchmarks/serve_vs_plain.py [--rates 16,32,64,128,192,256,384,512] [--seconds 8]
 
 Each system runs in a process of its own with its own local Ray, all up throughout: greenray
-(its default: Serve's fast path where the Ray has it), plain as the docs write it (through
+in its two shapes, both on Serve's fast path where the Ray has it (greenray-ingress: an ingress
+replica in front of the model replica, `--ingress-replicas 1`; greenray-direct: the model
+replica answers HTTP itself, `--ingress-replicas 0`), plain as the docs write it (through
 Serve's proxy) and plain with Serve's throughput-optimised mode and its replica's own port
-(plain-fast). At each rate they run in the order A B C C B A. The client (asyncio + aiohttp, in
+(plain-fast). At each rate they run in the order A B C D D C B A. The client (asyncio + aiohttp, in
 this process) sends on a constant schedule whatever the answers do; a latency is from the
 scheduled send time; 10 s timeout. CPU per request: the system's whole process tree (its Ray
 included, idle included), user + system, per 200 answer. Goodput: 200 answers per second from
@@ -205,12 +207,16 @@ def table(path: Path) -> str:
 
 def systems(args, tmp: Path) -> list[System]:
     py = sys.executable
-    greenray = [
-        py, "-m", "greenray.cli", "serve", "--model", "shufflenet_x0_5", "--weights", "none",
-        "--image-size", str(args.image_size), "--device", "cpu", "--energy", "simulated",
-        "--policy", f"greedy:{args.batch}", "--port", str(args.port), "--max-queue", "256",
-        "--out", str(tmp / "greenray"),
-    ]  # fmt: skip
+
+    def greenray(name: str, ingress_replicas: int, port: int) -> System:
+        command = [
+            py, "-m", "greenray.cli", "serve", "--model", "shufflenet_x0_5", "--weights", "none",
+            "--image-size", str(args.image_size), "--device", "cpu", "--energy", "simulated",
+            "--policy", f"greedy:{args.batch}", "--port", str(port), "--max-queue", "256",
+            "--ingress-replicas", str(ingress_replicas), "--out", str(tmp / name),
+        ]  # fmt: skip
+        return System(name, command, re.compile(r"serving \S+ with \S+ on (http://\S+):"))
+
     plain = [
         py,
         str(HERE / "plain_serve_app.py"),
@@ -220,7 +226,8 @@ def systems(args, tmp: Path) -> list[System]:
         str(args.batch),
     ]
     return [
-        System("greenray", greenray, re.compile(r"serving \S+ with \S+ on (http://\S+):")),
+        greenray("greenray-ingress", 1, args.port),
+        greenray("greenray-direct", 0, args.port + 30),
         System("plain", [*plain, "--port", str(args.port + 10)], re.compile(r"ready (http://\S+)")),
         System(
             "plain-fast",
@@ -240,7 +247,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--port", type=int, default=18600)
-    parser.add_argument("--systems", default="greenray,plain,plain-fast")
+    parser.add_argument("--systems", default="greenray-ingress,greenray-direct,plain,plain-fast")
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="greenray-vs-plain-")))
     parser.add_argument("--table", type=Path, help="only print the table of a runs.jsonl")
     args = parser.parse_args()

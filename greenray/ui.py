@@ -241,7 +241,7 @@ def print_serving(server) -> None:
     if server.direct_urls:
         others = ", ".join(server.direct_urls[1:])
         say(
-            f"Serve's fast path: {server.url} is the ingress replica's own port"
+            f"Serve's fast path: {server.url} is a replica's own port"
             + (f" (the others: {others})" if others else "")
             + f"; Serve's proxy also answers on {server.proxy_url}, slower"
         )

@@ -50,21 +50,34 @@ class Lines:
 
 
 def _answered(metrics: str, code: str) -> float:
-    for family in text_string_to_metric_families(metrics):
-        for sample in family.samples:
-            if sample.name == "greenray_requests_total" and sample.labels.get("code") == code:
-                return sample.value
-    return 0.0
+    """Requests answered with `code`, over every replica that answers HTTP."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "greenray_requests_total" and sample.labels.get("code") == code
+    )
 
 
-def test_the_printed_address_is_the_ingress_replica_past_serves_proxy(tmp_path):
+# The ingress replica in front of the model replica, and two model replicas that answer HTTP
+# themselves (the default shape), on --port and the port after it.
+SHAPES = {
+    "ingress": ["--ingress-replicas", "1"],
+    "two-models-answer-http": ["--ingress-replicas", "0", "--replicas", "2", "--cpus-per-replica", "0.25"],
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+def test_the_printed_address_is_the_ingress_replica_past_serves_proxy(tmp_path, shape):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("RAY_SERVE_")}
     args = [
         "serve", "--model", "shufflenet_x0_5", "--weights", "none", "--image-size", "32", "--device", "cpu",
         "--energy", "simulated", "--idle-seconds", "0", "--warmup-batches", "1", "--policy", "greedy:4",
-        "--port", str(port), "--out", str(tmp_path),
+        "--port", str(port), "--out", str(tmp_path), *shape,
     ]  # fmt: skip
+    urls = [f"http://127.0.0.1:{port + i}" for i in range(2 if "--replicas" in shape else 1)]
+    sent = SENT * len(urls) + 1  # and one through the proxy
     server = subprocess.Popen(
         [sys.executable, "-m", "greenray.cli", *args],
         stdout=subprocess.PIPE,
@@ -77,15 +90,19 @@ def test_the_printed_address_is_the_ingress_replica_past_serves_proxy(tmp_path):
         url = lines.find(SERVING, server)
         proxy = lines.find(PROXY, server, timeout_s=10)
         assert url == f"http://127.0.0.1:{port}" and proxy != url  # --port is the fast path's
-        assert request(url + "/healthz")[0] == 200
-        for seed in range(SENT):
-            status, answer, _ = request(url + "/predict", image_bytes(seed=seed), "image/jpeg")
-            assert status == 200, answer
-            assert answer["energy_source"] == "simulated" and answer["energy_j"] > 0
+        for each in urls:  # every replica that answers HTTP, on its own port
+            assert request(each + "/healthz")[0] == 200
+            for seed in range(SENT):
+                status, answer, _ = request(each + "/predict", image_bytes(seed=seed), "image/jpeg")
+                assert status == 200, answer
+                assert answer["energy_source"] == "simulated" and answer["energy_j"] > 0
         status, answer, _ = request(proxy + "/predict", image_bytes(seed=99), "image/jpeg")
         assert status == 200, answer  # the proxy still answers, for clients that know only it
-        metrics = request(url + "/metrics")[1]
-        assert _answered(metrics, "200") == SENT + 1
+        # each front pushes its counts to the hub every second: the other replicas' come soon
+        deadline = time.monotonic() + 30
+        while _answered(request(url + "/metrics")[1], "200") < sent and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _answered(request(url + "/metrics")[1], "200") == sent
         server.send_signal(signal.SIGINT)
         server.wait(timeout=120)
         out = server.stdout.read()
@@ -95,8 +112,9 @@ def test_the_printed_address_is_the_ingress_replica_past_serves_proxy(tmp_path):
             server.kill()
     assert server.returncode == 0, lines.text
     assert "Traceback" not in out + lines.text, lines.text
-    assert f"stopped: {SENT + 1} images in" in lines.text
+    assert f"stopped: {sent} images in" in lines.text
     about = json.loads((tmp_path / "serve.json").read_text())
     assert about["fast_path"] is True and about["url"] == url and about["proxy_url"] == proxy
     batches = pd.read_parquet(tmp_path / "batches.parquet")
-    assert batches["size"].sum() == SENT + 1 and batches["energy_j"].gt(0).all()
+    assert batches["size"].sum() == sent and batches["energy_j"].gt(0).all()
+    assert set(batches["replica"]) == set(range(len(urls)))

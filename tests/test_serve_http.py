@@ -1,7 +1,7 @@
 """`greenray serve`'s server on a real Ray Serve over real HTTP (urllib, not a Serve handle), on
 the session's local Ray: a tiny model with random weights on the CPU, simulated energy, a queue
-of 4. Answers, refusals, overload and recovery, /metrics against what was sent, and the batches
-file against the answers."""
+of 4, in each of the server's shapes. Answers, refusals, overload and recovery, /metrics against
+what was sent, and the batches file against the answers."""
 
 import io
 import json
@@ -34,8 +34,13 @@ class Client:
         return status, answer, seconds
 
 
-@pytest.fixture(scope="module")
-def server(ray_local, tmp_path_factory):
+# The server's two shapes: an ingress replica in front of the model replica, and the model
+# replica answering HTTP itself (--ingress-replicas 0). Every test below runs against each.
+SHAPES = {"ingress": 1, "model-answers-http": 0}
+
+
+@pytest.fixture(scope="module", params=list(SHAPES.values()), ids=list(SHAPES))
+def server(ray_local, tmp_path_factory, request):
     from ray import serve
 
     from greenray.serve.server import Server
@@ -45,6 +50,7 @@ def server(ray_local, tmp_path_factory):
         "policy": "fixed:4@20",
         "max_queue": 4,
         "port": free_port(),
+        "ingress_replicas": request.param,
     }
     running = Server(ServeConfig.from_flat(settings), tmp_path_factory.mktemp("live"))
     running.start()
@@ -178,16 +184,20 @@ def test_every_batch_is_in_the_batches_file_with_its_energy(server):
     assert about["fast_path"] is False and about["url"] == about["proxy_url"] == server.url
 
 
-def test_on_the_fast_path_every_ingress_replica_port_must_be_free(tmp_path):
+@pytest.mark.parametrize(
+    "replicas", [{"ingress_replicas": 2}, {"ingress_replicas": 0, "replicas": 2}], ids=["ingress", "model"]
+)
+def test_on_the_fast_path_every_http_replica_port_must_be_free(tmp_path, replicas):
+    """Two ingress replicas, or two model replicas answering HTTP themselves: two ports."""
     import socket
 
     from greenray.errors import UsageError
     from greenray.serve.server import Server
 
     port = free_port()
-    settings = TINY_SERVER | {"port": port, "ingress_replicas": 2}
+    settings = TINY_SERVER | {"port": port} | replicas
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port + 1))  # the second ingress replica's port
+        taken.bind(("127.0.0.1", port + 1))  # the second replica's port
         with pytest.raises(UsageError, match=f"cannot serve on 127.0.0.1:{port + 1} "):
             Server(ServeConfig.from_flat(settings), tmp_path).start()
         # without the fast path only --port itself is taken

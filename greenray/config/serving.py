@@ -99,7 +99,8 @@ class ServingConfig(Config):
 class DeployConfig(Config):
     """One model behind Ray Serve: `replicas` model replicas (one GPU each with --device cuda),
     each measuring its own device, behind `ingress_replicas` replicas that take the requests,
-    decode and check them, and hand them to the model replicas in groups."""
+    decode and check them, and hand them to the model replicas in groups (none: a server's model
+    replicas take the requests themselves)."""
 
     FLAGS = {"replica_cpus": "--cpus-per-replica", "ingress_cpus": "--cpus-per-ingress"}
 
@@ -108,14 +109,21 @@ class DeployConfig(Config):
     ingress_replicas: WholeNumber = Field(
         1,
         description="Ingress replicas that take the requests, check them and hand them to the model "
-        "replicas in groups (0, serve-bench only: the load generator calls the model replicas itself, "
-        "as the study did).",
+        "replicas in groups. 0: none; a server's model replicas then answer HTTP themselves (decode and "
+        "batch, one port each), serve-bench's and serve-tune's runs call them through handles (the study's "
+        "path).",
     )
     ingress_cpus: Positive = Field(0.25, description="CPUs Ray reserves for each ingress replica.")
     warmup_batches: WholeNumber = Field(16, description="Warm-up batches through the model before its runs.")
     warmup_batch_size: Count = Field(32, description="Images per warm-up batch (the study: 32).")
     serving: ServingConfig = ServingConfig()
     energy: EnergyConfig = EnergyConfig(idle_seconds=5.0)
+
+    @property
+    def http_replicas(self) -> int:
+        """The replicas a server's clients reach (one port each on Serve's fast path): the
+        ingress replicas, or with none the model replicas, each its own ingress."""
+        return self.ingress_replicas or self.replicas
 
 
 class BenchConfig(Config):
@@ -201,14 +209,6 @@ class LiveConfig(Config):
     deploy: DeployConfig = DeployConfig()
     target: TargetConfig = TargetConfig()
 
-    @model_validator(mode="after")
-    def _takes_requests(self) -> LiveConfig:
-        if self.deploy.ingress_replicas < 1:  # a server's requests come in through them
-            raise sentence(
-                f"--ingress-replicas {self.deploy.ingress_replicas} is not a whole number of at least 1"
-            )
-        return self
-
 
 class PolicyTuneConfig(LiveConfig):
     """`greenray serve-tune`: the batching policy (cap and max wait) with the least energy per
@@ -220,6 +220,9 @@ class ServeConfig(LiveConfig):
     """`greenray serve`: an HTTP server on Ray Serve (POST /predict, GET /metrics, GET /healthz)
     until Ctrl-C; stored whole in DIR/serve.json. `target` is for --policy auto only."""
 
+    # Each model replica answers HTTP itself: on 2 cores it was as fast as one ingress replica
+    # or faster at 16-128 Hz, and still refuses overload as fast 503s (docs/BENCHMARKS.md).
+    deploy: DeployConfig = DeployConfig(ingress_replicas=0)
     policy: ServePolicy = Field(
         "greedy",
         description="Batching policy: fixed:N, fixed:N@MS, greedy[:CAP], or auto (search one first for "
@@ -231,8 +234,9 @@ class ServeConfig(LiveConfig):
     port: Port = Field(8000, description="HTTP port.")
     fast_path: Flag = Field(
         True,
-        description="Serve's throughput-optimised mode on the local Ray: the ingress replicas answer HTTP "
-        "on --port (and the ports after it, one each) themselves, past Serve's proxy (2-3x the "
+        description="Serve's throughput-optimised mode on the local Ray: the ingress replicas (without "
+        "them, the model replicas) answer HTTP on --port (and the ports after it, one each) themselves, "
+        "past Serve's proxy (2-3x the "
         "requests/s on 2 cores); the proxy moves to a free port. Off: every request through the proxy "
         "on --port.",
     )

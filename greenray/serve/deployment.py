@@ -1,8 +1,8 @@
 """The batching replica: one model on one device behind Serve's own batching queue, measuring
 that device's energy where it runs (greenray's public `measure_batches`, one window per batch,
-the same any deployment can use). ModelServer does the forward pass and holds the batching
-policy; every other job it serves through its handle is a part of its own, each reading the
-replica's one batch ledger (greenray.serve.measure.BatchLedger):
+the same any deployment can use). ModelReplica (deployed as ModelServer) does the forward pass
+and holds the batching policy; every other job it serves through its handle is a part of its
+own, each reading the replica's one batch ledger (greenray.serve.measure.BatchLedger):
 
 - groups of images from ingress replicas: `GroupInbox` (greenray.serve.groups);
 - a bench run's bookkeeping (`begin_run` / `end_run` / `take_records`): `RunRecorder` and a live
@@ -42,12 +42,13 @@ from greenray.serve.records import Answer, BatchDetail, Journal, RunEnd, RunReco
 FIRST_POLICY = BatchPolicy("greedy", 1)
 
 
-@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, logging_config=SERVE_LOGGING)
-class ModelServer:
-    """One model on one device. Call it with an image (uint8 CHW, or float CHW already
-    normalised; torch tensor or numpy array) and it answers the class index; a request of the
+class ModelReplica:
+    """One model on one device. `infer` takes an image (uint8 CHW, or float CHW already
+    normalised; torch tensor or numpy array) and answers the class index; a request of the
     wrong shape or dtype gets an error answer alone. The driver (greenray.serve.driver) does the
-    rest through the handle: info, set_policy, measure_idle, warmup, the run and journal calls."""
+    rest through the handle: info, set_policy, measure_idle, warmup, the run and journal calls.
+    Deployed as ModelServer (handles only), or as greenray.serve.model_ingress.ModelIngress (its
+    own HTTP ingress too); it has no __call__, which an HTTP ingress keeps for Serve's ASGI app."""
 
     def __init__(
         self,
@@ -104,7 +105,7 @@ class ModelServer:
 
     # ---- serving ---------------------------------------------------------------------
 
-    async def __call__(self, image, request_id: int | None = None) -> int:
+    async def infer(self, image, request_id: int | None = None) -> int:
         # Only checks here: the handler runs on the loop the batches hold, so its work is
         # serial with the model's; preprocessing is done a batch at a time.
         answer = await self._infer(Item(self._validate(image), request_id, time.time()))
@@ -116,18 +117,20 @@ class ModelServer:
         max_concurrent_batches=1,
     )
     async def _infer(self, items: list[Item]) -> list[Answer]:
-        # Nothing in here suspends (the awaited method never awaits): the batch holds the
-        # replica's event loop until its answers are known, so a control call (end_run)
-        # always falls between two batches.
+        # A ModelServer's batch never suspends (its `_compute` never awaits): it holds the
+        # replica's event loop until its answers are known, so a control call (end_run) always
+        # falls between two batches. A ModelIngress computes on a thread while its loop answers
+        # HTTP; a run that ends during a batch counts that batch as drained.
         started = time.time()
         if self.inbox is not None:
             self.inbox.batch_started(items)
-        # The batch's own CPU (its loop thread's): preparing the tensor, forward, argmax. What the
-        # replica spends outside it is the request path's (RunEnd.cpu_s - batch_cpu_s).
-        cpu0 = time.thread_time()
-        batch = None if self.serving.preprocess_in_window else self._prepare(items)
-        labels = await self._classify(items, batch)
-        measured = self.ledger.describe_last(_detail(items, started, time.thread_time() - cpu0))
+        # The batch's own CPU (the computing thread's): preparing the tensor, forward, argmax. What
+        # the replica spends outside it is the request path's (RunEnd.cpu_s - batch_cpu_s).
+        batch, cpu_s = (None, 0.0)
+        if not self.serving.preprocess_in_window:
+            batch, cpu_s = await self._compute(self._prepare, items)
+        labels, classify_cpu_s = await self._classify(items, batch)
+        measured = self.ledger.describe_last(_detail(items, started, cpu_s + classify_cpu_s))
         share = measured.energy_j / measured.size if measured.energy_j is not None else None
         return [
             Answer(
@@ -143,9 +146,18 @@ class ModelServer:
         ]
 
     @measure_batches
-    async def _classify(self, items: list[Item], batch: torch.Tensor | None) -> list[int]:
-        """The batch's energy window: preprocessing (when `batch` is None), forward, argmax."""
+    async def _classify(self, items: list[Item], batch: torch.Tensor | None) -> tuple[list[int], float]:
+        """The batch's energy window: preprocessing (when `batch` is None), forward, argmax;
+        the labels and the CPU seconds they took."""
+        return await self._compute(self._labels_for, items, batch)
+
+    def _labels_for(self, items: list[Item], batch: torch.Tensor | None) -> list[int]:
         return self._forward(self._prepare(items) if batch is None else batch).argmax(dim=1).tolist()
+
+    async def _compute(self, work, *args) -> tuple:
+        """A batch's work and its CPU seconds, run here on the replica's loop, holding it
+        (ModelIngress runs it on a thread of its own)."""
+        return timed(work, *args)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), zoo.autocast(self.serving.precision, self.device.type):
@@ -294,6 +306,20 @@ class ModelServer:
         self.meter.close()
 
 
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, logging_config=SERVE_LOGGING)
+class ModelServer(ModelReplica):
+    """A model replica reached through handles: calling it is `infer`."""
+
+    async def __call__(self, image, request_id: int | None = None) -> int:
+        return await self.infer(image, request_id)
+
+
+def timed(work, *args) -> tuple:
+    """`work(*args)` and the CPU seconds the calling thread spent on it."""
+    cpu0 = time.thread_time()
+    return work(*args), time.thread_time() - cpu0
+
+
 def _detail(items: list[Item], started: float, cpu_s: float) -> BatchDetail:
     waits = [started - item.enqueued_s for item in items]
     return BatchDetail(
@@ -325,11 +351,15 @@ def server_app(
 ):
     """A Serve application (or a part of one) of one replica of ModelServer, pinned to one
     device, batching under `policy` (None: FIRST_POLICY) until set_policy changes it."""
-    actor = {"num_cpus": num_cpus, "num_gpus": num_gpus, "runtime_env": {"env_vars": REPLICA_ENV}}
     return ModelServer.options(
         name=name,
         num_replicas=1,
-        ray_actor_options=actor,
+        ray_actor_options=actor_options(num_cpus, num_gpus),
         health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
         graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
     ).bind(model, serving, energy, index, policy or FIRST_POLICY)
+
+
+def actor_options(num_cpus: float, num_gpus: float) -> dict:
+    """Ray's options for a model replica's actor: its CPUs, its device, one thread for everything."""
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus, "runtime_env": {"env_vars": REPLICA_ENV}}

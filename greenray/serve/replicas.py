@@ -1,8 +1,9 @@
 """The replicas of one model: one ModelServer per device, each measuring its own device. Without
 an ingress each is a Serve application of its own and requests go to them round robin; with one
 (`Ingress`), a single application holds the ingress replicas, the model replicas and the metrics
-hub, and requests go to the ingress, which groups them for the model replicas. Control calls go
-to every model replica, from an event loop."""
+hub, and requests go to the ingress, which groups them for the model replicas. A server without
+ingress replicas makes each model replica its own HTTP ingress (greenray.serve.model_ingress,
+an application each). Control calls go to every model replica, from an event loop."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from greenray.config import BatchPolicy, EnergyConfig, ServingConfig
 
 @dataclass(frozen=True)
 class IngressOptions:
-    """Ingress replicas in front of the model replicas, and whether Serve takes HTTP for them."""
+    """Ingress replicas in front of the model replicas, and whether Serve takes HTTP for them.
+    With no ingress replica and HTTP, each model replica is its own ingress; with neither,
+    requests come through the model replicas' handles only."""
 
     replicas: int
     cpus: float = 0.25
@@ -59,7 +62,11 @@ class Replicas:
         else:  # requests come through handles only: no HTTP proxy
             serve.start(proxy_location="Disabled", logging_config=SERVE_LOGGING)
         tag = uuid.uuid4().hex[:6]
-        if ingress is not None:
+        if ingress is not None and ingress.replicas == 0 and ingress.http is not None:
+            return cls._deploy_answering_http(
+                model, serving, energy, count, num_cpus, num_gpus, ingress, tag, policy
+            )
+        if ingress is not None and ingress.replicas > 0:
             return cls._deploy_with_ingress(
                 model, serving, energy, count, num_cpus, num_gpus, ingress, tag, policy
             )
@@ -104,6 +111,34 @@ class Replicas:
         handles = [serve.get_deployment_handle(f"{model}-{i}", app_name=name) for i in range(count)]
         return cls(handles, [name], ingress=front, hub=serve.get_deployment_handle(HUB, app_name=name))
 
+    @classmethod
+    def _deploy_answering_http(
+        cls, model, serving, energy, count, num_cpus, num_gpus, ingress, tag, policy
+    ) -> Replicas:
+        """Model replicas that are their own ingress (greenray.serve.model_ingress), one
+        application each; the first takes "/" on Serve's proxy and holds the Hub."""
+        from ray import serve
+
+        from greenray.serve.app import HUB
+        from greenray.serve.model_ingress import model_ingress_apps
+
+        names = [f"greenray-{tag}-{i}" for i in range(count)]
+        apps = model_ingress_apps(
+            model,
+            serving,
+            energy,
+            names=names,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            max_queue=ingress.max_queue,
+            policy=policy,
+        )
+        handles = [
+            serve.run(app, name=name, route_prefix="/" if i == 0 else None)
+            for i, (app, name) in enumerate(zip(apps, names, strict=True))
+        ]
+        return cls(handles, names, hub=serve.get_deployment_handle(HUB, app_name=names[0]))
+
     def __len__(self) -> int:
         return len(self.handles)
 
@@ -125,7 +160,7 @@ class Replicas:
         request_id mod N; returns Serve's response (awaitable)."""
         if self.ingress is not None:
             return self.ingress.infer.remote(image, request_id=request_id)
-        return self.handles[request_id % len(self.handles)].remote(image, request_id=request_id)
+        return self.handles[request_id % len(self.handles)].infer.remote(image, request_id=request_id)
 
     def delete(self) -> None:
         from ray import serve

@@ -144,7 +144,8 @@ class ServedModel:
         await self.use(BatchPolicy("greedy", policy.max_batch_size))  # no wait for what comes next
         fillers = []
         if policy.waits_forever:
-            fillers = [h.remote(self.filler) for h in self.replicas.handles for _ in range(policy.size - 1)]
+            extra = range(policy.size - 1)
+            fillers = [h.infer.remote(self.filler) for h in self.replicas.handles for _ in extra]
         missing = await generator.drain(DRAIN_TIMEOUT_S)
         await asyncio.gather(*fillers, return_exceptions=True)
         return missing

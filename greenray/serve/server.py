@@ -154,7 +154,7 @@ class Server:
 
         config = self.config
         local = config.fast_path and self.address is None
-        env = fast_path.env(config.port, config.deploy.ingress_replicas) if local else None
+        env = fast_path.env(config.port, config.deploy.http_replicas) if local else None
         connect(self.address, env=env)
         if not config.fast_path:
             self.fast_path_off = "--no-fast-path"
@@ -164,15 +164,25 @@ class Server:
                 self.proxy_port = fast_path.free_port(config.host)
 
     def _find_direct(self, replicas: Replicas) -> None:
-        """Where the ingress replicas answer on the fast path; said when clients go through the proxy."""
+        """Where the replicas answer HTTP on the fast path; said when clients go through the proxy."""
+        deployment = self.config.deploy
         if self.fast_path_off is None:
-            self.direct_urls = fast_path.direct_urls(replicas.app_names[0], self.config.host, self.proxy_port)
+            host, proxy = self.config.host, self.proxy_port
+            found = (url for app in replicas.app_names for url in fast_path.direct_urls(app, host, proxy))
+            self.direct_urls = list(dict.fromkeys(found))
             if not self.direct_urls:
                 self.fast_path_off = "Serve's controller names no ingress replica port"
+            elif self.address is None and len(self.direct_urls) < deployment.http_replicas:
+                # Serve names the ports of the application on "/" only; without ingress replicas
+                # the other model replicas took the rest of the local Ray's range, one each
+                ports = range(self.config.port, self.config.port + deployment.http_replicas)
+                self.direct_urls = [f"http://{fast_path._url_host(host)}:{port}" for port in ports]
         if self.fast_path_off is not None and self.config.fast_path:
+            alone = deployment.ingress_replicas == 0 and deployment.replicas > 1
             self.say(
                 f"notice: Serve's fast path is off ({self.fast_path_off}): clients go through Serve's proxy "
                 f"on {self.proxy_url}, about 6 ms of CPU more per request"
+                + (" (without ingress replicas, to model replica 0 only)" if alone else "")
             )
 
     def _ready(self, replicas: Replicas, device: str) -> None:
@@ -367,9 +377,10 @@ def check_measured(model: ServedModel) -> None:
 
 
 def _ports(config: ServeConfig) -> list[int]:
-    """The ports this server listens on that --port names: the ingress replicas' on the fast
-    path (one each, from --port on), else the proxy's."""
-    return [config.port + i for i in range(config.deploy.ingress_replicas if config.fast_path else 1)]
+    """The ports this server listens on that --port names: on the fast path one for each replica
+    that answers HTTP (its ingress replicas, or its model replicas without), from --port on;
+    else the proxy's."""
+    return [config.port + i for i in range(config.deploy.http_replicas if config.fast_path else 1)]
 
 
 def check_port(host: str, port: int) -> None:
@@ -381,7 +392,7 @@ def check_port(host: str, port: int) -> None:
     except OSError as exc:
         raise UsageError(
             f"cannot serve on {host}:{port} ({exc.strerror or exc}): choose another --port or --host "
-            "(with the fast path and N ingress replicas, --port and the N-1 ports after it are taken)"
+            "(on the fast path each replica that answers HTTP takes a port, from --port on)"
         ) from None
 
 
