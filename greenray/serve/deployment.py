@@ -2,7 +2,7 @@
 that device's energy where it runs (greenray's public `measure_batches`, one window per batch,
 the same any deployment can use). ModelReplica (deployed as ModelServer) does the forward pass
 and holds the batching policy; every other job it serves through its handle is a part of its
-own, each reading the replica's one batch ledger (greenray.serve.measure.BatchLedger):
+own, each reading the replica's one batch ledger (greenray.serve.ledger.BatchLedger):
 
 - groups of images from ingress replicas: `GroupInbox` (greenray.serve.groups);
 - a bench run's bookkeeping (`begin_run` / `end_run` / `take_records`): `RunRecorder` and a live
