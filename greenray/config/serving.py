@@ -114,6 +114,14 @@ class DeployConfig(Config):
         "path).",
     )
     ingress_cpus: Positive = Field(0.25, description="CPUs Ray reserves for each ingress replica.")
+    fast_path: Flag = Field(
+        True,
+        description="Serve's throughput-optimised mode on the local Ray the command starts: handle calls "
+        "routed on the caller's event loop (1.4-1.8x serve-bench's images/s on 2 cores), and the "
+        "replicas that take HTTP answer on --port (and the ports after it, one each) themselves, past "
+        "Serve's proxy (2-3x the requests/s on 2 cores), which moves to a free port. Off: Serve's "
+        "default mode, every HTTP request through the proxy on --port.",
+    )
     warmup_batches: WholeNumber = Field(16, description="Warm-up batches through the model before its runs.")
     warmup_batch_size: Count = Field(32, description="Images per warm-up batch (the study: 32).")
     serving: ServingConfig = ServingConfig()
@@ -232,14 +240,6 @@ class ServeConfig(LiveConfig):
         "127.0.0.1", description="Address to listen on; 0.0.0.0 opens the server to the network."
     )
     port: Port = Field(8000, description="HTTP port.")
-    fast_path: Flag = Field(
-        True,
-        description="Serve's throughput-optimised mode on the local Ray: the ingress replicas (without "
-        "them, the model replicas) answer HTTP on --port (and the ports after it, one each) themselves, "
-        "past Serve's proxy (2-3x the "
-        "requests/s on 2 cores); the proxy moves to a free port. Off: every request through the proxy "
-        "on --port.",
-    )
     max_queue: Count = Field(
         256, description="Requests admitted and not yet answered, at most; beyond, 503 at once."
     )

@@ -55,7 +55,7 @@ def run_bench(
     if address is None:  # a local replica sees this machine: say now what it would say later
         check_here(deployment.serving.device, deployment.energy)
     http = config.request_path == "http"
-    connect(address, env=fast_path.env() if http else None)
+    connect(address, env=fast_path.env() if deployment.fast_path else None)
     proxy_port = fast_path.free_port(LOOPBACK) if http else None
     device = resolve_device(deployment.serving.device, deployment.replicas)
     zoo.check_precision(deployment.serving.precision, device)

@@ -153,10 +153,10 @@ class Server:
         from greenray.ray_setup import connect
 
         config = self.config
-        local = config.fast_path and self.address is None
+        local = config.deploy.fast_path and self.address is None
         env = fast_path.env(config.port, config.deploy.http_replicas) if local else None
         connect(self.address, env=env)
-        if not config.fast_path:
+        if not config.deploy.fast_path:
             self.fast_path_off = "--no-fast-path"
         elif local:  # a cluster's Serve says what it runs once the application is up (_find_direct)
             self.fast_path_off = fast_path.missing()
@@ -177,7 +177,7 @@ class Server:
                 # the other model replicas took the rest of the local Ray's range, one each
                 ports = range(self.config.port, self.config.port + deployment.http_replicas)
                 self.direct_urls = [f"http://{fast_path._url_host(host)}:{port}" for port in ports]
-        if self.fast_path_off is not None and self.config.fast_path:
+        if self.fast_path_off is not None and self.config.deploy.fast_path:
             alone = deployment.ingress_replicas == 0 and deployment.replicas > 1
             self.say(
                 f"notice: Serve's fast path is off ({self.fast_path_off}): clients go through Serve's proxy "
@@ -314,7 +314,7 @@ def _deploy(
 ) -> tuple[str, Replicas]:
     from greenray.ray_setup import connect
 
-    connect(address)
+    connect(address, env=fast_path.env() if deployment.fast_path else None)
     device = resolve_device(deployment.serving.device, deployment.replicas)
     zoo.check_precision(deployment.serving.precision, device)
     return device, deploy(zoo.resolve(model), deployment, device, ingress=ingress, policy=policy)
@@ -380,7 +380,7 @@ def _ports(config: ServeConfig) -> list[int]:
     """The ports this server listens on that --port names: on the fast path one for each replica
     that answers HTTP (its ingress replicas, or its model replicas without), from --port on;
     else the proxy's."""
-    return [config.port + i for i in range(config.deploy.http_replicas if config.fast_path else 1)]
+    return [config.port + i for i in range(config.deploy.http_replicas if config.deploy.fast_path else 1)]
 
 
 def check_port(host: str, port: int) -> None:
