@@ -155,13 +155,6 @@ class Replicas:
 
         return None if self.ingress is None else IN_FLIGHT_PER_MODEL * len(self.handles)
 
-    def send(self, request_id: int, image):
-        """Request `request_id`: through the ingress when there is one, else to model replica
-        request_id mod N; returns Serve's response (awaitable)."""
-        if self.ingress is not None:
-            return self.ingress.infer.remote(image, request_id=request_id)
-        return self.handles[request_id % len(self.handles)].infer.remote(image, request_id=request_id)
-
     def delete(self) -> None:
         from ray import serve
 

@@ -20,6 +20,7 @@ from greenray.serve.http_client import HttpPath
 from greenray.serve.loadgen import LoadGenerator, RequestTiming, SendStats, arrival_offsets
 from greenray.serve.records import RunEnd
 from greenray.serve.replicas import Replicas
+from greenray.serve.sender import HandleSender
 
 DRAIN_TIMEOUT_S = 600.0
 SETTLE_REQUESTS = 64  # requests of a settling run (see ServedModel.settle)
@@ -91,7 +92,7 @@ class ServedModel:
             if answered["ok"] >= plan.requests or answered["failed"] >= failure_limit:
                 stop.set()
 
-        async with self._sender() as send:
+        async with self._sender(plan.policy) as send:
             generator = LoadGenerator(
                 send,
                 arrival_offsets(plan.arrival, plan.frequency_hz, plan.seed),
@@ -119,13 +120,17 @@ class ServedModel:
         )
 
     @asynccontextmanager
-    async def _sender(self) -> AsyncIterator[Callable[[int], Awaitable]]:
-        """How request i is sent: over HTTP (the client's path) or through Serve's handles."""
+    async def _sender(self, policy: BatchPolicy) -> AsyncIterator[Callable[[int], Awaitable]]:
+        """How request i is sent: over HTTP (the client's path), through the ingress replicas'
+        handle, or to the model replicas' handles (in groups past a batch's worth of backlog)."""
         if self.http is not None:
             async with self.http.sender() as send:
                 yield send
-            return
-        yield lambda i: self.replicas.send(i, self.images[i % len(self.images)])
+        elif self.replicas.ingress is not None:
+            ingress, images = self.replicas.ingress, self.images
+            yield lambda i: ingress.infer.remote(images[i % len(images)], request_id=i)
+        else:
+            yield HandleSender(self.replicas.handles, self.images, lambda: policy.max_batch_size)
 
     async def settle(self, plan: RunPlan) -> None:
         """A short run of `plan` whose numbers are dropped. The first requests through a fresh
