@@ -84,7 +84,7 @@ class System:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds of the process tree so far (from /proc)."""
-        return sum(_cpu(pid) for pid in _tree(self.process.pid))
+        return sum(cpu_s(pid) for pid in tree(self.process.pid))
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -95,7 +95,7 @@ class System:
                 self.process.kill()
 
 
-def _tree(root: int) -> list[int]:
+def tree(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -112,7 +112,7 @@ def _tree(root: int) -> list[int]:
     return found
 
 
-def _cpu(pid: int) -> float:
+def cpu_s(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

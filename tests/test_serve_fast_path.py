@@ -1,8 +1,9 @@
 """`greenray serve` on Serve's fast path, as a user runs it: a process of its own whose local Ray
 starts with Serve's throughput-optimised mode, so the ingress replica answers HTTP on --port
 itself (Serve's proxy moves to another port). Real HTTP requests (urllib) to the address the
-command prints: answers, /healthz and /metrics, then Ctrl-C with every batch kept. Its own Ray:
-minutes on two cores, so CI leaves it out (README: pytest -m slow)."""
+command prints: answers, /healthz and /metrics, then Ctrl-C with every batch kept. Each case
+starts a Ray of its own: CI runs the default shape (one model replica that answers HTTP itself)
+and leaves the others to `pytest -m slow`."""
 
 import json
 import os
@@ -17,8 +18,6 @@ import pandas as pd
 import pytest
 from helpers_http import free_port, image_bytes, request
 from prometheus_client.parser import text_string_to_metric_families
-
-pytestmark = pytest.mark.slow
 
 SENT = 6
 SERVING = re.compile(r"serving \S+ with \S+ on (http://\S+):")
@@ -59,15 +58,20 @@ def _answered(metrics: str, code: str) -> float:
     )
 
 
-# The ingress replica in front of the model replica, and two model replicas that answer HTTP
-# themselves (the default shape), on --port and the port after it.
-SHAPES = {
-    "ingress": ["--ingress-replicas", "1"],
-    "two-models-answer-http": ["--ingress-replicas", "0", "--replicas", "2", "--cpus-per-replica", "0.25"],
-}
+# The default shape (the model replica answers HTTP itself), an ingress replica in front of the
+# model replica, and two model replicas that answer HTTP, on --port and the port after it.
+SHAPES = [
+    pytest.param([], id="model-answers-http"),
+    pytest.param(["--ingress-replicas", "1"], id="ingress", marks=pytest.mark.slow),
+    pytest.param(
+        ["--ingress-replicas", "0", "--replicas", "2", "--cpus-per-replica", "0.25"],
+        id="two-models-answer-http",
+        marks=pytest.mark.slow,
+    ),
+]
 
 
-@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+@pytest.mark.parametrize("shape", SHAPES)
 def test_the_printed_address_is_the_ingress_replica_past_serves_proxy(tmp_path, shape):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("RAY_SERVE_")}
