@@ -1,8 +1,9 @@
 """What energy accounting costs a serving model replica: its CPU per answered request with the
 simulated meter (sampling every --interval-ms, the real meters' default 10 ms) against the same
 server with `--energy none` (no meter, no sampler, no batch windows), A B B A at each rate, and a
-py-spy profile of the metered replica: the share of its active samples in energy code
-(greenray/energy, the batch windows of greenray/serve/measure.py and the ledger).
+py-spy profile of the metered replica: the share of its active samples whose innermost greenray
+frame is energy code (greenray/energy, the batch spans of greenray/serve/measure.py, the ledger,
+Ray's metrics).
 
     python benchmarks/serve_accounting.py [--rates 64,128] [--seconds 10] [--profile-s 10]
 
@@ -63,8 +64,8 @@ def profile(system: System, body: bytes, rate: float, seconds: float, out: Path)
     """py-spy's share of the model replica's active samples in energy accounting, and the count."""
     raw = out / f"{system.name}-{rate:g}.txt"
     spy = subprocess.Popen(
-        ["py-spy", "record", "-r", "100", "-d", str(round(seconds)), "--nonblocking", "-f", "raw", "-o", str(raw),
-         "-p", str(model_replica(system))],
+        ["py-spy", "record", "-r", "100", "-d", str(round(seconds)), "--nonblocking", "-f", "raw",
+         "-o", str(raw), "-p", str(model_replica(system))],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     asyncio.run(open_loop(system.url, body, rate, seconds + 2))
@@ -73,7 +74,10 @@ def profile(system: System, body: bytes, rate: float, seconds: float, out: Path)
     samples = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        samples[bool(ACCOUNTING.search(stack))] += int(count)
+        # A sample is accounting's when its innermost greenray frame is: measure_batches' wrapper
+        # is on the stack of the whole batch, whose forward pass is the model's, not the meter's.
+        ours = [frame for frame in stack.split(";") if "greenray/" in frame]
+        samples[bool(ours) and bool(ACCOUNTING.search(ours[-1]))] += int(count)
     total = samples[True] + samples[False]
     return samples[True] / total if total else float("nan"), total
 
