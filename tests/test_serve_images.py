@@ -167,3 +167,21 @@ def test_the_ingress_decodes_off_its_event_loop(monkeypatch):
         loop_thread, pixels = asyncio.run(decode(body))
         assert pixels.shape == (3, 32, 32)
         assert set(threads) == {"open_image", "finish"} and loop_thread not in threads.values()
+
+
+def test_a_small_image_decodes_in_one_hop_and_a_large_one_under_the_budget(monkeypatch):
+    from greenray.serve.app import Ingress
+
+    held = []
+
+    class Budget(images.PixelBudget):
+        def hold(self, pixels: int):
+            held.append(pixels)
+            return super().hold(pixels)
+
+    monkeypatch.setattr(images, "PixelBudget", Budget)
+    replica = SimpleNamespace(_pixel_budget=None, _image_size=32)
+    small = asyncio.run(Ingress.func_or_class._decode(replica, encoded("JPEG", size=(640, 480))))
+    assert small.shape == (3, 32, 32) and held == []
+    large = asyncio.run(Ingress.func_or_class._decode(replica, encoded("PNG", size=(1200, 1000))))
+    assert large.shape == (3, 32, 32) and held == [1200 * 1000]

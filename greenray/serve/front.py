@@ -2,13 +2,13 @@
 ingress replica in front of the model replicas (greenray.serve.app.Ingress) and a model
 replica that is its own ingress (greenray.serve.model_ingress.ModelIngress).
 
-`HttpFront` checks and decodes each POST /predict (greenray.serve.images: on threads, under a
-budget of pixels decoding at once, never on the replica's event loop), holds at most `limit`
-admitted requests and answers 503 beyond, answers 503 "starting" until the hub says the server
-is open, and counts what it answered for /metrics (pushed to the hub). A subclass says how a
-decoded image is classified (`_answer_image`) and what the first request needs (`_ready`); its
-FastAPI routes (decorated on its own class, as Serve's `@serve.ingress` wants) call `predict`,
-`scrape` and `healthz` here.
+`HttpFront` checks and decodes each POST /predict (greenray.serve.images: on threads, never on
+the replica's event loop; images over a megapixel under a budget of pixels decoding at once),
+holds at most `limit` admitted requests and answers 503 beyond, answers 503 "starting" until
+the hub says the server is open, and counts what it answered for /metrics (pushed to the hub).
+A subclass says how a decoded image is classified (`_answer_image`) and what the first request
+needs (`_ready`); its FastAPI routes (decorated on its own class, as Serve's `@serve.ingress`
+wants) call `predict`, `scrape` and `healthz` here.
 
     POST /predict   JPEG or PNG bytes -> {"class", "label", "batch_size", "queue_ms",
                     "compute_ms", "energy_j", "energy_source"}; 4xx for a bad request, 503 when
@@ -164,10 +164,13 @@ class HttpFront:
 
     async def _decode(self, body: bytes) -> np.ndarray:
         """Off the replica's loop, whatever the body's size: the header on a thread (cheap, but a
-        PNG's text chunks are unpacked there), then the decode on a thread once this replica's
-        pixel budget has room for the image, so huge images queue and small ones go on."""
+        PNG's text chunks are unpacked there) and, for a small image, its decode on the same
+        hop; a larger one is decoded on a thread once this replica's pixel budget has room for
+        it, so huge images queue and small ones go on."""
+        image, pixels = await asyncio.to_thread(images.decode_small, body, self._image_size)
+        if pixels is not None:
+            return pixels
         self._pixel_budget = self._pixel_budget or images.PixelBudget()
-        image = await asyncio.to_thread(images.open_image, body, self._image_size)
         async with self._pixel_budget.hold(images.decoded_pixels(image)):
             return await asyncio.to_thread(images.finish, image, self._image_size)
 
