@@ -87,3 +87,14 @@ def test_the_default_model_keeps_idle_and_a_meter_outside_modelled_work_counts_c
     with pytest.raises(ValueError, match="non-negative"):
         add_work(-1.0)
     assert work_seconds() >= 2.0
+
+
+def test_work_declared_just_before_a_window_closes_is_counted_whole():
+    """Modelled work arrives in steps (`add_work`), so the model's counter can move faster than
+    any device could draw: its counter is its definition, not a jump to throw away."""
+    with modelled_work():
+        backend = SimulatedBackend(idle_w=0.0, busy_w=ABOVE_IDLE_W, work_pid=os.getpid())
+    with EnergyMeter([backend]) as meter, meter.window("step", busy=True) as step:
+        add_work(0.3)
+    assert step.measurement.idle_free_joules == pytest.approx(ABOVE_IDLE_W * 0.3, rel=1e-9)
+    assert "jumped" not in step.measurement.note
