@@ -28,8 +28,8 @@ MAX_PIXELS = 50_000_000  # a decoded image larger than this is refused (413): a 
 # usual photo-sized ones, so a queue of huge images does not hold back the small ones.
 DECODE_PIXELS = MAX_PIXELS + 16_000_000
 # An image of at most this many decoded pixels is decoded on the thread that read its header,
-# outside the budget: a second thread hop costs more than its decode (about 0.5 ms for a photo
-# at a JPEG's reduced scale), and the budget is there for the huge ones.
+# outside the budget: a second thread hop costs more than a photo's decode at a JPEG's reduced
+# scale, and the budget is there for the huge ones.
 SMALL_PIXELS = 1_000_000
 
 

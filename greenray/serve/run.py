@@ -122,7 +122,7 @@ class ServedModel:
     @asynccontextmanager
     async def _sender(self, policy: BatchPolicy) -> AsyncIterator[Callable[[int], Awaitable]]:
         """How request i is sent: over HTTP (the client's path), through the ingress replicas'
-        handle, or to the model replicas' handles (in groups past a batch's worth of backlog)."""
+        handle, or to the model replicas' handles (in groups past two batches' worth of backlog)."""
         if self.http is not None:
             async with self.http.sender() as send:
                 yield send

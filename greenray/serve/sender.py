@@ -5,7 +5,7 @@ image) while fewer than two batches' worth of requests are unanswered at that re
 batch running, the next one full). Past that, the replica is behind, and a call per image
 would cost it more CPU than the batches it is behind on (Serve's per-call cost on the
 replica's one thread was 1.7-1.9 ms an image at saturation on a 2-core machine, the forward
-0.6-0.8 ms). So the backlog goes in groups through a `Feeder`, as an ingress replica sends it
+0.7-1.0 ms). So the backlog goes in groups through a `Feeder`, as an ingress replica sends it
 (one group in transit, the next one forming), and each image still joins the replica's batch
 queue on its own. At low rates nothing changes: a request arrives to a replica that is not
 behind.
